@@ -1,0 +1,203 @@
+"""Command line tools: ``dicom-preprocess`` and ``dicom-manifest`` (SPEC §6)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from . import __version__
+from .discover import DICOM, NOT_DICOM, SourceError, build_catalog
+from .failures import (
+    catalog_failures,
+    counts,
+    failures_frame,
+    result_failures,
+    summary_line,
+    write_failures,
+)
+from .manifest import scan_dataset, write_manifest
+from .options import COMPRESSIONS, FILTERS, PADDINGS, VOLUME_HANDLERS, Options, OptionsError
+from .pipeline import OK, FileResult, process_file
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected W,H (e.g. 1024,1280), got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError("width and height must be positive")
+    return width, height
+
+
+def _voi(text: str) -> str | tuple[float, float]:
+    if text in ("auto", "none"):
+        return text
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto, none or CENTER,WIDTH, got {text!r}"
+        ) from None
+    return center, width
+
+
+def preprocess_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dicom-preprocess",
+        description="Convert DICOM files to TIFF files for computer-vision training.",
+    )
+    p.add_argument("source", help="a DICOM file, a folder (searched recursively) or a .txt list")
+    p.add_argument("output", help="output folder (a file path when SOURCE is one file)")
+    p.add_argument("-c", "--crop", action="store_true", help="crop zero rows/columns at edges")
+    p.add_argument(
+        "-m", "--crop-max", action="store_true", help="also treat the maximum value as background"
+    )
+    p.add_argument(
+        "--crop-components",
+        action="store_true",
+        help="crop to the largest connected foreground region",
+    )
+    p.add_argument("-s", "--size", type=_size, help="output size W,H (resize to fit, then pad)")
+    p.add_argument("-f", "--filter", choices=FILTERS, default="triangle", help="resize filter")
+    p.add_argument("-p", "--padding", choices=PADDINGS, default="zero", help="padding direction")
+    p.add_argument(
+        "-z", "--compressor", choices=COMPRESSIONS, default="packbits", help="TIFF compression"
+    )
+    p.add_argument(
+        "-v", "--volume-handler", choices=VOLUME_HANDLERS, default="keep", help="multi-frame files"
+    )
+    p.add_argument(
+        "-t", "--target-frames", type=int, help="frames for --volume-handler interpolate"
+    )
+    p.add_argument("--voi", type=_voi, default="auto", help="auto, none or CENTER,WIDTH")
+    p.add_argument("--strict", action="store_true", help="stop if any input is not DICOM")
+    p.add_argument(
+        "-j", "--threads", type=int, default=os.cpu_count() or 1, help="parallel worker processes"
+    )
+    p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    return Options(
+        crop=args.crop,
+        crop_max=args.crop_max,
+        crop_components=args.crop_components,
+        size=args.size,
+        filter=args.filter,
+        padding=args.padding,
+        compression=args.compressor,
+        volume=args.volume_handler,
+        target_frames=args.target_frames,
+        voi=args.voi,
+    )
+
+
+def _run_one(job: tuple[str, str, Options]) -> dict:
+    path, root, options = job
+    return process_file(path, root, options).to_dict()
+
+
+def _progress(iterable, total: int):
+    if not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, unit="file", file=sys.stderr)
+
+
+def convert_many(paths: list[str], root: str, options: Options, threads: int) -> list[dict]:
+    """Process files in ``threads`` worker processes; results in input order."""
+    jobs = [(p, root, options) for p in paths]
+    if threads <= 1 or len(jobs) <= 1:
+        return list(_progress(map(_run_one, jobs), len(jobs)))
+    with ProcessPoolExecutor(threads) as pool:
+        return list(_progress(pool.map(_run_one, jobs, chunksize=4), len(jobs)))
+
+
+def preprocess_main(argv: list[str] | None = None) -> int:
+    args = preprocess_parser().parse_args(argv)
+    try:
+        options = options_from_args(args)
+    except OptionsError as exc:
+        print(f"dicom-preprocess: {exc}", file=sys.stderr)
+        return 2
+    source, output = Path(args.source), Path(args.output)
+    try:
+        catalog = build_catalog(source, processes=max(1, args.threads))
+    except SourceError as exc:
+        print(f"dicom-preprocess: {exc}", file=sys.stderr)
+        return 2
+    if args.strict:
+        bad = catalog[catalog["status"] == NOT_DICOM]["path"].tolist()
+        if bad:
+            print("dicom-preprocess: not DICOM (--strict): " + ", ".join(bad), file=sys.stderr)
+            return 2
+
+    if source.is_file() and source.suffix.lower() != ".txt":
+        return _single(source, output, options)
+
+    todo = catalog[catalog["status"] == DICOM]["path"].tolist()
+    results = convert_many(todo, str(output), options, args.threads)
+    failures = failures_frame(catalog_failures(catalog) + result_failures(results))
+    processed = sum(1 for r in results if r["status"] == OK)
+    write_failures(failures, output / "failures.csv")
+    numbers = counts(processed, failures)
+    print(summary_line(numbers, output), file=sys.stderr)
+    if len(failures):
+        print(f"dicomprep: not converted: see {output / 'failures.csv'}", file=sys.stderr)
+    return 1 if numbers["failed"] else 0
+
+
+def _single(source: Path, output: Path, options: Options) -> int:
+    if output.is_dir():
+        result = process_file(source, output, options)
+    else:
+        result = process_file(source, options=options, output_path=output)
+    return _report_single(result)
+
+
+def _report_single(result: FileResult) -> int:
+    if result.status == OK:
+        print(f"dicomprep: wrote {result.output}", file=sys.stderr)
+        return 0
+    print(
+        f"dicomprep: {result.status}: {result.source} [{result.stage}] "
+        f"{result.error_type}: {result.message}",
+        file=sys.stderr,
+    )
+    return 1 if result.status == "failed" else 0
+
+
+def manifest_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dicom-manifest",
+        description="Index a folder of {study}/{sop}.tiff files as CSV or Parquet.",
+    )
+    p.add_argument("source", help="the dataset root holding the study folders")
+    p.add_argument("output", help="manifest path ending in .csv or .parquet")
+    p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def manifest_main(argv: list[str] | None = None) -> int:
+    args = manifest_parser().parse_args(argv)
+    root, output = Path(args.source), Path(args.output)
+    if not root.is_dir():
+        print(f"dicom-manifest: {root} is not a folder", file=sys.stderr)
+        return 2
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        print("dicom-manifest: OUTPUT must end in .csv or .parquet", file=sys.stderr)
+        return 2
+    table = scan_dataset(root)
+    write_manifest(table, output)
+    print(f"dicom-manifest: {len(table)} images indexed in {output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(preprocess_main())

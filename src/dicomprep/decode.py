@@ -1,0 +1,282 @@
+"""Reading DICOM files: recognition by content, headers, per-frame attributes, frames.
+
+SPEC §1 and §2 step 1.  Headers are read without pixel data; frames are decoded one at a
+time (``pydicom.pixels.iter_pixels``) so a volume is never held whole unless a step
+needs it.  Attributes that enhanced multi-frame objects keep in functional groups
+(rescale, window, pixel spacing, plane position) are looked up per frame.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom import Dataset
+from pydicom.filereader import _at_pixel_data, read_partial
+from pydicom.pixels import apply_color_lut, iter_pixels
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from .intensity import LINEAR, FrameIntensity
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+class DicomError(Exception):
+    """A file that cannot be processed, with the pipeline stage where that was found."""
+
+    def __init__(self, stage: str, message: str, error_type: str | None = None):
+        super().__init__(message)
+        self.stage = stage
+        self.error_type = error_type or type(self).__name__
+
+
+class NotDicomError(DicomError):
+    """The file's content is not DICOM."""
+
+
+class NoPixelDataError(DicomError):
+    """A DICOM object without an image (SR, RT plan, presentation state, ...)."""
+
+
+# -- recognition and headers -------------------------------------------------------
+
+
+def has_dicm_prefix(path: str | os.PathLike) -> bool:
+    """True when the file holds ``DICM`` at offset 128 (the Part 10 preamble marker)."""
+    with open(path, "rb") as f:
+        f.seek(128)
+        return f.read(4) == b"DICM"
+
+
+def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
+    """The dataset without pixel data, and whether pixel data follows it.
+
+    Raises NotDicomError for non-DICOM content.  Files without a preamble are accepted
+    when they parse as a dataset whose first element is a plausible group (0002/0008)
+    holding a SOP Instance UID.  Parsing stops at the pixel data element, so the file
+    position after the header says whether the object has an image.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise NotDicomError("discover", "empty file (0 bytes)", "EmptyFile")
+    preamble = has_dicm_prefix(path)
+    with warnings.catch_warnings(), open(path, "rb") as f:
+        warnings.simplefilter("ignore")
+        try:
+            ds = read_partial(f, stop_when=_at_pixel_data, force=not preamble)
+            has_pixels = f.read(4) in _PIXEL_TAGS
+        except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
+            if not preamble:
+                raise NotDicomError("discover", "not a DICOM file", "NotDicom") from exc
+            raise DicomError("discover", f"unreadable DICOM header: {_one_line(exc)}") from exc
+    if not preamble:
+        first = next(iter(ds.keys()), None)
+        if first is None or first.group not in (0x0002, 0x0008) or "SOPInstanceUID" not in ds:
+            raise NotDicomError("discover", "not a DICOM file", "NotDicom")
+    if not has_pixels and _is_deflated(ds):
+        has_pixels = _deflated_has_pixels(path)
+    return ds, has_pixels
+
+
+# (7FE0,0010) Pixel Data, (7FE0,0008) Float, (7FE0,0009) Double Float, little/big endian.
+_PIXEL_TAGS = {
+    bytes.fromhex(h)
+    for h in ("e07f1000", "e07f0800", "e07f0900", "7fe00010", "7fe00008", "7fe00009")
+}
+
+
+def _is_deflated(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    return meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+
+
+def _deflated_has_pixels(path: Path) -> bool:
+    """Deflated files hide the pixel tag inside the compressed stream: parse them whole."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = pydicom.dcmread(path, defer_size=256)
+    return any(k in full for k in PIXEL_KEYWORDS)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# -- image description ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """The header facts the pixel pipeline needs."""
+
+    rows: int
+    columns: int
+    num_frames: int
+    samples_per_pixel: int
+    photometric: str
+    bits_stored: int
+    pixel_representation: int
+    transfer_syntax: str
+    pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) in mm
+
+    @property
+    def is_color(self) -> bool:
+        return self.samples_per_pixel > 1 or self.photometric == "PALETTE COLOR"
+
+    @property
+    def inverted(self) -> bool:
+        """MONOCHROME1: larger stored values are darker."""
+        return self.photometric == "MONOCHROME1"
+
+
+def image_info(ds: Dataset) -> ImageInfo:
+    """Describe the image in ``ds``; raises DicomError for impossible geometry."""
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    if rows <= 0 or columns <= 0:
+        raise DicomError("decode", f"image has {rows} rows and {columns} columns", "EmptyImage")
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames <= 0:
+        raise DicomError("decode", f"NumberOfFrames is {frames}", "EmptyImage")
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    return ImageInfo(
+        rows=rows,
+        columns=columns,
+        num_frames=frames,
+        samples_per_pixel=int(ds.get("SamplesPerPixel") or 1),
+        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper(),
+        bits_stored=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8),
+        pixel_representation=int(ds.get("PixelRepresentation") or 0),
+        transfer_syntax=syntax,
+        pixel_spacing=_pixel_spacing(ds),
+    )
+
+
+def functional_group_item(ds: Dataset, index: int, sequence: str) -> Dataset | None:
+    """The first item of a functional-group ``sequence`` for frame ``index``.
+
+    Per-frame groups take precedence over shared ones; None when neither has it.
+    """
+    for groups_keyword, position in (
+        ("PerFrameFunctionalGroupsSequence", index),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
+        groups = ds.get(groups_keyword)
+        if groups and position < len(groups):
+            seq = groups[position].get(sequence)
+            if seq:
+                return seq[0]
+    return None
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    item = functional_group_item(ds, 0, "PixelMeasuresSequence")
+    for holder, keyword in (
+        (ds, "PixelSpacing"),
+        (item, "PixelSpacing"),
+        (ds, "ImagerPixelSpacing"),
+    ):
+        value = holder.get(keyword) if holder is not None else None
+        if value is not None:
+            try:
+                row, col = float(value[0]), float(value[1])
+            except (TypeError, ValueError, IndexError):
+                continue
+            if row > 0 and col > 0:
+                return row, col
+    return None
+
+
+def _first_number(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        return (
+            float(value[0])
+            if isinstance(value, (list, tuple, pydicom.multival.MultiValue))
+            else float(value)
+        )
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def frame_intensity(ds: Dataset, index: int = 0) -> FrameIntensity:
+    """Rescale, modality LUT, window and VOI LUT that apply to frame ``index``."""
+    pvt = functional_group_item(ds, index, "PixelValueTransformationSequence")
+    slope = _first_number((pvt or ds).get("RescaleSlope"))
+    intercept = _first_number((pvt or ds).get("RescaleIntercept"))
+    modality_lut = ds if "ModalityLUTSequence" in ds else None
+
+    voi_item = functional_group_item(ds, index, "FrameVOILUTSequence")
+    holder = voi_item if voi_item is not None else ds
+    voi_lut = ds if "VOILUTSequence" in ds else None
+    window = None
+    center, width = (
+        _first_number(holder.get("WindowCenter")),
+        _first_number(holder.get("WindowWidth")),
+    )
+    if center is not None and width is not None and width > 0:
+        function = str(holder.get("VOILUTFunction", LINEAR) or LINEAR).strip().upper()
+        window = (center, width, function)
+    return FrameIntensity(
+        slope=1.0 if slope is None else slope,
+        intercept=0.0 if intercept is None else intercept,
+        modality_lut=modality_lut,
+        window=window,
+        voi_lut=voi_lut,
+    )
+
+
+def frame_order(ds: Dataset, num_frames: int) -> list[int]:
+    """Frame indices ordered by position along the slice normal, else stored order.
+
+    Uses per-frame Plane Position (Patient) projected on the normal of the Image
+    Orientation; frames without positions keep their stored order.
+    """
+    if num_frames <= 1:
+        return list(range(num_frames))
+    orientation_item = functional_group_item(ds, 0, "PlaneOrientationSequence")
+    orientation = (orientation_item or ds).get("ImageOrientationPatient")
+    try:
+        row, col = np.array(orientation[:3], float), np.array(orientation[3:6], float)
+        normal = np.cross(row, col)
+    except (TypeError, ValueError, IndexError):
+        normal = np.array([0.0, 0.0, 1.0])
+    groups = ds.get("PerFrameFunctionalGroupsSequence")
+    if not groups or len(groups) != num_frames:
+        return list(range(num_frames))
+    positions = []
+    for item in groups:
+        plane = item.get("PlanePositionSequence")
+        try:
+            positions.append(float(np.dot(normal, np.array(plane[0].ImagePositionPatient, float))))
+        except (TypeError, ValueError, IndexError, AttributeError):
+            return list(range(num_frames))
+    return sorted(range(num_frames), key=lambda i: (positions[i], i))
+
+
+# -- frames -------------------------------------------------------------------------
+
+
+def iter_frames(
+    path: str | os.PathLike, ds: Dataset, indices: Iterable[int]
+) -> Iterator[np.ndarray]:
+    """Decode the frames ``indices`` (in that order), one at a time.
+
+    Colour data is returned as RGB (YBR converted by pydicom; palette applied here).
+    Deflated files are inflated whole first because they cannot be read frame-wise.
+    """
+    indices = list(indices)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = pydicom.dcmread(path) if _is_deflated(ds) else path
+        for frame in iter_pixels(source, indices=indices):
+            if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+                frame = apply_color_lut(frame, ds)
+            yield frame

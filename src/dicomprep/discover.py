@@ -1,0 +1,305 @@
+"""Discovery: find the inputs, recognise DICOM by content, and catalog their headers.
+
+SPEC §1.  The catalog is a table with one row per input path — its size and mtime, a
+``status`` (``dicom`` for files to convert, else the reason it is not converted) and the
+header facts users filter on.  Saved as Parquet it is a metadata index that pandas or
+DuckDB can query, and the cache that lets a rerun skip headers of unchanged files
+(same path, size and mtime).
+
+Only the header is read (parsing stops at the pixel data element).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from .decode import DicomError, NotDicomError, read_header
+from .uids import describe_invalid_uid, is_valid_uid
+
+# Statuses of catalog rows.  Only DICOM rows are converted.
+DICOM = "dicom"
+NOT_DICOM = "not_dicom"
+NO_PIXELS = "no_pixels"
+INVALID_UID = "invalid_uid"
+DUPLICATE = "duplicate"
+UNREADABLE = "unreadable"
+MISSING = "missing"
+
+# The status column of the failures table for each catalog status.
+REPORT_STATUS = {
+    NOT_DICOM: "skipped",
+    NO_PIXELS: "skipped",
+    DUPLICATE: "duplicate",
+    INVALID_UID: "failed",
+    UNREADABLE: "failed",
+    MISSING: "failed",
+}
+
+HEADER_FIELDS = {
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "sop_instance_uid": "SOPInstanceUID",
+    "modality": "Modality",
+    "rows": "Rows",
+    "columns": "Columns",
+    "number_of_frames": "NumberOfFrames",
+    "photometric_interpretation": "PhotometricInterpretation",
+}
+TEXT_COLUMNS = [
+    "path",
+    "status",
+    "reason",
+    "error_type",
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+    "modality",
+    "transfer_syntax",
+    "photometric_interpretation",
+]
+INT_COLUMNS = ["size", "mtime_ns", "rows", "columns", "number_of_frames"]
+CATALOG_COLUMNS = [
+    "path",
+    "size",
+    "mtime_ns",
+    "status",
+    "reason",
+    "error_type",
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+    "modality",
+    "rows",
+    "columns",
+    "number_of_frames",
+    "transfer_syntax",
+    "photometric_interpretation",
+]
+
+
+class SourceError(ValueError):
+    """The source itself is unusable (missing, or a non-DICOM input under `strict`)."""
+
+
+# -- finding paths ----------------------------------------------------------------
+
+
+def iter_source_paths(source: str | os.PathLike, follow_symlinks: bool = False) -> Iterator[Path]:
+    """Input paths of a source: a file, a folder (recursive) or a ``.txt`` list of paths.
+
+    List files ignore blank lines and ``#`` comments; relative entries are resolved
+    against the list's folder.  Folders are walked in sorted order; hidden files (names
+    starting with a dot) are skipped; symlinks are followed only when asked.
+    """
+    source = Path(source)
+    if source.is_dir():
+        yield from _walk(source, follow_symlinks)
+    elif source.is_file() and source.suffix.lower() == ".txt":
+        for line in source.read_text().splitlines():
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            path = Path(entry)
+            yield path if path.is_absolute() else source.parent / path
+    elif source.exists():
+        yield source
+    else:
+        raise SourceError(f"source {str(source)!r} does not exist")
+
+
+def _walk(folder: Path, follow_symlinks: bool) -> Iterator[Path]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink() and not follow_symlinks:
+            continue
+        if entry.is_dir(follow_symlinks=follow_symlinks):
+            yield from _walk(Path(entry.path), follow_symlinks)
+        elif entry.is_file(follow_symlinks=follow_symlinks):
+            yield Path(entry.path)
+
+
+# -- reading one header -------------------------------------------------------------
+
+
+def catalog_entry(path: str | os.PathLike) -> dict:
+    """One catalog row for ``path``: stat, status, and header fields when DICOM."""
+    path = Path(path)
+    row: dict = {"path": str(path), "status": DICOM, "reason": "", "error_type": ""}
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return {**row, "status": MISSING, "reason": _reason(exc), "error_type": "FileNotFound"}
+    row["size"], row["mtime_ns"] = stat.st_size, stat.st_mtime_ns
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds, has_pixels = read_header(path)
+    except NotDicomError as exc:
+        return {**row, "status": NOT_DICOM, "reason": str(exc), "error_type": exc.error_type}
+    except DicomError as exc:
+        return {**row, "status": UNREADABLE, "reason": str(exc), "error_type": exc.error_type}
+    except OSError as exc:
+        return {**row, "status": UNREADABLE, "reason": _reason(exc), "error_type": "OSError"}
+    for column, keyword in HEADER_FIELDS.items():
+        value = ds.get(keyword)
+        row[column] = "" if value is None else str(value).strip()
+    meta = getattr(ds, "file_meta", None)
+    row["transfer_syntax"] = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if not has_pixels:
+        row.update(status=NO_PIXELS, reason="no pixel data (not an image object)")
+        row["error_type"] = "NoPixelData"
+    else:
+        for name, column in (
+            ("SOPInstanceUID", "sop_instance_uid"),
+            ("StudyInstanceUID", "study_instance_uid"),
+        ):
+            if not is_valid_uid(row[column]):
+                row.update(status=INVALID_UID, reason=describe_invalid_uid(name, row[column]))
+                row["error_type"] = "InvalidUID"
+                break
+    for column in ("sop_instance_uid", "study_instance_uid", "series_instance_uid"):
+        if not is_valid_uid(row[column]):
+            row[column] = ""  # hostile strings never travel further
+    return row
+
+
+_PATH_UIDS = (("SOPInstanceUID", "sop_instance_uid"), ("StudyInstanceUID", "study_instance_uid"))
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+# -- the catalog ------------------------------------------------------------------
+
+
+def empty_catalog() -> pd.DataFrame:
+    return normalise(pd.DataFrame(columns=CATALOG_COLUMNS))
+
+
+def normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """Catalog column order and types (strings, int64 with 0 for unknown)."""
+    df = df.reindex(columns=CATALOG_COLUMNS)
+    for column in TEXT_COLUMNS:
+        df[column] = df[column].fillna("").astype(str)
+    for column in INT_COLUMNS:
+        df[column] = pd.to_numeric(df[column], errors="coerce").fillna(0).astype("int64")
+    return df.reset_index(drop=True)
+
+
+def build_catalog(
+    source: str | os.PathLike,
+    previous: pd.DataFrame | None = None,
+    *,
+    follow_symlinks: bool = False,
+    processes: int = 1,
+) -> pd.DataFrame:
+    """The catalog of ``source``, reusing rows of ``previous`` for unchanged files.
+
+    A file is unchanged when its path, size and mtime equal the previous row's.
+    Duplicates (a SOP Instance UID seen at an earlier path in sorted order) are marked.
+    """
+    paths = sorted({str(p) for p in iter_source_paths(source, follow_symlinks)})
+    stats = [_stat(p) for p in paths]
+    reuse: dict[str, dict] = {}
+    if previous is not None and len(previous):
+        prev = previous[previous["status"] != MISSING]
+        keyed = prev.set_index("path", drop=False)
+        for path, stat in zip(paths, stats, strict=True):
+            if stat is not None and path in keyed.index:
+                row = keyed.loc[path]
+                if int(row["size"]) == stat[0] and int(row["mtime_ns"]) == stat[1]:
+                    reuse[path] = row.to_dict()
+    fresh = [p for p in paths if p not in reuse]
+    new_rows = list(_map(catalog_entry, fresh, processes))
+    rows = list(reuse.values()) + new_rows
+    catalog = normalise(pd.DataFrame(rows, columns=CATALOG_COLUMNS) if rows else empty_catalog())
+    catalog = catalog.sort_values("path", kind="stable").reset_index(drop=True)
+    return mark_duplicates(catalog)
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _map(func, items: list, processes: int) -> Iterable:
+    if processes <= 1 or len(items) < 64:
+        return map(func, items)
+    with ProcessPoolExecutor(processes) as pool:
+        return list(pool.map(func, items, chunksize=64))
+
+
+def mark_duplicates(catalog: pd.DataFrame) -> pd.DataFrame:
+    """Mark later rows (sorted by path) that repeat a SOP Instance UID as duplicates.
+
+    Rows previously marked duplicate are re-evaluated, so removing the first copy lets
+    the next one win.
+    """
+    catalog = catalog.copy()
+    was_duplicate = catalog["status"] == DUPLICATE
+    catalog.loc[was_duplicate, ["status", "reason", "error_type"]] = [DICOM, "", ""]
+    candidates = catalog[catalog["status"] == DICOM].sort_values("path", kind="stable")
+    first_paths = candidates.groupby("sop_instance_uid", sort=False)["path"].transform("first")
+    dup = candidates.index[candidates["path"] != first_paths]
+    for index in dup:
+        first = first_paths.loc[index]
+        catalog.loc[index, "status"] = DUPLICATE
+        catalog.loc[index, "error_type"] = "DuplicateSOPInstanceUID"
+        catalog.loc[index, "reason"] = f"same SOP Instance UID as {first}"
+    return catalog
+
+
+def save_catalog(catalog: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write the catalog as Parquet, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        normalise(catalog).to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_catalog(path: str | os.PathLike) -> pd.DataFrame | None:
+    """The saved catalog, or None when there is none (or it is unreadable)."""
+    try:
+        return normalise(pd.read_parquet(path))
+    except (OSError, ValueError):
+        return None
+
+
+# -- shards -------------------------------------------------------------------------
+
+
+def shard_key(path: str, source: str | os.PathLike) -> str:
+    """The stable name of a file for sharding: its path relative to a folder source."""
+    root = Path(source)
+    if root.is_dir():
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return Path(path).as_posix()
+
+
+def shard_of(key: str, shards: int) -> int:
+    """A stable bucket in ``range(shards)`` for a file key (independent of other files)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards

@@ -1,0 +1,88 @@
+"""The failures table and the run summary (SPEC §5).
+
+Every input that did not become a TIFF gets one row: its path, a ``status`` (``skipped``
+for non-DICOM and image-less files, ``duplicate``, ``failed``), the stage where that was
+decided (discover, decode, transform, write), the error type and a one-line message.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from .discover import DICOM, REPORT_STATUS
+
+FAILURE_COLUMNS = ["path", "status", "stage", "error_type", "message"]
+
+
+def catalog_failures(catalog: pd.DataFrame) -> list[dict]:
+    """Rows for catalog entries that are not converted (found at discovery)."""
+    rows = []
+    for entry in catalog[catalog["status"] != DICOM].itertuples(index=False):
+        rows.append(
+            {
+                "path": entry.path,
+                "status": REPORT_STATUS.get(entry.status, "failed"),
+                "stage": "discover",
+                "error_type": entry.error_type or entry.status,
+                "message": entry.reason,
+            }
+        )
+    return rows
+
+
+def result_failures(results: Iterable[Mapping]) -> list[dict]:
+    """Rows for processing results that did not end in a TIFF."""
+    return [
+        {
+            "path": r["source"],
+            "status": r["status"],
+            "stage": r["stage"],
+            "error_type": r["error_type"],
+            "message": r["message"],
+        }
+        for r in results
+        if r["status"] != "ok"
+    ]
+
+
+def failures_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
+    """The failures table: one row per path (first record wins), sorted by path."""
+    df = pd.DataFrame(list(rows), columns=FAILURE_COLUMNS).fillna("").astype(str)
+    df = df.drop_duplicates("path", keep="first")
+    return df.sort_values("path", kind="stable").reset_index(drop=True)
+
+
+def write_failures(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write the failures table as CSV, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        df.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def counts(processed: int, failures: pd.DataFrame) -> dict[str, int]:
+    """Processed / skipped / duplicate / failed counts."""
+    by_status = failures["status"].value_counts().to_dict() if len(failures) else {}
+    return {
+        "processed": int(processed),
+        "skipped": int(by_status.get("skipped", 0)),
+        "duplicate": int(by_status.get("duplicate", 0)),
+        "failed": int(by_status.get("failed", 0)),
+    }
+
+
+def summary_line(numbers: Mapping[str, int], output: str | os.PathLike) -> str:
+    """One line for the end of a run."""
+    return (
+        f"dicomprep: {numbers['processed']} processed, {numbers['skipped']} skipped, "
+        f"{numbers['duplicate']} duplicate, {numbers['failed']} failed; outputs in {output}"
+    )

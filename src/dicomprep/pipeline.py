@@ -1,0 +1,372 @@
+"""One DICOM file to one TIFF: :func:`process_file`, the function everything else calls.
+
+The stages run in SPEC §2 order — decode, modality LUT, VOI, scale, volume handling,
+crop, resize, pad — then the TIFF is written atomically (SPEC §3).  Frames stream
+through the stages one at a time; a volume whose crop box must cover every frame is
+read twice (a first pass finds the box) rather than held in memory.
+
+Errors never escape as exceptions: every outcome is a :class:`FileResult` whose
+``status`` is ``ok``, ``skipped`` (not DICOM, no pixel data) or ``failed`` with the
+stage, error type and a one-line message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom import Dataset
+
+from . import crop as cropping
+from .decode import (
+    DicomError,
+    ImageInfo,
+    NotDicomError,
+    frame_intensity,
+    frame_order,
+    image_info,
+    iter_frames,
+    read_header,
+)
+from .geometry import Geometry
+from .intensity import (
+    FrameIntensity,
+    apply_lut,
+    gray_lut,
+    gray_values,
+    is_integral,
+    lut_domain,
+    modality_values,
+    output_dtype,
+    smallest_integer_dtype,
+)
+from .options import Options
+from .pad import pad, padding_offsets
+from .resize import fit_size, resize
+from .tiff import write_tiff
+from .uids import describe_invalid_uid, is_valid_uid
+from .volume import central_index, interpolate_frames, max_intensity
+
+OK, SKIPPED, FAILED, DUPLICATE = "ok", "skipped", "failed", "duplicate"
+
+
+@dataclass
+class FileResult:
+    """The outcome of one input file (one row of the run's records)."""
+
+    source: str
+    status: str
+    stage: str = ""
+    error_type: str = ""
+    message: str = ""
+    study_instance_uid: str = ""
+    sop_instance_uid: str = ""
+    output: str = ""
+    width: int = 0
+    height: int = 0
+    channels: int = 0
+    num_frames: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def output_path_for(root: str | os.PathLike, study_uid: str, sop_uid: str) -> Path:
+    """``{root}/{StudyInstanceUID}/{SOPInstanceUID}.tiff`` (UIDs must be valid)."""
+    return Path(root) / study_uid / f"{sop_uid}.tiff"
+
+
+def dataset_uids(ds: Dataset) -> tuple[str, str]:
+    """(StudyInstanceUID, SOPInstanceUID), validated for use in paths."""
+    study, sop = str(ds.get("StudyInstanceUID", "")), str(ds.get("SOPInstanceUID", ""))
+    for name, value in (("SOPInstanceUID", sop), ("StudyInstanceUID", study)):
+        if not is_valid_uid(value):
+            raise DicomError("discover", describe_invalid_uid(name, value), "InvalidUID")
+    return study, sop
+
+
+def process_file(
+    path: str | os.PathLike,
+    output_root: str | os.PathLike | None = None,
+    options: Options | None = None,
+    *,
+    output_path: str | os.PathLike | None = None,
+) -> FileResult:
+    """Convert one DICOM file; the TIFF goes to ``output_path`` or under ``output_root``."""
+    options = options or Options()
+    started = time.perf_counter()
+    result = FileResult(source=str(path), status=FAILED)
+    try:
+        ds, has_pixels = read_header(path)
+        study, sop = str(ds.get("StudyInstanceUID", "")), str(ds.get("SOPInstanceUID", ""))
+        result.study_instance_uid, result.sop_instance_uid = _safe_uid(study), _safe_uid(sop)
+        if not has_pixels:
+            raise NotDicomError("discover", "no pixel data (not an image object)", "NoPixelData")
+        if output_path is None:
+            if output_root is None:
+                raise ValueError("give output_root or output_path")
+            study, sop = dataset_uids(ds)
+            output_path = output_path_for(output_root, study, sop)
+        rendered = render(path, ds, options)
+        write_tiff(
+            output_path,
+            rendered.frames,
+            num_frames=rendered.num_frames,
+            geometry=rendered.geometry,
+            compression=options.compression,
+            resolution=rendered.resolution(),
+        )
+        height, width = rendered.shape[:2]
+        result.status, result.output = OK, str(output_path)
+        result.width, result.height = width, height
+        result.channels = rendered.shape[2] if len(rendered.shape) == 3 else 1
+        result.num_frames = rendered.num_frames
+    except NotDicomError as exc:
+        result.status, result.stage = SKIPPED, exc.stage
+        result.error_type, result.message = exc.error_type, str(exc)
+    except DicomError as exc:
+        result.stage, result.error_type, result.message = exc.stage, exc.error_type, str(exc)
+    except MemoryError:
+        result.stage, result.error_type = "transform", "MemoryError"
+        result.message = "out of memory while processing this file"
+    except OSError as exc:
+        result.stage, result.error_type = "write", type(exc).__name__
+        result.message = _one_line(exc.strerror or str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop a run
+        result.stage, result.error_type = "transform", type(exc).__name__
+        result.message = _one_line(str(exc))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _safe_uid(value: str) -> str:
+    """A UID for reports: the value when valid, else empty (hostile strings stay out)."""
+    return value if is_valid_uid(value) else ""
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# -- rendering ------------------------------------------------------------------
+
+
+@dataclass
+class Rendered:
+    """Output frames (lazy) and what is known about them before they are produced."""
+
+    frames: Iterator[np.ndarray]
+    num_frames: int
+    shape: tuple[int, ...]
+    geometry: Geometry
+    pixel_spacing: tuple[float, float] | None
+
+    def resolution(self) -> tuple[float, float] | None:
+        """(x, y) pixels per cm after crop and resize, from Pixel Spacing (mm)."""
+        if self.pixel_spacing is None:
+            return None
+        g = self.geometry
+        row_mm, col_mm = self.pixel_spacing
+        return 10.0 / col_mm * g.scale_x, 10.0 / row_mm * g.scale_y
+
+
+def _staged(stage: str, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """Re-raise errors from ``frames`` as DicomError of ``stage`` (decode/transform)."""
+    try:
+        yield from frames
+    except DicomError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        message = _one_line(str(exc)) or type(exc).__name__
+        raise DicomError(stage, message, type(exc).__name__) from exc
+
+
+class _IntensityMapper:
+    """Maps decoded frames to output values, caching lookup tables between frames.
+
+    The output type is fixed per file: uint8/uint16 after VOI; for `voi: none` the
+    smallest exact type of the modality values the stored bits allow, narrowed to the
+    data's own range (``dtype`` is None until known) when that range would need 32 bits.
+    """
+
+    def __init__(self, ds: Dataset, info: ImageInfo, options: Options):
+        self.ds, self.info, self.options = ds, info, options
+        self._luts: dict = {}
+        self.dtype: np.dtype | None = self._initial_dtype()
+
+    def _initial_dtype(self) -> np.dtype | None:
+        if self.info.is_color:
+            return None
+        if self.options.voi != "none":
+            return output_dtype(self.info.bits_stored)
+        frame = frame_intensity(self.ds, 0)
+        if not is_integral(frame):
+            return np.dtype(np.float32)
+        bits, signed = self.info.bits_stored, self.info.pixel_representation == 1
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        values = modality_values(np.arange(low, high + 1, dtype=np.int64), frame)
+        candidate = smallest_integer_dtype(float(values.min()), float(values.max()))
+        return candidate if candidate.itemsize <= 2 else None
+
+    def set_dtype(self, dtype: np.dtype) -> None:
+        """Fix the output type (clears cached tables made for another type)."""
+        self.dtype = np.dtype(dtype)
+        self._luts.clear()
+
+    def __call__(self, index: int, raw: np.ndarray) -> np.ndarray:
+        if self.info.is_color:
+            return color_to_output(raw, self.info.bits_stored)
+        frame = frame_intensity(self.ds, index)
+        voi = self.options.voi
+        needs_range = voi == "none" or (
+            voi == "auto" and frame.voi_lut is None and frame.window is None
+        )
+        stored_range = (float(raw.min()), float(raw.max())) if needs_range else None
+        if self.dtype is None:  # `voi: none` whose type depends on this frame's values
+            self.set_dtype(smallest_integer_dtype(*_modality_range(stored_range, frame)))
+        invert = self.info.inverted
+        if lut_domain(raw.dtype) is None:
+            return gray_values(raw, frame, voi, self.dtype, invert, stored_range)
+        key = (frame.cache_key(), stored_range, raw.dtype.str)
+        lut = self._luts.get(key)
+        if lut is None:
+            if len(self._luts) > 64:
+                self._luts.clear()
+            lut = gray_lut(raw.dtype, frame, voi, self.dtype, invert, stored_range)
+            self._luts[key] = lut
+        return apply_lut(raw, lut)
+
+
+def _modality_range(stored_range, frame: FrameIntensity) -> tuple[float, float] | None:
+    if stored_range is None:
+        return None
+    ends = modality_values(np.array(stored_range, dtype=np.float64), frame)
+    return float(ends.min()), float(ends.max())
+
+
+def color_to_output(rgb: np.ndarray, bits_stored: int) -> np.ndarray:
+    """RGB samples to uint8 (8-bit sources) or uint16 over the full range."""
+    if rgb.dtype == np.uint8:
+        return rgb
+    if rgb.dtype == np.uint16 and bits_stored >= 16:
+        return rgb
+    top = float(2 ** min(bits_stored, 8 * rgb.dtype.itemsize) - 1)
+    if rgb.dtype.kind == "f":
+        top = float(rgb.max()) or 1.0
+    scaled = np.clip(rgb.astype(np.float64) / top, 0.0, 1.0) * 65535.0
+    return np.rint(scaled).astype(np.uint16)
+
+
+def render(path: str | os.PathLike, ds: Dataset, options: Options) -> Rendered:
+    """Plan and lazily produce the output frames of one file."""
+    info = image_info(ds)
+    mapper = _IntensityMapper(ds, info, options)
+    order = frame_order(ds, info.num_frames)
+    n = len(order)
+
+    def mapped(indices: list[int]) -> Iterator[np.ndarray]:
+        raw = _staged("decode", iter_frames(path, ds, indices))
+        return _staged("transform", (mapper(i, f) for i, f in zip(indices, raw, strict=False)))
+
+    handler = options.volume if n > 1 else "keep"
+    if handler == "central-slice":
+        single = next(mapped([order[central_index(n)]]))
+        sources, count, box = (lambda: iter([single])), 1, _box_of([single], options)
+    elif handler == "max-intensity":
+        single = max_intensity(mapped(order))
+        sources, count, box = (lambda: iter([single])), 1, _box_of([single], options)
+    else:
+        if n == 1:
+            single = next(mapped(order))
+            sources, box = (lambda: iter([single])), _box_of([single], options)
+        else:
+            box = _volume_prepass(mapped, order, options, mapper)
+
+            def sources():
+                return mapped(order)
+
+        count = options.target_frames if handler == "interpolate" else n
+
+    def frame_stream() -> Iterator[np.ndarray]:
+        frames = sources()
+        if handler == "interpolate":
+            frames = interpolate_frames(frames, n, options.target_frames)
+        return frames
+
+    return _finish(frame_stream(), count, info, options, box)
+
+
+def _box_of(frames, options: Options) -> cropping.Box | None:
+    if not options.crop:
+        return None
+    boxes = (cropping.foreground_box(f, options.crop_max, options.crop_components) for f in frames)
+    return cropping.union_box(boxes)
+
+
+def _volume_prepass(
+    mapped: Callable[[list[int]], Iterator[np.ndarray]],
+    order: list[int],
+    options: Options,
+    mapper: _IntensityMapper,
+) -> cropping.Box | None:
+    """First pass over a volume: the union crop box and, when the output type of
+    `voi: none` depends on the data, the range of all frames."""
+    needs_range = options.voi == "none" and mapper.dtype is None and not mapper.info.is_color
+    if not options.crop and not needs_range:
+        return None
+    if needs_range:
+        mapper.set_dtype(np.float64)
+    boxes, low, high = [], np.inf, -np.inf
+    for frame in mapped(order):
+        if options.crop:
+            boxes.append(cropping.foreground_box(frame, options.crop_max, options.crop_components))
+        if needs_range:
+            low, high = min(low, float(frame.min())), max(high, float(frame.max()))
+    if needs_range:
+        mapper.set_dtype(smallest_integer_dtype(low, high))
+    return cropping.union_box(boxes) if options.crop else None
+
+
+def _finish(
+    frames: Iterator[np.ndarray],
+    count: int,
+    info: ImageInfo,
+    options: Options,
+    box: cropping.Box | None,
+) -> Rendered:
+    """Crop, resize and pad a stream of mapped frames; the geometry follows the first one."""
+    width, height = info.columns, info.rows
+    if box is None:
+        box = (0, 0, width, height)
+    x0, y0, x1, y1 = box
+    geometry = Geometry.identity(width, height).with_crop(x0, y0, x1 - x0, y1 - y0)
+    if options.size is not None:
+        new_w, new_h = fit_size(geometry.crop_width, geometry.crop_height, *options.size)
+        geometry = geometry.with_resize(new_w, new_h)
+
+    def transformed(frame: np.ndarray) -> np.ndarray:
+        frame = cropping.crop(frame, box)
+        if (geometry.resized_width, geometry.resized_height) != frame.shape[1::-1]:
+            frame = resize(frame, geometry.resized_width, geometry.resized_height, options.filter)
+        return frame
+
+    stream = _staged("transform", (transformed(f) for f in frames))
+    first = next(stream)
+    if options.size is not None:
+        canvas_w, canvas_h = options.size
+        left, top = padding_offsets(first, canvas_w, canvas_h, options.padding)
+        geometry = geometry.with_padding(canvas_w, canvas_h, left, top)
+        out = (pad(f, canvas_w, canvas_h, left, top) for f in itertools.chain([first], stream))
+    else:
+        out = itertools.chain([first], stream)
+    shape = (geometry.canvas_height, geometry.canvas_width) + first.shape[2:]
+    return Rendered(out, count, shape, geometry, info.pixel_spacing)
