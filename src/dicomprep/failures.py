@@ -86,3 +86,18 @@ def summary_line(numbers: Mapping[str, int], output: str | os.PathLike) -> str:
         f"dicomprep: {numbers['processed']} processed, {numbers['skipped']} skipped, "
         f"{numbers['duplicate']} duplicate, {numbers['failed']} failed; outputs in {output}"
     )
+
+
+def strict_violations(failures_csv: str | os.PathLike) -> list[str]:
+    """Lines naming every failed or non-DICOM input (what `strict` refuses).
+
+    Duplicates and DICOM objects without pixel data are not violations."""
+    df = pd.read_csv(failures_csv, dtype=str, keep_default_na=False)
+    return [
+        f"{r.status}: {r.path} [{r.stage}] {r.error_type}: {r.message}"
+        for r in df.itertuples(index=False)
+        if r.status == "failed" or r.error_type in NOT_DICOM_TYPES
+    ]
+
+
+NOT_DICOM_TYPES = ("NotDicom", "EmptyFile")

@@ -50,7 +50,8 @@ def rescale(values: np.ndarray, slope: float, intercept: float) -> np.ndarray:
 def modality_values(values: np.ndarray, frame: FrameIntensity) -> np.ndarray:
     """Stored values to modality values (Modality LUT Sequence, else rescale), float64."""
     if frame.modality_lut is not None:
-        return apply_modality_lut(values, frame.modality_lut).astype(np.float64)
+        stored = np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values
+        return apply_modality_lut(stored, frame.modality_lut).astype(np.float64)
     return rescale(values, frame.slope, frame.intercept)
 
 

@@ -223,6 +223,8 @@ class _IntensityMapper:
         self._luts.clear()
 
     def __call__(self, index: int, raw: np.ndarray) -> np.ndarray:
+        if self.info.photometric == "PALETTE COLOR":
+            return raw  # palette entries are already output values (8 or 16 bits)
         if self.info.is_color:
             return color_to_output(raw, self.info.bits_stored)
         frame = frame_intensity(self.ds, index)
@@ -268,9 +270,15 @@ def color_to_output(rgb: np.ndarray, bits_stored: int) -> np.ndarray:
 
 def render(path: str | os.PathLike, ds: Dataset, options: Options) -> Rendered:
     """Plan and lazily produce the output frames of one file."""
-    info = image_info(ds)
-    mapper = _IntensityMapper(ds, info, options)
-    order = frame_order(ds, info.num_frames)
+    try:
+        info = image_info(ds)
+        mapper = _IntensityMapper(ds, info, options)
+        order = frame_order(ds, info.num_frames)
+    except DicomError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - malformed header values
+        message = f"invalid header: {_one_line(str(exc))}"
+        raise DicomError("decode", message, type(exc).__name__) from exc
     n = len(order)
 
     def mapped(indices: list[int]) -> Iterator[np.ndarray]:

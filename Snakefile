@@ -1,0 +1,23 @@
+# dicomprep: DICOM collections to TIFF files and a manifest for training.
+# Run: snakemake --cores 2   (configuration in config.yaml, see README.md)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/collect.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True
+
+
+onsuccess:
+    print_summary()

@@ -1,0 +1,79 @@
+"""Collecting a run: shard results to the manifest, the failures table and a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from .discover import load_catalog
+from .failures import catalog_failures, counts, failures_frame, result_failures, write_failures
+from .manifest import manifest_frame, write_manifest
+from .pipeline import OK
+
+
+def read_results(files: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """All shard results tables in one."""
+    frames = [pd.read_parquet(f) for f in files]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def manifest_rows(results: pd.DataFrame, output_root: str | os.PathLike) -> list[dict]:
+    """Manifest records of the finished TIFFs (inode read from the file)."""
+    root = Path(output_root)
+    rows = []
+    if not len(results):
+        return rows
+    for r in results[results["status"] == OK].itertuples(index=False):
+        output = Path(r.output)
+        try:
+            inode = os.stat(output).st_ino
+        except OSError:
+            continue  # removed since: not a finished TIFF any more
+        rows.append(
+            {
+                "study_instance_uid": r.study_instance_uid,
+                "sop_instance_uid": r.sop_instance_uid,
+                "path": output.relative_to(root).as_posix(),
+                "inode": inode,
+                "width": int(r.width),
+                "height": int(r.height),
+                "channels": int(r.channels),
+                "num_frames": int(r.num_frames),
+            }
+        )
+    return rows
+
+
+def collect(
+    results_files: Iterable[str | os.PathLike],
+    catalog_path: str | os.PathLike,
+    output_root: str | os.PathLike,
+    manifest_csv: str | os.PathLike,
+    manifest_parquet: str | os.PathLike,
+    failures_csv: str | os.PathLike,
+    summary_json: str | os.PathLike,
+) -> dict[str, int]:
+    """Write manifest (CSV + Parquet), failures and a JSON summary; return the counts."""
+    results = read_results(results_files)
+    catalog = load_catalog(catalog_path)
+    manifest = manifest_frame(manifest_rows(results, output_root))
+    write_manifest(manifest, manifest_csv)
+    write_manifest(manifest, manifest_parquet)
+    records = results.to_dict("records") if len(results) else []
+    failures = failures_frame(
+        (catalog_failures(catalog) if catalog is not None else []) + result_failures(records)
+    )
+    write_failures(failures, failures_csv)
+    numbers = counts(len(manifest), failures)
+    numbers["reused"] = int(results["reused"].sum()) if len(results) else 0
+    numbers["converted_now"] = numbers["processed"] - numbers["reused"]
+    summary = {**numbers, "output": str(output_root), "failures": str(failures_csv)}
+    tmp = Path(summary_json).with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, summary_json)
+    return numbers

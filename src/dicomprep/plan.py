@@ -1,0 +1,117 @@
+"""Planning a workflow run: update the catalog and split the DICOM files into shards.
+
+Called once per run by the workflow's main process.  Shard lists are rewritten only
+when their content changes, so Snakemake reruns exactly the shards that gained, lost or
+changed files.  The list of non-empty shards is saved beside them so that cluster jobs
+never walk the source again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from math import ceil
+from pathlib import Path
+
+import pandas as pd
+
+from .discover import (
+    DICOM,
+    NOT_DICOM,
+    build_catalog,
+    load_catalog,
+    save_catalog,
+    shard_key,
+    shard_of,
+)
+from .shard import shard_list_text, write_if_changed
+
+
+@dataclass(frozen=True)
+class WorkPaths:
+    """Where a run keeps its state (all under the work folder)."""
+
+    root: Path
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.parquet"
+
+    @property
+    def shard_index(self) -> Path:
+        return self.root / "shards" / "index.json"
+
+    def shard_list(self, shard: str) -> Path:
+        return self.root / "shards" / f"{shard}.tsv"
+
+
+def shard_name(index: int, shards: int) -> str:
+    """``s0007``-style names, zero-padded to the width of the shard count."""
+    return f"s{index:0{max(4, len(str(shards - 1)))}d}"
+
+
+def plan_shards(
+    source: str | os.PathLike,
+    work: str | os.PathLike,
+    shards: int,
+    *,
+    follow_symlinks: bool = False,
+    rediscover: bool = True,
+    processes: int = 1,
+) -> tuple[list[str], pd.DataFrame]:
+    """Update the catalog and shard lists; return the non-empty shards and the catalog."""
+    paths = WorkPaths(Path(work))
+    previous = load_catalog(paths.catalog)
+    if rediscover or previous is None:
+        catalog = build_catalog(
+            source, previous, follow_symlinks=follow_symlinks, processes=processes
+        )
+        if previous is None or not catalog.equals(previous):
+            save_catalog(catalog, paths.catalog)
+    else:
+        catalog = previous
+    dicom = catalog[catalog["status"] == DICOM]
+    buckets = [shard_of(shard_key(p, source), shards) for p in dicom["path"]]
+    index: dict[str, dict] = {}
+    for bucket, rows in dicom.groupby(pd.Series(buckets, index=dicom.index), sort=True):
+        name = shard_name(int(bucket), shards)
+        write_if_changed(paths.shard_list(name), shard_list_text(rows))
+        index[name] = {"files": len(rows), "mem_mb": estimate_mem_mb(rows)}
+    write_if_changed(paths.shard_index, json.dumps(index, indent=1, sort_keys=True) + "\n")
+    return list(index), catalog
+
+
+def estimate_mem_mb(rows: pd.DataFrame) -> int:
+    """Memory a shard job needs: a base for the interpreter and libraries plus room for
+    the working copies of the largest frame (decoded, mapped, resampled in float32)."""
+    pixels = (rows["rows"] * rows["columns"]).max() if len(rows) else 0
+    colour = rows["photometric_interpretation"].isin(["MONOCHROME1", "MONOCHROME2"])
+    channels = 1 if bool(colour.all()) else 3
+    return int(BASE_MEM_MB + ceil(24 * int(pixels) * channels / 2**20))
+
+
+BASE_MEM_MB = 600
+
+
+def _saved_index(work: str | os.PathLike) -> dict[str, dict]:
+    try:
+        return json.loads(WorkPaths(Path(work)).shard_index.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def saved_shards(work: str | os.PathLike) -> list[str]:
+    """The shard names of the last plan (for processes that must not rediscover)."""
+    return sorted(_saved_index(work))
+
+
+def shard_resources(work: str | os.PathLike, shard: str, minimum_mem_mb: int) -> dict[str, int]:
+    """Resources of one shard job: its saved memory estimate, at least ``minimum_mem_mb``."""
+    estimate = _saved_index(work).get(shard, {}).get("mem_mb", 0)
+    return {"mem_mb": max(int(minimum_mem_mb), int(estimate))}
+
+
+def non_dicom_paths(catalog: pd.DataFrame) -> list[str]:
+    """Inputs that are not DICOM (what `strict` refuses)."""
+    return catalog.loc[catalog["status"] == NOT_DICOM, "path"].tolist()

@@ -1,0 +1,32 @@
+rule collect:
+    """Manifest (CSV + Parquet), failures table and run summary from all shards."""
+    input:
+        results=shard_results,
+        catalog=f"{WORK}/catalog.parquet",
+    output:
+        manifest_csv=f"{OUTPUT}/manifest.csv",
+        manifest_parquet=f"{OUTPUT}/manifest.parquet",
+        failures=f"{OUTPUT}/failures.csv",
+        summary=f"{WORK}/summary.json",
+    params:
+        output_root=str(OUTPUT),
+    log:
+        f"{WORK}/logs/collect.log",
+    conda:
+        "../../envs/dicomprep.yaml"
+    script:
+        "../scripts/collect.py"
+
+
+rule strict_check:
+    """With `strict: true`, fail naming every input that did not become a TIFF."""
+    input:
+        failures=f"{OUTPUT}/failures.csv",
+    output:
+        touch(f"{WORK}/strict.ok"),
+    log:
+        f"{WORK}/logs/strict_check.log",
+    conda:
+        "../../envs/dicomprep.yaml"
+    script:
+        "../scripts/strict_check.py"

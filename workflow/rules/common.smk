@@ -1,0 +1,70 @@
+import json
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from dicomprep.discover import SourceError
+from dicomprep.failures import summary_line
+from dicomprep.options import Options, OptionsError, code_hash
+from dicomprep.plan import non_dicom_paths, plan_shards, saved_shards, shard_resources
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+try:
+    OPTIONS = Options.from_mapping(config)
+except OptionsError as exc:
+    raise WorkflowError(f"config: {exc}")
+
+OUTPUT = Path(config["output"])
+WORK = Path(config["work"])
+
+# Only the main process walks the source; jobs (local or on a cluster) read the plan.
+if workflow.is_main_process:
+    try:
+        SHARDS, CATALOG = plan_shards(
+            config["source"],
+            WORK,
+            config["shards"],
+            follow_symlinks=config["follow_symlinks"],
+            rediscover=config["rediscover"],
+            processes=max(1, workflow.cores or 1),
+        )
+    except SourceError as exc:
+        raise WorkflowError(f"config: {exc}")
+    if config["strict"] and non_dicom_paths(CATALOG):
+        raise WorkflowError(
+            "strict: these inputs are not DICOM: " + ", ".join(non_dicom_paths(CATALOG))
+        )
+else:
+    SHARDS = saved_shards(WORK)
+
+
+def shard_results(wildcards):
+    """The results table of every non-empty shard."""
+    return [f"{WORK}/shards/{shard}.results.parquet" for shard in SHARDS]
+
+
+def shard_mem_mb(wildcards):
+    """Memory for one shard job, estimated from the largest image it holds."""
+    return shard_resources(WORK, wildcards.shard, config["shard_mem_mb"])["mem_mb"]
+
+
+def final_outputs():
+    targets = [
+        f"{OUTPUT}/manifest.csv",
+        f"{OUTPUT}/manifest.parquet",
+        f"{OUTPUT}/failures.csv",
+    ]
+    if config["strict"]:
+        targets.append(f"{WORK}/strict.ok")
+    return targets
+
+
+def print_summary():
+    summary = WORK / "summary.json"
+    if summary.exists():
+        numbers = json.loads(summary.read_text())
+        print(summary_line(numbers, OUTPUT))
+        print(f"dicomprep: manifest {OUTPUT}/manifest.csv, failures {OUTPUT}/failures.csv")

@@ -1,0 +1,15 @@
+"""Snakemake entry point: manifest, failures and summary from all shard results."""
+
+from dicomprep.collect import collect
+
+with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
+    numbers = collect(
+        snakemake.input.results,  # noqa: F821
+        snakemake.input.catalog,  # noqa: F821
+        snakemake.params.output_root,  # noqa: F821
+        snakemake.output.manifest_csv,  # noqa: F821
+        snakemake.output.manifest_parquet,  # noqa: F821
+        snakemake.output.failures,  # noqa: F821
+        snakemake.output.summary,  # noqa: F821
+    )
+    print(numbers, file=log)

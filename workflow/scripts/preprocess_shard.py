@@ -1,0 +1,19 @@
+"""Snakemake entry point: convert the files of one shard."""
+
+from dicomprep.options import Options
+from dicomprep.shard import run_shard
+
+with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
+    summary = run_shard(
+        snakemake.input.shard,  # noqa: F821
+        snakemake.params.output_root,  # noqa: F821
+        Options.from_mapping(snakemake.params.options),  # noqa: F821
+        journal=snakemake.params.journal,  # noqa: F821
+        results=snakemake.output.results,  # noqa: F821
+        log=log,
+    )
+    print(
+        f"shard done: {summary.processed} converted, {summary.reused} already done, "
+        f"{summary.failed} not converted",
+        file=log,
+    )
