@@ -1,0 +1,180 @@
+"""The manifest: one row per output TIFF (SPEC §4).
+
+Columns, in order: ``study_instance_uid, sop_instance_uid, path, inode, width, height,
+channels, num_frames``; rows sorted by (study_instance_uid, sop_instance_uid) as plain
+strings.  ``path`` is relative to the dataset root, POSIX style; ``inode`` lets readers
+visit the files in on-disk order.  The table is written as CSV or Parquet, atomically and
+with the same bytes for the same table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from dicomprep.tiff import read_layout
+from dicomprep.uids import is_valid_uid
+
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "is_valid_uid",
+    "manifest_frame",
+    "read_manifest",
+    "scan_dataset",
+    "write_manifest",
+]
+
+MANIFEST_COLUMNS = [
+    "study_instance_uid",
+    "sop_instance_uid",
+    "path",
+    "inode",
+    "width",
+    "height",
+    "channels",
+    "num_frames",
+]
+TEXT_COLUMNS = ("study_instance_uid", "sop_instance_uid", "path")
+INT_COLUMNS = ("inode", "width", "height", "channels", "num_frames")
+SORT_COLUMNS = ["study_instance_uid", "sop_instance_uid"]
+
+TIFF_SUFFIX = ".tiff"
+
+_TEXT_DTYPE = pd.StringDtype()
+
+
+def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns in order, int64 numbers, string text, sorted by (study, sop), 0..n-1 index."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"manifest is missing columns: {', '.join(missing)}")
+    out = df.loc[:, MANIFEST_COLUMNS].copy()
+    for column in TEXT_COLUMNS:
+        if out[column].isna().any():
+            raise ValueError(f"manifest column {column!r} has missing values")
+        out[column] = out[column].astype(_TEXT_DTYPE)
+    for column in INT_COLUMNS:
+        if out[column].isna().any():
+            raise ValueError(f"manifest column {column!r} has missing values")
+        out[column] = out[column].astype("int64")
+    out = out.sort_values(SORT_COLUMNS, kind="stable", ignore_index=True)
+    return out
+
+
+def manifest_frame(rows: Iterable[dict]) -> pd.DataFrame:
+    """The manifest table built from records with the MANIFEST_COLUMNS keys.
+
+    Extra keys are ignored; a missing key is an error.
+    """
+    records = list(rows)
+    for i, record in enumerate(records):
+        missing = [c for c in MANIFEST_COLUMNS if c not in record]
+        if missing:
+            raise ValueError(f"manifest row {i} is missing {', '.join(missing)}")
+    data = {c: [record[c] for record in records] for c in MANIFEST_COLUMNS}
+    return _normalise(pd.DataFrame(data, columns=MANIFEST_COLUMNS))
+
+
+def _scan_rows(root: Path) -> Iterable[dict]:
+    with os.scandir(root) as studies:
+        study_entries = [e for e in studies if is_valid_uid(e.name) and e.is_dir()]
+    for study in study_entries:
+        with os.scandir(study.path) as files:
+            for entry in files:
+                name = entry.name
+                if not name.endswith(TIFF_SUFFIX):
+                    continue
+                sop = name[: -len(TIFF_SUFFIX)]
+                if not is_valid_uid(sop) or not entry.is_file():
+                    continue
+                layout = read_layout(entry.path)
+                yield {
+                    "study_instance_uid": study.name,
+                    "sop_instance_uid": sop,
+                    "path": f"{study.name}/{name}",
+                    "inode": entry.stat().st_ino,
+                    "width": layout.width,
+                    "height": layout.height,
+                    "channels": layout.channels,
+                    "num_frames": layout.num_frames,
+                }
+
+
+def scan_dataset(root) -> pd.DataFrame:
+    """The manifest of every ``{root}/{study}/{sop}.tiff`` whose two names are valid UIDs.
+
+    Other files and folders (temporaries, reports, non-UID names, other suffixes) are
+    ignored.  Only TIFF headers are read (first page size and samples, number of pages).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"dataset root {str(root)!r} is not a folder")
+    return manifest_frame(_scan_rows(root))
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # never mask the original error
+            os.unlink(tmp)
+        raise
+
+
+def _csv_bytes(df: pd.DataFrame) -> bytes:
+    buffer = io.StringIO()
+    df.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+    return buffer.getvalue().encode("utf-8")
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    return buffer.getvalue().to_pybytes()
+
+
+def write_manifest(df: pd.DataFrame, path) -> None:
+    """Write the manifest as CSV (``.csv``) or Parquet (``.parquet``), atomically.
+
+    The table is normalised first (column order, dtypes, sort), so the same rows always
+    give the same bytes.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        data = _csv_bytes(_normalise(df))
+    elif suffix == ".parquet":
+        data = _parquet_bytes(_normalise(df))
+    else:
+        raise ValueError(f"manifest path must end in .csv or .parquet, got {str(path)!r}")
+    _atomic_write_bytes(path, data)
+
+
+def read_manifest(path) -> pd.DataFrame:
+    """Read a manifest written by :func:`write_manifest` back with the manifest dtypes."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        dtypes = {c: _TEXT_DTYPE for c in TEXT_COLUMNS} | {c: "int64" for c in INT_COLUMNS}
+        df = pd.read_csv(path, dtype=dtypes, keep_default_na=False)
+    elif suffix == ".parquet":
+        df = pd.read_parquet(path)
+    else:
+        raise ValueError(f"manifest path must end in .csv or .parquet, got {str(path)!r}")
+    return _normalise(df)
