@@ -1,0 +1,39 @@
+# dicomprep: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAMPLE := resources/sample
+
+.PHONY: run test install sample lint bench clean
+
+$(BIN)/snakemake: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[workflow,test]"
+	touch $@
+
+install: $(BIN)/snakemake
+
+sample: install
+	$(BIN)/python -m dicomprep.sample $(SAMPLE)
+
+# Build the bundled sample set and run the workflow on it (config.yaml).
+run: sample
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores 2
+
+# The whole test suite (workflow, SLURM and browser tests need root and Debian packages;
+# they skip with a message when those are missing, .ci/run installs them).
+test: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -rs
+
+lint: install
+	$(BIN)/ruff check src tests workflow bench
+	$(BIN)/ruff format --check src tests workflow bench
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+bench: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/stages.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/workflow.py --files 1000
+
+clean:
+	rm -rf results .snakemake
