@@ -14,9 +14,9 @@ include: "workflow/rules/collect.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True
 
 
 onsuccess:

@@ -109,3 +109,32 @@ def code_hash() -> str:
             digest.update(entry.name.encode())
             digest.update(entry.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def coerce_command_line_values(config: dict) -> dict:
+    """Undo the string typing of ``snakemake --config`` for lists and booleans.
+
+    ``--config size=[1024,1280]`` arrives as ``['1024', '1280']`` and ``crop=true`` as
+    ``'true'``; the schema then rejects them.  Numbers in lists and true/false strings
+    are converted; everything else is left for the schema to judge.
+    """
+    out = dict(config)
+    for key, value in config.items():
+        if isinstance(value, list):
+            out[key] = [_number(v) for v in value]
+        elif isinstance(value, str) and value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+        elif isinstance(value, str) and value.lower() in ("null", "none") and key != "voi":
+            out[key] = None
+    return out
+
+
+def _number(value):
+    if not isinstance(value, str):
+        return value
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value

@@ -8,12 +8,12 @@ rule collect:
         manifest_parquet=f"{OUTPUT}/manifest.parquet",
         failures=f"{OUTPUT}/failures.csv",
         summary=f"{WORK}/summary.json",
-    params:
-        output_root=str(OUTPUT),
     log:
         f"{WORK}/logs/collect.log",
     conda:
         "../../envs/dicomprep.yaml"
+    params:
+        output_root=lambda wildcards, output: Path(output.manifest_csv).parent,
     script:
         "../scripts/collect.py"
 

@@ -6,10 +6,15 @@ from snakemake.utils import validate
 
 from dicomprep.discover import SourceError
 from dicomprep.failures import summary_line
-from dicomprep.options import Options, OptionsError, code_hash
+from dicomprep.options import (
+    Options,
+    OptionsError,
+    code_hash,
+    coerce_command_line_values,
+)
 from dicomprep.plan import non_dicom_paths, plan_shards, saved_shards, shard_resources
 
-
+config.update(coerce_command_line_values(config))
 validate(config, schema="../schemas/config.schema.yaml")
 
 try:
@@ -67,4 +72,6 @@ def print_summary():
     if summary.exists():
         numbers = json.loads(summary.read_text())
         print(summary_line(numbers, OUTPUT))
-        print(f"dicomprep: manifest {OUTPUT}/manifest.csv, failures {OUTPUT}/failures.csv")
+        print(
+            f"dicomprep: manifest {OUTPUT}/manifest.csv, failures {OUTPUT}/failures.csv"
+        )

@@ -4,18 +4,18 @@ rule preprocess_shard:
         shard=f"{WORK}/shards/{{shard}}.tsv",
     output:
         results=f"{WORK}/shards/{{shard}}.results.parquet",
+    log:
+        f"{WORK}/logs/preprocess/{{shard}}.log",
+    conda:
+        "../../envs/dicomprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=shard_mem_mb,
+        runtime=config["shard_runtime_minutes"],
     params:
         options=OPTIONS.to_dict(),
         code=code_hash(),
         output_root=str(OUTPUT),
         journal=lambda wildcards: f"{WORK}/journal/{wildcards.shard}.jsonl",
-    log:
-        f"{WORK}/logs/preprocess/{{shard}}.log",
-    threads: 1
-    resources:
-        mem_mb=shard_mem_mb,
-        runtime=config["shard_runtime_minutes"],
-    conda:
-        "../../envs/dicomprep.yaml"
     script:
         "../scripts/preprocess_shard.py"

@@ -1,0 +1,194 @@
+"""The Snakemake workflow, run for real in temporary folders."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from dicomprep import synthetic
+from dicomprep.cli import preprocess_main
+from dicomprep.manifest import MANIFEST_COLUMNS
+
+from .workflow_helpers import (
+    REPO,
+    build_mixed_source,
+    snakemake,
+    tiff_bytes,
+    tiff_states,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+
+OPTIONS = {"crop": True, "crop_max": True, "size": [128, 160], "shards": 3}
+
+
+def paths(tmp):
+    return {"source": tmp / "src", "output": tmp / "out", "work": tmp / "work"}
+
+
+def config_for(tmp, **extra):
+    p = paths(tmp)
+    return {"source": p["source"], "output": p["output"], "work": p["work"], **OPTIONS, **extra}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    files = build_mixed_source(tmp / "src")
+    proc = snakemake(tmp, config=config_for(tmp))
+    return tmp, files, proc
+
+
+def test_full_run_equals_the_command_line_tool(finished_run, tmp_path):
+    tmp, _, _ = finished_run
+    cli_out = tmp_path / "cli"
+    code = preprocess_main([str(tmp / "src"), str(cli_out), "-c", "-m", "-s", "128,160", "-j", "2"])
+    assert code == 1  # the hostile-UID and truncated files failed
+    workflow_tiffs = tiff_bytes(tmp / "out")
+    assert len(workflow_tiffs) == 10
+    assert workflow_tiffs == tiff_bytes(cli_out)
+
+
+def test_manifest_columns_order_paths_and_inodes(finished_run):
+    tmp, files, _ = finished_run
+    manifest = pd.read_csv(tmp / "out" / "manifest.csv", dtype={"study_instance_uid": str})
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    assert len(manifest) == len(files["good"])
+    keys = list(zip(manifest.study_instance_uid, manifest.sop_instance_uid, strict=True))
+    assert keys == sorted(keys)
+    for row in manifest.itertuples(index=False):
+        tiff = tmp / "out" / row.path
+        assert row.path == f"{row.study_instance_uid}/{row.sop_instance_uid}.tiff"
+        assert tiff.stat().st_ino == row.inode
+        assert (row.width, row.height) == (128, 160)
+    assert pd.read_parquet(tmp / "out" / "manifest.parquet").shape == manifest.shape
+
+
+def test_failures_list_each_bad_file_once(finished_run):
+    tmp, files, proc = finished_run
+    failures = pd.read_csv(tmp / "out" / "failures.csv", keep_default_na=False)
+    assert sorted(failures.path) == sorted(str(p) for p in files["bad"])
+    by_name = {os.path.basename(row.path): row for row in failures.itertuples()}
+    assert by_name["not_dicom.dcm"].status == "skipped"
+    assert by_name["empty.dcm"].status == "skipped"
+    assert by_name["rtplan.dcm"].error_type == "NoPixelData"
+    assert by_name["duplicate.dcm"].status == "duplicate"
+    assert by_name["hostile.dcm"].error_type == "InvalidUID"
+    assert by_name["truncated.dcm"].status == "failed"
+    assert by_name["truncated.dcm"].stage == "decode"
+    assert "evil" not in "".join(p.name for p in (tmp / "out").rglob("*"))
+    assert "10 processed, 3 skipped, 1 duplicate, 2 failed" in proc.stdout + proc.stderr
+
+
+def test_incremental_rerun_processes_only_new_files(tmp_path):
+    build_mixed_source(tmp_path / "src")
+    snakemake(tmp_path, config=config_for(tmp_path))
+    before = tiff_states(tmp_path / "out")
+
+    noop = snakemake(tmp_path, config=config_for(tmp_path))
+    assert "Nothing to be done" in noop.stdout + noop.stderr
+    assert tiff_states(tmp_path / "out") == before
+
+    for k in range(3):
+        ds = synthetic.mammogram(rows=300, columns=240, seed=100 + k)
+        synthetic.write(ds, tmp_path / "src" / "new" / f"new_{k}.dcm")
+    snakemake(tmp_path, config=config_for(tmp_path))
+    after = tiff_states(tmp_path / "out")
+    assert len(after) == len(before) + 3
+    assert {k: after[k] for k in before} == before  # untouched: same mtime and inode
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert len(manifest) == len(after)
+
+    snakemake(tmp_path, config=config_for(tmp_path, compression="lzw"))
+    changed = tiff_states(tmp_path / "out")
+    assert all(changed[k][0] != after[k][0] for k in after)  # every file redone
+
+
+def _journal_lines(work):
+    return sum(len(p.read_text().splitlines()) for p in (work / "journal").glob("*.jsonl"))
+
+
+def test_resume_after_sigkill_is_byte_identical(tmp_path):
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    for folder in (reference_dir, killed_dir):
+        for k in range(12):
+            ds = synthetic.mammogram(rows=832, columns=640, seed=k)
+            synthetic.write(ds, folder / "src" / f"m{k:02d}.dcm")
+    options = {"shards": 1, "size": [256, 320]}
+    snakemake(reference_dir, config=config_for(reference_dir, **options))
+
+    cmd = snakemake_command(killed_dir, config_for(killed_dir, **options))
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while _journal_lines(killed_dir / "work") < 4 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = tiff_states(killed_dir / "out")
+    assert 0 < len(done_before) < 12, "kill should land in the middle of the shard"
+
+    snakemake(killed_dir, "--unlock", config=config_for(killed_dir, **options))
+    snakemake(killed_dir, config=config_for(killed_dir, **options))
+    after = tiff_states(killed_dir / "out")
+    assert {k: after[k] for k in done_before} == done_before  # finished files not redone
+    assert tiff_bytes(killed_dir / "out") == tiff_bytes(reference_dir / "out")
+    assert not list((killed_dir / "out").rglob("*.tmp"))
+    ref_manifest = pd.read_csv(reference_dir / "out" / "manifest.csv").drop(columns="inode")
+    got_manifest = pd.read_csv(killed_dir / "out" / "manifest.csv").drop(columns="inode")
+    pd.testing.assert_frame_equal(ref_manifest, got_manifest)
+
+
+def snakemake_command(workdir, config):
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(REPO / "config.yaml"),
+        "--configfile",
+        str(write_config(workdir, config)),
+    ]
+
+
+def test_strict_stops_on_non_dicom_input_naming_it(tmp_path):
+    ds = synthetic.mammogram(rows=200, columns=160)
+    synthetic.write(ds, tmp_path / "src" / "ok.dcm")
+    (tmp_path / "src" / "notes.dcm").write_text("not dicom")
+    proc = snakemake(tmp_path, config=config_for(tmp_path, strict=True), check=False)
+    assert proc.returncode != 0
+    assert "notes.dcm" in proc.stderr and "not DICOM" in proc.stderr
+
+
+def test_bad_config_value_is_named(tmp_path):
+    (tmp_path / "src").mkdir()
+    proc = snakemake(tmp_path, config=config_for(tmp_path, filter="bicubic"), check=False)
+    assert proc.returncode != 0
+    assert "filter" in proc.stderr and "bicubic" in proc.stderr
+
+
+def test_lint_and_format_are_clean(tmp_path):
+    build_mixed_source(tmp_path / "src")
+    lint = snakemake(tmp_path, "--lint", config=config_for(tmp_path), check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    fmt = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
