@@ -187,7 +187,13 @@ def _staged(stage: str, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         raise
     except Exception as exc:  # noqa: BLE001
         message = _one_line(str(exc)) or type(exc).__name__
+        if stage == "decode" and _is_short_pixel_data(message):
+            message = f"pixel data shorter than the header's image size (truncated?): {message}"
         raise DicomError(stage, message, type(exc).__name__) from exc
+
+
+def _is_short_pixel_data(message: str) -> bool:
+    return "cannot reshape" in message or "less than expected" in message
 
 
 class _IntensityMapper:
