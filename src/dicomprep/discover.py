@@ -213,28 +213,31 @@ def build_catalog(
     """
     paths = sorted({str(p) for p in iter_source_paths(source, follow_symlinks)})
     stats = [_stat(p) for p in paths]
-    reuse: dict[str, dict] = {}
+    current = pd.DataFrame(
+        {
+            "path": pd.Series(paths, dtype=str),
+            "size": pd.Series([s[0] for s in stats], dtype="int64"),
+            "mtime_ns": pd.Series([s[1] for s in stats], dtype="int64"),
+        }
+    )
+    reused = empty_catalog()
     if previous is not None and len(previous):
-        prev = previous[previous["status"] != MISSING]
-        keyed = prev.set_index("path", drop=False)
-        for path, stat in zip(paths, stats, strict=True):
-            if stat is not None and path in keyed.index:
-                row = keyed.loc[path]
-                if int(row["size"]) == stat[0] and int(row["mtime_ns"]) == stat[1]:
-                    reuse[path] = row.to_dict()
-    fresh = [p for p in paths if p not in reuse]
+        unchanged = previous[previous["status"] != MISSING]
+        reused = unchanged.merge(current, on=["path", "size", "mtime_ns"], how="inner")
+    fresh = current.loc[~current["path"].isin(reused["path"]), "path"].tolist()
     new_rows = list(_map(catalog_entry, fresh, processes))
-    rows = list(reuse.values()) + new_rows
-    catalog = normalise(pd.DataFrame(rows, columns=CATALOG_COLUMNS) if rows else empty_catalog())
+    parts = [reused] + ([pd.DataFrame(new_rows, columns=CATALOG_COLUMNS)] if new_rows else [])
+    catalog = normalise(pd.concat(parts, ignore_index=True))
     catalog = catalog.sort_values("path", kind="stable").reset_index(drop=True)
     return mark_duplicates(catalog)
 
 
-def _stat(path: str) -> tuple[int, int] | None:
+def _stat(path: str) -> tuple[int, int]:
+    """(size, mtime_ns), or (-1, -1) for a path that cannot be stat'ed."""
     try:
         st = os.stat(path)
     except OSError:
-        return None
+        return -1, -1
     return st.st_size, st.st_mtime_ns
 
 
