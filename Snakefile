@@ -8,9 +8,17 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# Aggregation is cheap: it runs in the main process, not as a cluster job.
+localrules:
+    all,
+    collect,
+    strict_check,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/collect.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

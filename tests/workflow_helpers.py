@@ -60,7 +60,9 @@ def build_mixed_source(folder: Path) -> dict[str, list[Path]]:
     return {"good": good, "bad": sorted(bad.iterdir()) + [duplicate]}
 
 
-def snakemake(workdir: Path, *args: str, config: dict | None = None, check=True, **kwargs):
+def snakemake(
+    workdir: Path, *args: str, config: dict | None = None, check=True, env=None, **kwargs
+):
     """Run the project's workflow with `workdir` as Snakemake's working directory."""
     cmd = [
         sys.executable,
@@ -78,7 +80,8 @@ def snakemake(workdir: Path, *args: str, config: dict | None = None, check=True,
     if config:
         cmd += ["--configfile", str(write_config(workdir, config))]
     cmd += list(args)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    env = dict(env or os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
