@@ -12,6 +12,7 @@ configfile: "config.yaml"
 localrules:
     all,
     collect,
+    report,
     strict_check,
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pandas as pd
 import pytest
@@ -20,11 +21,13 @@ CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     if os.geteuid() != 0:
         pytest.skip("the SLURM test starts slurmctld/slurmd/munged and needs root")
-    state = tmp_path_factory.mktemp("slurm-state")
-    env = {**os.environ, "DICOMPREP_SLURM_DIR": str(state)}
+    # munged wants every folder above its socket traversable by all: not pytest's tmp.
+    state = tempfile.mkdtemp(prefix="dicomprep-slurm-", dir="/tmp")
+    os.chmod(state, 0o755)
+    env = {**os.environ, "DICOMPREP_SLURM_DIR": state}
     start = subprocess.run(["bash", str(CLUSTER), "start"], env=env, capture_output=True, text=True)
     assert start.returncode == 0, start.stdout + start.stderr
     exports = subprocess.run(
@@ -36,6 +39,7 @@ def cluster(tmp_path_factory):
             env[key] = value.strip("'\"")
     yield env
     subprocess.run(["bash", str(CLUSTER), "stop", "--purge"], env=env, capture_output=True)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def build_source(folder):

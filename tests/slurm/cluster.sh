@@ -224,7 +224,12 @@ link_etc_conf() {
             [[ -f $LINK_RECORD ]] || echo "created_dir=0" >"$LINK_RECORD"
             return 0
         fi
-        die "$ETC_CONF is a symlink to $(readlink "$ETC_CONF"), not to $CONF; refusing to replace it"
+        if [[ -e $ETC_CONF ]]; then
+            die "$ETC_CONF is a symlink to $(readlink "$ETC_CONF"), not to $CONF; refusing to replace it"
+        fi
+        # dangling: left by a cluster whose state folder is gone
+        rm -f "$ETC_CONF"
+        echo "created_dir=0" >"$LINK_RECORD"
     fi
     if [[ -e $ETC_CONF ]]; then
         die "$ETC_CONF exists (a real SLURM configuration?); refusing to replace it. Remove or move it and retry."

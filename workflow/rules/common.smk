@@ -61,6 +61,7 @@ def final_outputs():
         f"{OUTPUT}/manifest.csv",
         f"{OUTPUT}/manifest.parquet",
         f"{OUTPUT}/failures.csv",
+        f"{OUTPUT}/report/index.html",
     ]
     if config["strict"]:
         targets.append(f"{WORK}/strict.ok")

@@ -1,0 +1,21 @@
+"""Snakemake entry point: the QC report page and its thumbnails."""
+
+from pathlib import Path
+
+from dicomprep.options import Options
+from dicomprep.qc import build_report
+
+with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
+    numbers = build_report(
+        snakemake.output.html,  # noqa: F821
+        output_root=Path(snakemake.input.manifest).parent,  # noqa: F821 - the dataset root
+        manifest_csv=snakemake.input.manifest,  # noqa: F821
+        failures_csv=snakemake.input.failures,  # noqa: F821
+        summary_json=snakemake.input.summary,  # noqa: F821
+        catalog=snakemake.input.catalog,  # noqa: F821
+        results=snakemake.input.results,  # noqa: F821
+        options=Options.from_mapping(snakemake.params.options),  # noqa: F821
+        samples_per_modality=snakemake.params.samples_per_modality,  # noqa: F821
+        log=log,
+    )
+    print(numbers, file=log)
