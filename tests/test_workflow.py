@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,11 +118,11 @@ def _journal_lines(work):
 
 def test_resume_after_sigkill_is_byte_identical(tmp_path):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-    for folder in (reference_dir, killed_dir):
-        for k in range(12):
-            ds = synthetic.mammogram(rows=832, columns=640, seed=k)
-            synthetic.write(ds, folder / "src" / f"m{k:02d}.dcm")
-    options = {"shards": 1, "size": [256, 320]}
+    for k in range(30):  # enough work that the kill lands mid-shard
+        ds = synthetic.mammogram(rows=1248, columns=960, seed=k)
+        synthetic.write(ds, reference_dir / "src" / f"m{k:02d}.dcm")
+    shutil.copytree(reference_dir / "src", killed_dir / "src")
+    options = {"shards": 1, "size": [256, 320], "filter": "lanczos3"}
     snakemake(reference_dir, config=config_for(reference_dir, **options))
 
     cmd = snakemake_command(killed_dir, config_for(killed_dir, **options))
@@ -129,12 +130,12 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path):
         cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 120
-    while _journal_lines(killed_dir / "work") < 4 and time.time() < deadline:
-        time.sleep(0.05)
+    while _journal_lines(killed_dir / "work") < 3 and time.time() < deadline:
+        time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = tiff_states(killed_dir / "out")
-    assert 0 < len(done_before) < 12, "kill should land in the middle of the shard"
+    assert 0 < len(done_before) < 30, "kill should land in the middle of the shard"
 
     snakemake(killed_dir, "--unlock", config=config_for(killed_dir, **options))
     snakemake(killed_dir, config=config_for(killed_dir, **options))
