@@ -19,7 +19,7 @@ import pydicom
 from pydicom import Dataset
 from pydicom.filereader import _at_pixel_data, read_partial
 from pydicom.pixels import apply_color_lut, iter_pixels
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from .intensity import LINEAR, FrameIntensity
 
@@ -121,6 +121,7 @@ class ImageInfo:
     samples_per_pixel: int
     photometric: str
     bits_stored: int
+    bits_allocated: int
     pixel_representation: int
     transfer_syntax: str
     pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) in mm
@@ -152,10 +153,45 @@ def image_info(ds: Dataset) -> ImageInfo:
         samples_per_pixel=int(ds.get("SamplesPerPixel") or 1),
         photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper(),
         bits_stored=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8),
+        bits_allocated=int(ds.get("BitsAllocated") or 8),
         pixel_representation=int(ds.get("PixelRepresentation") or 0),
         transfer_syntax=syntax,
         pixel_spacing=_pixel_spacing(ds),
     )
+
+
+def check_plausible(info: ImageInfo, file_size: int) -> None:
+    """Reject headers that promise more pixels than the file can hold, before decoding.
+
+    Native pixel data must fit in the file; encapsulated frames need at least an item
+    header (8 bytes) each.  This keeps a hostile header (65535 x 65535, two billion
+    frames) from making the decoder allocate what it describes.
+    """
+    if info.bits_stored > info.bits_allocated or info.bits_allocated not in (1, 8, 16, 32, 64):
+        raise DicomError(
+            "decode",
+            f"BitsStored {info.bits_stored} with BitsAllocated {info.bits_allocated} is invalid",
+            "InvalidHeader",
+        )
+    syntax = UID(info.transfer_syntax) if info.transfer_syntax else None
+    if syntax is not None and not syntax.is_transfer_syntax:
+        raise DicomError(
+            "decode", f"unsupported transfer syntax {info.transfer_syntax}", "UnsupportedSyntax"
+        )
+    if syntax is None or not syntax.is_compressed:
+        bits = info.rows * info.columns * info.num_frames * info.samples_per_pixel
+        needed = bits * info.bits_allocated // 8
+        if needed > file_size:
+            raise DicomError(
+                "decode",
+                f"pixel data shorter than the header's image size (truncated?): "
+                f"{needed} bytes needed, the file has {file_size}",
+                "ShortPixelData",
+            )
+    elif info.num_frames * 8 > file_size:
+        raise DicomError(
+            "decode", f"{info.num_frames} frames cannot fit in {file_size} bytes", "ShortPixelData"
+        )
 
 
 def functional_group_item(ds: Dataset, index: int, sequence: str) -> Dataset | None:

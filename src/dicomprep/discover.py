@@ -146,17 +146,17 @@ def catalog_entry(path: str | os.PathLike) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds, has_pixels = read_header(path)
+            header = _header_fields(ds)
     except NotDicomError as exc:
         return {**row, "status": NOT_DICOM, "reason": str(exc), "error_type": exc.error_type}
     except DicomError as exc:
         return {**row, "status": UNREADABLE, "reason": str(exc), "error_type": exc.error_type}
     except OSError as exc:
         return {**row, "status": UNREADABLE, "reason": _reason(exc), "error_type": "OSError"}
-    for column, keyword in HEADER_FIELDS.items():
-        value = ds.get(keyword)
-        row[column] = "" if value is None else str(value).strip()
-    meta = getattr(ds, "file_meta", None)
-    row["transfer_syntax"] = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    except Exception as exc:  # noqa: BLE001 - a malformed value must not stop discovery
+        reason = f"unreadable DICOM header value: {type(exc).__name__}"
+        return {**row, "status": UNREADABLE, "reason": reason, "error_type": type(exc).__name__}
+    row.update(header)
     if not has_pixels:
         row.update(status=NO_PIXELS, reason="no pixel data (not an image object)")
         row["error_type"] = "NoPixelData"
@@ -176,6 +176,17 @@ def catalog_entry(path: str | os.PathLike) -> dict:
 
 
 _PATH_UIDS = (("SOPInstanceUID", "sop_instance_uid"), ("StudyInstanceUID", "study_instance_uid"))
+
+
+def _header_fields(ds) -> dict[str, str]:
+    """The catalog's header columns (values are converted here, so errors surface here)."""
+    fields = {}
+    for column, keyword in HEADER_FIELDS.items():
+        value = ds.get(keyword)
+        fields[column] = "" if value is None else str(value).strip()
+    meta = getattr(ds, "file_meta", None)
+    fields["transfer_syntax"] = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    return fields
 
 
 def _reason(exc: OSError) -> str:

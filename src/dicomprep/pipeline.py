@@ -27,6 +27,7 @@ from .decode import (
     DicomError,
     ImageInfo,
     NotDicomError,
+    check_plausible,
     frame_intensity,
     frame_order,
     image_info,
@@ -137,7 +138,7 @@ def process_file(
         result.message = "out of memory while processing this file"
     except OSError as exc:
         result.stage, result.error_type = "write", type(exc).__name__
-        result.message = _one_line(exc.strerror or str(exc))
+        result.message = _one_line(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop a run
         result.stage, result.error_type = "transform", type(exc).__name__
         result.message = _one_line(str(exc))
@@ -218,6 +219,8 @@ class _IntensityMapper:
         if not is_integral(frame):
             return np.dtype(np.float32)
         bits, signed = self.info.bits_stored, self.info.pixel_representation == 1
+        if bits > 16:
+            return None  # too many possible values: decided from the data instead
         low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
         values = modality_values(np.arange(low, high + 1, dtype=np.int64), frame)
         candidate = smallest_integer_dtype(float(values.min()), float(values.max()))
@@ -278,6 +281,8 @@ def render(path: str | os.PathLike, ds: Dataset, options: Options) -> Rendered:
     """Plan and lazily produce the output frames of one file."""
     try:
         info = image_info(ds)
+        if not _is_deflated_syntax(info.transfer_syntax):
+            check_plausible(info, os.path.getsize(path))
         mapper = _IntensityMapper(ds, info, options)
         order = frame_order(ds, info.num_frames)
     except DicomError:
@@ -317,6 +322,10 @@ def render(path: str | os.PathLike, ds: Dataset, options: Options) -> Rendered:
         return frames
 
     return _finish(frame_stream(), count, info, options, box)
+
+
+def _is_deflated_syntax(syntax: str) -> bool:
+    return syntax == "1.2.840.10008.1.2.1.99"  # inflates to more than the file size
 
 
 def _box_of(frames, options: Options) -> cropping.Box | None:

@@ -8,6 +8,7 @@ never walk the source again.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass
@@ -46,6 +47,36 @@ class WorkPaths:
         return self.root / "shards" / f"{shard}.tsv"
 
 
+class WorkFolderLocked(RuntimeError):
+    """Another live process plans or runs in the same work folder."""
+
+
+_HELD_LOCKS: dict[str, object] = {}
+
+
+def lock_work_folder(work: str | os.PathLike) -> None:
+    """Hold an exclusive lock on the work folder for the rest of this process.
+
+    Planning rewrites the catalog and shard lists, so it must not run while another run
+    uses them.  The lock is an ``flock`` that the kernel releases when the process ends,
+    however it ends, so a killed run never leaves a stale lock behind.
+    """
+    path = Path(work) / ".dicomprep.lock"
+    if str(path) in _HELD_LOCKS:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a")  # noqa: SIM115 - held open until the process exits
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise WorkFolderLocked(
+            f"Directory cannot be locked: another dicomprep run is using the work folder "
+            f"{work}; wait for it to finish (this lock is released when that process ends)"
+        ) from None
+    _HELD_LOCKS[str(path)] = handle
+
+
 def shard_name(index: int, shards: int) -> str:
     """``s0007``-style names, zero-padded to the width of the shard count."""
     return f"s{index:0{max(4, len(str(shards - 1)))}d}"
@@ -60,7 +91,11 @@ def plan_shards(
     rediscover: bool = True,
     processes: int = 1,
 ) -> tuple[list[str], pd.DataFrame]:
-    """Update the catalog and shard lists; return the non-empty shards and the catalog."""
+    """Update the catalog and shard lists; return the non-empty shards and the catalog.
+
+    Takes the work folder's lock first (see :func:`lock_work_folder`).
+    """
+    lock_work_folder(work)
     paths = WorkPaths(Path(work))
     previous = load_catalog(paths.catalog)
     if rediscover or previous is None:

@@ -32,6 +32,7 @@ pixels, aspect ratio only); :func:`read_info` reports such files as having no re
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import struct
@@ -309,10 +310,26 @@ def write_tiff(
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        disk_full = exc.errno is None and _nearly_full(tmp.parent)  # before freeing it
+        with contextlib.suppress(OSError):  # never mask the original error
+            os.unlink(tmp)
+        if disk_full:  # numpy's short writes carry no errno
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
     except BaseException:
         with contextlib.suppress(OSError):  # never mask the original error
             os.unlink(tmp)
         raise
+
+
+def _nearly_full(folder: Path) -> bool:
+    """True when the file system holding ``folder`` has less than 1 MiB left."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
 
 
 # -- reading ------------------------------------------------------------------------------

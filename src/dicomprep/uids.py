@@ -13,12 +13,22 @@ def is_valid_uid(value: object) -> bool:
 
 
 def describe_invalid_uid(name: str, value: object) -> str:
-    """A one-line reason why ``value`` cannot be used as ``name`` in a path."""
+    """A one-line reason why ``value`` cannot be used as ``name`` in a path.
+
+    The value itself is never quoted: an invalid UID field may hold anything, including
+    identifying text, and reasons end up in reports.
+    """
     if value is None or value == "":
         return f"{name} is missing"
-    text = repr(str(value))
-    if len(text) > 80:
-        text = text[:77] + "...'"
-    if isinstance(value, str) and len(value) > 64:
-        return f"{name} {text} is longer than 64 characters"
-    return f"{name} {text} is not a valid DICOM UID (digits and dots only)"
+    text = str(value)
+    if len(text) > 64:
+        return f"{name} is not a valid DICOM UID ({len(text)} characters, more than 64)"
+    odd = sorted({c for c in text if not (c.isdigit() or c == ".")})
+    if odd:
+        kinds = "other characters than digits and dots"
+        if "/" in odd or ".." in text:
+            kinds = "path characters ('/' or '..')"
+        elif " " in odd:
+            kinds = "spaces"
+        return f"{name} is not a valid DICOM UID (it contains {kinds})"
+    return f"{name} is not a valid DICOM UID (an empty component between dots)"

@@ -12,7 +12,13 @@ from dicomprep.options import (
     code_hash,
     coerce_command_line_values,
 )
-from dicomprep.plan import non_dicom_paths, plan_shards, saved_shards, shard_resources
+from dicomprep.plan import (
+    WorkFolderLocked,
+    non_dicom_paths,
+    plan_shards,
+    saved_shards,
+    shard_resources,
+)
 
 config.update(coerce_command_line_values(config))
 validate(config, schema="../schemas/config.schema.yaml")
@@ -38,6 +44,8 @@ if workflow.is_main_process:
         )
     except SourceError as exc:
         raise WorkflowError(f"config: {exc}")
+    except WorkFolderLocked as exc:
+        raise WorkflowError(str(exc))
     if config["strict"] and non_dicom_paths(CATALOG):
         raise WorkflowError(
             "strict: these inputs are not DICOM: " + ", ".join(non_dicom_paths(CATALOG))
