@@ -26,7 +26,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import UID
 
-from .test_workflow import snakemake_command
+from .workflow_helpers import snakemake_command
 
 # -- DICOM bytes that pydicom refuses to write ------------------------------------------
 

@@ -17,7 +17,6 @@ import re
 import select
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,14 +24,14 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-import yaml
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from dicomprep import qc
 from dicomprep.options import Options
 
-REPO = Path(__file__).resolve().parents[1]
+from .workflow_helpers import snakemake_command
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 # CT (one plain, one 2-frame enhanced), MR (large J2K and a 10-frame volume), CR
@@ -117,22 +116,7 @@ def finished_run(tmp_path_factory):
         "size": [256, 320],
         "report": {"samples_per_modality": SAMPLES_PER_MODALITY},
     }
-    config_file = base / "test_config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(base),
-        "--cores",
-        "2",
-        "--configfile",
-        str(REPO / "config.yaml"),
-        str(config_file),
-    ]
+    cmd = snakemake_command(base, config)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     dataset = base / "dataset"

@@ -20,9 +20,9 @@ from .workflow_helpers import (
     REPO,
     build_mixed_source,
     snakemake,
+    snakemake_command,
     tiff_bytes,
     tiff_states,
-    write_config,
 )
 
 pytestmark = pytest.mark.slow
@@ -146,24 +146,6 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path):
     ref_manifest = pd.read_csv(reference_dir / "out" / "manifest.csv").drop(columns="inode")
     got_manifest = pd.read_csv(killed_dir / "out" / "manifest.csv").drop(columns="inode")
     pd.testing.assert_frame_equal(ref_manifest, got_manifest)
-
-
-def snakemake_command(workdir, config):
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "--configfile",
-        str(REPO / "config.yaml"),
-        "--configfile",
-        str(write_config(workdir, config)),
-    ]
 
 
 def test_strict_stops_on_non_dicom_input_naming_it(tmp_path):

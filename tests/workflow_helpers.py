@@ -60,10 +60,8 @@ def build_mixed_source(folder: Path) -> dict[str, list[Path]]:
     return {"good": good, "bad": sorted(bad.iterdir()) + [duplicate]}
 
 
-def snakemake(
-    workdir: Path, *args: str, config: dict | None = None, check=True, env=None, **kwargs
-):
-    """Run the project's workflow with `workdir` as Snakemake's working directory."""
+def snakemake_command(workdir: Path, config: dict | None = None, *args: str) -> list[str]:
+    """The command running the project's workflow in ``workdir`` with ``config`` overrides."""
     cmd = [
         sys.executable,
         "-m",
@@ -78,11 +76,23 @@ def snakemake(
         str(REPO / "config.yaml"),
     ]
     if config:
-        cmd += ["--configfile", str(write_config(workdir, config))]
-    cmd += list(args)
+        cmd.append(str(write_config(workdir, config)))
+    return cmd + list(args)
+
+
+def snakemake(
+    workdir: Path, *args: str, config: dict | None = None, check=True, env=None, **kwargs
+):
+    """Run the project's workflow with `workdir` as Snakemake's working directory."""
     env = dict(env or os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, **kwargs)
+    proc = subprocess.run(
+        snakemake_command(workdir, config, *args),
+        capture_output=True,
+        text=True,
+        env=env,
+        **kwargs,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
