@@ -96,6 +96,8 @@ def test_every_tag_on_the_page(tmp_path):
     with tifffile.TiffFile(out) as tif:
         page = tif.pages[0]
         tags = {t.code: t for t in page.tags}
+        for tag in tags.values():
+            _ = tag.value  # read while the file is open
     assert tags[50719].dtype == 4 and tags[50719].value == (g.crop_x, g.crop_y)
     assert tags[50720].dtype == 4 and tags[50720].value == (g.crop_width, g.crop_height)
     assert tags[50718].dtype == 11
