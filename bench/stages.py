@@ -1,0 +1,289 @@
+"""Per-stage timings of the pixel pipeline on one core, and the memory of a volume.
+
+    python bench/stages.py [--repeat N] [--volume-repeat M] [--profile]
+
+A synthetic 3328x2560 12-bit mammogram (uncompressed, zero background, burned-in label) is
+written to a temporary folder and converted with crop + crop_max, size 1024x1280, triangle,
+packbits. Every stage is timed on its own (median and min over N repeats, after one warm-up
+call), then the whole ``process_file`` end to end. The read time of the produced TIFF with
+``tifffile.imread`` is what training pays per image and epoch.
+
+A 50-frame 1664x1280 tomosynthesis volume is then converted with ``volume: keep`` in a fresh
+subprocess per repeat, which reports its own time and peak resident memory (ru_maxrss); the
+peak is compared with the size of the output (target: peak <= 2 x output + 300 MB).
+
+``--profile`` adds a cProfile listing of ``process_file`` on the mammogram.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from dicomprep import synthetic
+from dicomprep.crop import crop, foreground_box
+from dicomprep.decode import frame_intensity, image_info, iter_frames, read_header
+from dicomprep.geometry import Geometry
+from dicomprep.intensity import apply_lut, gray_lut, output_dtype
+from dicomprep.options import COMPRESSIONS, FILTERS, Options
+from dicomprep.pad import pad, padding_offsets
+from dicomprep.pipeline import process_file
+from dicomprep.resize import fit_size, resize
+from dicomprep.tiff import write_tiff
+
+TARGET_MS = 60.0
+OPTIONS = Options(
+    crop=True, crop_max=True, size=(1024, 1280), filter="triangle", compression="packbits"
+)
+
+
+def timed(fn: Callable[[], object], repeat: int, warmup: int = 1) -> list[float]:
+    """Seconds of ``repeat`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def row(name: str, times: list[float], note: str = "") -> tuple[str, float, float, str]:
+    return name, statistics.median(times) * 1e3, min(times) * 1e3, note
+
+
+def print_table(title: str, rows: list[tuple[str, float, float, str]]) -> None:
+    print(f"\n{title}")
+    print(f"| {'stage':<36} | {'median ms':>9} | {'min ms':>8} | note")
+    print(f"|{'-' * 38}|{'-' * 11}|{'-' * 10}|------")
+    for name, median, minimum, note in rows:
+        print(f"| {name:<36} | {median:9.1f} | {minimum:8.1f} | {note}")
+
+
+# -- mammogram ---------------------------------------------------------------------------------
+
+
+def bench_mammogram(tmp: Path, repeat: int) -> tuple[list, float]:
+    source = synthetic.write(synthetic.mammogram(seed=0), tmp / "mg.dcm")
+    ds, _ = read_header(source)
+    info = image_info(ds)
+    intensity = frame_intensity(ds, 0)
+    out_dtype = output_dtype(info.bits_stored)
+    rows: list[tuple[str, float, float, str]] = []
+
+    rows.append(row("header (read_header)", timed(lambda: read_header(source), repeat)))
+
+    def decode() -> np.ndarray:
+        return next(iter_frames(source, ds, [0]))
+
+    rows.append(row("decode (pydicom iter_pixels)", timed(decode, repeat)))
+    raw = decode()
+
+    def build() -> np.ndarray:
+        return gray_lut(raw.dtype, intensity, OPTIONS.voi, out_dtype, info.inverted)
+
+    lut = build()
+    build_t = timed(build, repeat)
+    apply_t = timed(lambda: apply_lut(raw, lut), repeat)
+    rows.append(row("LUT build (gray_lut)", build_t, f"{lut.size} entries"))
+    rows.append(row("LUT apply (apply_lut)", apply_t, f"{raw.size / 1e6:.1f} Mpixel"))
+    rows.append(row("LUT build + apply", [b + a for b, a in zip(build_t, apply_t, strict=True)]))
+    mapped = apply_lut(raw, lut)
+
+    def crop_stage() -> np.ndarray:
+        return crop(mapped, foreground_box(mapped, OPTIONS.crop_max))
+
+    rows.append(row("crop (foreground_box + slice)", timed(crop_stage, repeat)))
+    box = foreground_box(mapped, OPTIONS.crop_max)
+    cropped = crop_stage()
+    crop_h, crop_w = cropped.shape
+    new_w, new_h = fit_size(crop_w, crop_h, *OPTIONS.size)
+    for name in FILTERS:
+        note = f"{crop_w}x{crop_h} -> {new_w}x{new_h}"
+        times = timed(lambda name=name: resize(cropped, new_w, new_h, name), repeat)
+        rows.append(row(f"resize {name}", times, note if name == "triangle" else ""))
+    resized = resize(cropped, new_w, new_h, OPTIONS.filter)
+
+    canvas_w, canvas_h = OPTIONS.size
+
+    def pad_stage() -> np.ndarray:
+        left, top = padding_offsets(resized, canvas_w, canvas_h, OPTIONS.padding)
+        return pad(resized, canvas_w, canvas_h, left, top)
+
+    rows.append(row("pad (padding_offsets + pad)", timed(pad_stage, repeat)))
+    padded = pad_stage()
+    left, top = padding_offsets(resized, canvas_w, canvas_h, OPTIONS.padding)
+    x0, y0, x1, y1 = box
+    geometry = (
+        Geometry.identity(info.columns, info.rows)
+        .with_crop(x0, y0, x1 - x0, y1 - y0)
+        .with_resize(new_w, new_h)
+        .with_padding(canvas_w, canvas_h, left, top)
+    )
+    read_rows = []
+    for name in COMPRESSIONS:
+        target = tmp / f"page_{name}.tiff"
+
+        def write(name=name, target=target) -> None:
+            write_tiff(target, [padded], num_frames=1, geometry=geometry, compression=name)
+
+        times = timed(write, repeat)
+        size_mb = target.stat().st_size / 1e6
+        rows.append(row(f"write {name}", times, f"{size_mb:.2f} MB"))
+        read_t = timed(lambda target=target: tifffile.imread(target), repeat)
+        read_rows.append(row(f"read {name} (tifffile.imread)", read_t, f"{size_mb:.2f} MB"))
+
+    output = tmp / "out"
+    end = timed(lambda: process_file(source, output, OPTIONS), repeat)
+    result = process_file(source, output, OPTIONS)
+    if result.status != "ok":
+        raise SystemExit(f"process_file failed: {result.message}")
+    default_stages = (
+        "header (read_header)",
+        "decode (pydicom iter_pixels)",
+        "LUT build + apply",
+        "crop (foreground_box + slice)",
+        "resize triangle",
+        "pad (padding_offsets + pad)",
+        "write packbits",
+    )
+    stage_sum = sum(r[1] for r in rows if r[0] in default_stages)
+    rows.append(("sum of the stages above (packbits)", stage_sum, float("nan"), "medians"))
+    median_ms = statistics.median(end) * 1e3
+    rows.append(row("process_file end to end", end, f"{1e3 / median_ms:.1f} files/s per core"))
+    return rows + read_rows, median_ms
+
+
+# -- tomosynthesis -----------------------------------------------------------------------------
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+from dicomprep.options import Options
+from dicomprep.pipeline import process_file
+source, output, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+def peak_kb():
+    # VmHWM is this process's own high-water mark; ru_maxrss would keep the parent's peak
+    # across fork + exec on Linux.
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_kb()
+start = time.perf_counter()
+result = process_file(source, output, Options.from_mapping(options))
+seconds = time.perf_counter() - start
+peak = peak_kb()
+print(json.dumps({"status": result.status, "message": result.message, "seconds": seconds,
+                  "base_kb": base, "peak_kb": peak, "output": result.output}))
+"""
+
+
+def bench_volume(tmp: Path, repeat: int, frames: int) -> list[dict]:
+    ds = synthetic.tomosynthesis(frames=frames, rows=1664, columns=1280, seed=0)
+    source = synthetic.write(ds, tmp / "bto.dcm")
+    del ds
+    options = Options(**{**OPTIONS.to_dict(), "size": OPTIONS.size, "volume": "keep"})
+    runs = []
+    for i in range(repeat):
+        output = tmp / f"bto_out_{i}"
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, str(source), str(output), json.dumps(options.to_dict())],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        run = json.loads(proc.stdout.strip().splitlines()[-1])
+        if run["status"] != "ok":
+            raise SystemExit(f"volume failed: {run['message']}")
+        run["output_bytes"] = Path(run["output"]).stat().st_size
+        run["source_bytes"] = source.stat().st_size
+        runs.append(run)
+    return runs
+
+
+def print_volume(runs: list[dict], frames: int) -> None:
+    mb = 1 / 2**20
+    seconds = [r["seconds"] for r in runs]
+    peak = statistics.median(r["peak_kb"] for r in runs) / 1024
+    base = statistics.median(r["base_kb"] for r in runs) / 1024
+    out_mb = runs[0]["output_bytes"] * mb
+    limit = 2 * out_mb + 300
+    print(f"\nTomosynthesis {frames}x1664x1280 12-bit, volume keep (fresh process per run)")
+    print(f"| {'measure':<36} | {'median':>9} | {'min':>8} | note")
+    print(f"|{'-' * 38}|{'-' * 11}|{'-' * 10}|------")
+    print(
+        f"| {'process_file seconds':<36} | {statistics.median(seconds):9.2f} | "
+        f"{min(seconds):8.2f} | {frames / statistics.median(seconds):.1f} frames/s"
+    )
+    print(f"| {'source size MiB':<36} | {runs[0]['source_bytes'] * mb:9.1f} | {'':8} |")
+    print(f"| {'output size MiB (packbits)':<36} | {out_mb:9.1f} | {'':8} |")
+    print(f"| {'RSS after imports MiB':<36} | {base:9.1f} | {'':8} |")
+    verdict = "meets" if peak <= limit else "MISSES"
+    note = f"{verdict} target <= 2 x output + 300 = {limit:.0f} MiB"
+    print(f"| {'peak RSS MiB':<36} | {peak:9.1f} | {'':8} | {note}")
+    print(f"| {'peak RSS - RSS after imports MiB':<36} | {peak - base:9.1f} | {'':8} |")
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def profile(tmp: Path, calls: int = 20, top: int = 25) -> None:
+    source = tmp / "mg.dcm"
+    process_file(source, tmp / "out", OPTIONS)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        process_file(source, tmp / "out", OPTIONS)
+    profiler.disable()
+    print(f"\ncProfile of {calls} process_file calls (sorted by own time, ms are totals)")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=20, help="timed calls per stage")
+    parser.add_argument(
+        "--volume-repeat", type=int, default=3, help="subprocess runs of the volume (0: skip)"
+    )
+    parser.add_argument("--frames", type=int, default=50, help="frames of the volume")
+    parser.add_argument("--profile", action="store_true", help="cProfile process_file too")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="dicomprep-bench-") as name:
+        tmp = Path(name)
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, repeat {args.repeat}")
+        print("load average at start: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+        rows, median_ms = bench_mammogram(tmp, args.repeat)
+        print_table(
+            "Mammogram 3328x2560 12-bit uncompressed -> crop+crop_max, 1024x1280, one core",
+            rows,
+        )
+        verdict = "meets" if median_ms <= TARGET_MS else "MISSES"
+        print(f"\nend to end: {median_ms:.1f} ms median, {verdict} the {TARGET_MS:.0f} ms target")
+        if args.profile:
+            profile(tmp)
+        if args.volume_repeat > 0:
+            print_volume(bench_volume(tmp, args.volume_repeat, args.frames), args.frames)
+        print("\nload average at end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+
+
+if __name__ == "__main__":
+    main()
