@@ -144,7 +144,7 @@ def test_report_shows_counts_samples_failures_and_studies(finished_run):
     assert f"CT — {SAMPLES_PER_MODALITY} of 3" in page
     manifest = finished_run["manifest"]
     sampled = [u for u in manifest["sop_instance_uid"] if f"{u}.source.png" in page]
-    images = sorted(p.name for p in (finished_run["report"] / "img").iterdir())
+    images = sorted(p.name for p in (finished_run["report"] / "img").glob("*.png"))
     sops = set(manifest["sop_instance_uid"])
     assert images and all(name.rsplit(".", 2)[0] in sops for name in images)
     assert all(f'src="img/{name}"' in page for name in images)
@@ -192,18 +192,36 @@ def test_rebuilding_the_report_is_stable_and_removes_stale_thumbnails(finished_r
         failures_csv=dataset / "failures.csv",
         summary_json=work / "summary.json",
         catalog=work / "catalog.parquet",
-        results=sorted((work / "shards").glob("*.results.parquet")),
+        results=sorted((work / "shards").glob("*.results.jsonl")),
         options=Options(crop=True, crop_max=True, size=(256, 320)),
         samples_per_modality=1,
     )
     numbers = qc.build_report(report, **kwargs)
     assert numbers["sample_errors"] == 0 and not stale.exists()
     first = {p.name: p.read_bytes() for p in (report.parent / "img").iterdir()}
-    assert numbers["samples"] == 4 and len(first) == 8  # one per modality: CR, CT, MR, US
+    # one sample per modality (CR, CT, MR, US): two thumbnails and a record each
+    assert numbers["samples"] == 4 and numbers["samples_reused"] == 0 and len(first) == 12
     page = report.read_text()
-    qc.build_report(report, **kwargs)
+    again = qc.build_report(report, **kwargs)
+    assert again["samples_reused"] == 4
     assert report.read_text() == page
     assert {p.name: p.read_bytes() for p in (report.parent / "img").iterdir()} == first
+
+    # rendered in two processes: the same page and thumbnails
+    shutil.rmtree(report.parent)
+    qc.build_report(report, processes=2, **kwargs)
+    assert report.read_text() == page
+    assert {p.name: p.read_bytes() for p in (report.parent / "img").iterdir()} == first
+
+    # a TIFF written anew (same bytes, new mtime) has its thumbnails rendered again
+    sop = sorted(first)[0].split(".json")[0].split(".source.png")[0].split(".output.png")[0]
+    manifest = pd.read_csv(dataset / "manifest.csv", dtype=str)
+    [relative] = manifest.loc[manifest["sop_instance_uid"] == sop, "path"]
+    tiff = dataset / relative
+    os.utime(tiff, ns=(tiff.stat().st_atime_ns, tiff.stat().st_mtime_ns + 10**9))
+    third = qc.build_report(report, **kwargs)
+    assert third["samples_reused"] == 3
+    assert report.read_text() == page
 
 
 # -- the page in a browser ---------------------------------------------------------------
@@ -345,7 +363,7 @@ def test_report_renders_in_chromium(finished_run, tmp_path):
         finally:
             browser.close()
 
-    names = sorted(p.name for p in (finished_run["report"] / "img").iterdir())
+    names = sorted(p.name for p in (finished_run["report"] / "img").glob("*.png"))
     assert sorted(i["src"] for i in images) == [f"img/{n}" for n in names]
     assert images and all(i["complete"] and i["width"] > 0 for i in images), images
     events = browser.events

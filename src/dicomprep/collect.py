@@ -13,13 +13,23 @@ from .discover import load_catalog
 from .failures import catalog_failures, counts, failures_frame, result_failures, write_failures
 from .manifest import manifest_frame, write_manifest
 from .pipeline import OK
+from .shard import RESULT_COLUMNS
+from .shard import read_results as read_shard_results
 
 
-def read_results(files: Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """All shard results tables in one."""
-    frames = [pd.read_parquet(f) for f in files]
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def read_results(files: Iterable[str | os.PathLike], since_ns: int = 0) -> pd.DataFrame:
+    """All shard results in one table.
+
+    Rows of results files not written after ``since_ns`` (a time in ns; by default
+    always) are marked ``reused``: their shard did not run since then.
+    """
+    rows = []
+    for f in files:
+        fresh = os.stat(f).st_mtime_ns > since_ns
+        for row in read_shard_results(f):
+            row["reused"] = bool(row.get("reused")) or not fresh
+            rows.append(row)
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS) if rows else pd.DataFrame()
 
 
 def manifest_rows(results: pd.DataFrame, output_root: str | os.PathLike) -> list[dict]:
@@ -58,8 +68,16 @@ def collect(
     failures_csv: str | os.PathLike,
     summary_json: str | os.PathLike,
 ) -> dict[str, int]:
-    """Write manifest (CSV + Parquet), failures and a JSON summary; return the counts."""
-    results = read_results(results_files)
+    """Write manifest (CSV + Parquet), failures and a JSON summary; return the counts.
+
+    ``converted_now`` and ``seconds_now`` count the files converted since the previous
+    summary was written (by shard jobs of this run).
+    """
+    try:
+        previous_collect_ns = os.stat(summary_json).st_mtime_ns
+    except OSError:
+        previous_collect_ns = 0
+    results = read_results(results_files, since_ns=previous_collect_ns)
     catalog = load_catalog(catalog_path)
     manifest = manifest_frame(manifest_rows(results, output_root))
     write_manifest(manifest, manifest_csv)
@@ -70,8 +88,10 @@ def collect(
     )
     write_failures(failures, failures_csv)
     numbers = counts(len(manifest), failures)
-    numbers["reused"] = int(results["reused"].sum()) if len(results) else 0
-    numbers["converted_now"] = numbers["processed"] - numbers["reused"]
+    fresh = results[(results["status"] == OK) & ~results["reused"]] if len(results) else results
+    numbers["converted_now"] = len(fresh)
+    numbers["reused"] = numbers["processed"] - numbers["converted_now"]
+    numbers["seconds_now"] = round(float(fresh["seconds"].sum()), 3) if len(fresh) else 0.0
     summary = {**numbers, "output": str(output_root), "failures": str(failures_csv)}
     tmp = Path(summary_json).with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

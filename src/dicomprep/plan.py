@@ -111,22 +111,36 @@ def plan_shards(
     index: dict[str, dict] = {}
     for bucket, rows in dicom.groupby(pd.Series(buckets, index=dicom.index), sort=True):
         name = shard_name(int(bucket), shards)
-        write_if_changed(paths.shard_list(name), shard_list_text(rows))
-        index[name] = {"files": len(rows), "mem_mb": estimate_mem_mb(rows)}
+        write_if_changed(paths.shard_list(name), shard_list_text(rows.assign(cost=work_cost(rows))))
+        index[name] = {"files": len(rows), "image_mb": estimate_image_mb(rows)}
     write_if_changed(paths.shard_index, json.dumps(index, indent=1, sort_keys=True) + "\n")
     return list(index), catalog
 
 
-def estimate_mem_mb(rows: pd.DataFrame) -> int:
-    """Memory a shard job needs: a base for the interpreter and libraries plus room for
-    the working copies of the largest frame (decoded, mapped, resampled in float32)."""
+NATIVE_TRANSFER_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def work_cost(rows: pd.DataFrame) -> pd.Series:
+    """A relative estimate of each file's conversion work: its pixel count, times 4 when
+    the pixels are compressed (decoding dominates then).  Shard jobs start the costliest
+    files first so that no large file is left running alone at the end."""
+    frames = rows["number_of_frames"].fillna(1).clip(lower=1)
+    pixels = rows["rows"].fillna(0) * rows["columns"].fillna(0) * frames
+    compressed = ~rows["transfer_syntax"].isin(NATIVE_TRANSFER_SYNTAXES)
+    return (pixels * (1 + 3 * compressed)).astype("int64")
+
+
+def estimate_image_mb(rows: pd.DataFrame) -> int:
+    """Memory one worker needs beyond the interpreter and libraries: the working copies of
+    the shard's largest frame (decoded, mapped, resampled in float32)."""
     pixels = (rows["rows"] * rows["columns"]).max() if len(rows) else 0
     colour = rows["photometric_interpretation"].isin(["MONOCHROME1", "MONOCHROME2"])
     channels = 1 if bool(colour.all()) else 3
-    return int(BASE_MEM_MB + ceil(24 * int(pixels) * channels / 2**20))
+    return int(ceil(24 * int(pixels) * channels / 2**20))
 
 
-BASE_MEM_MB = 600
+BASE_MEM_MB = 300  # the job's own process (pandas-free imports)
+BASE_WORKER_MEM_MB = 300  # one worker process
 
 
 def _saved_index(work: str | os.PathLike) -> dict[str, dict]:
@@ -141,10 +155,15 @@ def saved_shards(work: str | os.PathLike) -> list[str]:
     return sorted(_saved_index(work))
 
 
-def shard_resources(work: str | os.PathLike, shard: str, minimum_mem_mb: int) -> dict[str, int]:
-    """Resources of one shard job: its saved memory estimate, at least ``minimum_mem_mb``."""
-    estimate = _saved_index(work).get(shard, {}).get("mem_mb", 0)
-    return {"mem_mb": max(int(minimum_mem_mb), int(estimate))}
+def shard_resources(
+    work: str | os.PathLike, shard: str, minimum_mem_mb: int, workers: int = 1
+) -> dict[str, int]:
+    """Resources of one shard job with ``workers`` processes: the interpreter and
+    libraries plus each worker's room for the shard's largest image, at least
+    ``minimum_mem_mb``."""
+    image_mb = int(_saved_index(work).get(shard, {}).get("image_mb", 0))
+    estimate = BASE_MEM_MB + workers * (BASE_WORKER_MEM_MB + image_mb)
+    return {"mem_mb": max(int(minimum_mem_mb), estimate)}
 
 
 def non_dicom_paths(catalog: pd.DataFrame) -> list[str]:

@@ -15,7 +15,10 @@ table, the run summary, the header catalog and the shard results — and writes
 - the failures table and one section per study with its series, frame counts and sizes.
 
 Thumbnails are PNG files in ``report/img/`` named by SOP Instance UID; the page has inline
-CSS, no scripts and no network references.
+CSS, no scripts and no network references.  Beside each sample's thumbnails a small JSON
+file records what they were made from (the TIFF's and the source's size and modification
+time, the options); a rebuild reuses thumbnails whose record still matches, so a rerun
+after new data only renders new samples.  Samples are rendered in ``processes`` processes.
 
 Privacy: the page holds UIDs, modalities, sizes, counts, statuses and times only; no header
 value that names or identifies a patient (names, IDs, dates) is read into it.  Inputs that
@@ -29,13 +32,16 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import multiprocessing
 import os
 import struct
 import warnings
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -418,7 +424,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     data = (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6))
+        + chunk(b"IDAT", zlib.compress(filtered.tobytes(), 1))
         + chunk(b"IEND", b"")
     )
     _atomic_write(Path(path), data)
@@ -496,6 +502,81 @@ def render_sample(
     frames_in = sample.source_frames or int(row.source_frames)
     sample.label = volume_label(frames_in, sample.output_frames or int(row.num_frames), options)
     return sample
+
+
+def sample_record_key(row, output_root: str | os.PathLike, options: Options, size: int) -> dict:
+    """What a sample's thumbnails are made from: the TIFF and the source file (size and
+    modification time), the options and the thumbnail size."""
+
+    def identity(path: str | os.PathLike) -> list[int]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return [-1, -1]
+        return [st.st_size, st.st_mtime_ns]
+
+    path_hash = hashlib.sha256(str(row.path).encode()).hexdigest()[:16]  # no folder names
+    return {
+        "tiff": identity(Path(output_root) / str(row.tiff)),
+        "source": [path_hash, *identity(row.path)],
+        "options": options.fingerprint(),
+        "size": size,
+    }
+
+
+def _cached_sample(row, img_dir: Path, key: dict) -> Sample | None:
+    """The sample recorded beside its thumbnails, if it was made from the same files."""
+    try:
+        record = json.loads((img_dir / f"{row.sop_instance_uid}.json").read_text())
+        if record["key"] != key or record["sample"]["errors"]:
+            return None
+        fields = record["sample"]
+        geometry = fields.pop("geometry")
+        sample = Sample(**fields)
+        sample.geometry = Geometry(**geometry) if geometry else None
+        sample.source_size = tuple(sample.source_size)
+        sample.output_size = tuple(sample.output_size)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not all((img_dir / name).is_file() for name in (sample.source_png, sample.output_png)):
+        return None
+    return sample
+
+
+def _render_and_record(job) -> Sample:
+    row, output_root, img_dir, options, size, key = job
+    sample = render_sample(row, output_root, img_dir, options, size)
+    record = {"key": key, "sample": asdict(sample)}
+    _atomic_write(img_dir / f"{sample.sop_instance_uid}.json", json.dumps(record).encode())
+    return sample
+
+
+def render_samples(
+    rows: list,
+    output_root: str | os.PathLike,
+    img_dir: str | os.PathLike,
+    options: Options,
+    size: int = THUMBNAIL_SIZE,
+    processes: int = 1,
+) -> list[tuple[Sample, bool]]:
+    """``(sample, reused)`` for each row of :func:`instance_table`, in order: thumbnails
+    still made from the same files are reused, the others rendered (in ``processes``
+    forked processes when there are several to render)."""
+    img_dir = Path(img_dir)
+    keys = [sample_record_key(row, output_root, options, size) for row in rows]
+    cached = [_cached_sample(row, img_dir, key) for row, key in zip(rows, keys, strict=True)]
+    jobs = [
+        (SimpleNamespace(**row._asdict()), output_root, img_dir, options, size, key)
+        for row, key, sample in zip(rows, keys, cached, strict=True)
+        if sample is None
+    ]
+    if processes > 1 and len(jobs) > 1:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=context) as pool:
+            fresh = iter(list(pool.map(_render_and_record, jobs)))
+    else:
+        fresh = iter([_render_and_record(job) for job in jobs])
+    return [(sample, True) if sample is not None else (next(fresh), False) for sample in cached]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -634,7 +715,7 @@ def _summary_section(run: Run, instances: pd.DataFrame, options: Options) -> str
     frames = int(run.manifest["num_frames"].sum()) if len(run.manifest) else 0
     seconds = float(run.results["seconds"].sum()) if len(run.results) else 0.0
     fresh = run.results[~run.results["reused"]] if len(run.results) else run.results
-    seconds_now = float(fresh["seconds"].sum()) if len(fresh) else 0.0
+    seconds_now = float(run.summary.get("seconds_now", fresh["seconds"].sum() if len(fresh) else 0))
     converted = len(run.results[run.results["status"] == "ok"]) if len(run.results) else 0
     per_file = seconds / converted if converted else 0.0
     facts = [
@@ -1001,6 +1082,7 @@ def build_report(
     samples_per_modality: int = 24,
     max_studies: int = MAX_STUDIES,
     thumbnail_size: int = THUMBNAIL_SIZE,
+    processes: int = 1,
     log=None,
 ) -> dict:
     """Write the report page and its thumbnails (``img/`` beside the page).
@@ -1020,19 +1102,22 @@ def build_report(
     )
     instances = instance_table(run)
     chosen = choose_samples(instances, samples_per_modality)
-    samples: dict[str, list[Sample]] = {}
     img_dir.mkdir(parents=True, exist_ok=True)
-    for modality, rows in chosen.items():
-        samples[modality] = []
-        for row in rows.itertuples(index=False):
-            sample = render_sample(row, run.output_root, img_dir, options, thumbnail_size)
-            samples[modality].append(sample)
-            if log is not None:
-                state = "; ".join(sample.errors) or "ok"
-                print(f"sample {modality} {sample.sop_instance_uid}: {state}", file=log)
+    rows = [row for chosen_rows in chosen.values() for row in chosen_rows.itertuples(index=False)]
+    rendered = render_samples(
+        rows, run.output_root, img_dir, options, thumbnail_size, processes=processes
+    )
+    samples: dict[str, list[Sample]] = {}
+    for sample, reused in rendered:
+        samples.setdefault(sample.modality, []).append(sample)
+        if log is not None:
+            state = "; ".join(sample.errors) or "ok"
+            how = " (thumbnails reused)" if reused else ""
+            print(f"sample {sample.modality} {sample.sop_instance_uid}: {state}{how}", file=log)
     wanted = {s.source_png for v in samples.values() for s in v}
     wanted |= {s.output_png for v in samples.values() for s in v}
-    for stale in img_dir.glob("*.png"):
+    wanted |= {f"{s.sop_instance_uid}.json" for v in samples.values() for s in v}
+    for stale in [*img_dir.glob("*.png"), *img_dir.glob("*.json")]:
         if stale.name not in wanted:
             stale.unlink(missing_ok=True)
     page = render_html(run, instances, samples, options, samples_per_modality, max_studies)
@@ -1041,5 +1126,6 @@ def build_report(
         "inputs": len(instances),
         "outputs": len(run.manifest),
         "samples": sum(len(v) for v in samples.values()),
+        "samples_reused": sum(reused for _, reused in rendered),
         "sample_errors": sum(len(s.errors) for v in samples.values() for s in v),
     }

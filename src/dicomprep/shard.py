@@ -1,11 +1,17 @@
-"""Shards: many files processed in one process, resumable file by file.
+"""Shards: many files processed by one job, resumable file by file.
 
-A shard list is a small TSV (one input per line: path, size, mtime) written by discovery
-only when its content changes, so the workflow reruns exactly the shards whose files
-changed.  :func:`run_shard` converts the files of one list and appends one line per
-finished file to the shard's journal.  A file is skipped when its journal line has the
-same fingerprint (source path, size, mtime, options and code) and its TIFF is still
-there unchanged, so a killed or repeated shard redoes only what is not done.
+A shard list is a small TSV (one input per line: path, size, mtime, UIDs and an estimate
+of the work) written by discovery only when its content changes, so the workflow reruns
+exactly the shards whose files changed.  :func:`run_shard` converts the files of one list
+and appends one line per finished file to the shard's journal.  A file is skipped when
+its journal line has the same fingerprint (source path, size, mtime, options and code)
+and its TIFF is still there unchanged, so a killed or repeated shard redoes only what is
+not done.
+
+Files are converted in worker processes (``workers`` of them, largest first, each file
+handed to whichever worker is free), so a decoder that crashes or a process the kernel
+kills for memory costs that file only: it is retried alone in a fresh process and, if its
+process dies again, recorded as failed.  The journal is written by the parent alone.
 
 Errors of the data (decode, transform) are recorded and the shard goes on.  Errors of the
 environment (the disk is full, the output folder is not writable) make the shard fail
@@ -16,17 +22,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .options import Options
-from .pipeline import OK, FileResult, output_path_for, process_file
+from .pipeline import FAILED, OK, FileResult, output_path_for, process_file
 
-SHARD_COLUMNS = ["path", "size", "mtime_ns", "study_instance_uid", "sop_instance_uid"]
+if TYPE_CHECKING:  # pandas is not imported by shard jobs: it costs a third of a second
+    import pandas as pd
+
+SHARD_COLUMNS = ["path", "size", "mtime_ns", "study_instance_uid", "sop_instance_uid", "cost"]
 RESULT_COLUMNS = list(FileResult.__dataclass_fields__) + ["reused"]
 
 
@@ -38,13 +49,14 @@ class ShardEnvironmentError(RuntimeError):
 
 
 def shard_list_text(rows: pd.DataFrame) -> str:
-    """The TSV text of a shard list (sorted by path, deterministic)."""
+    """The TSV text of a shard list (sorted by path, deterministic).
+
+    ``rows`` holds the catalog columns of the shard's files plus ``cost``.
+    """
     rows = rows.sort_values("path", kind="stable")
     lines = ["\t".join(SHARD_COLUMNS)]
     for r in rows[SHARD_COLUMNS].itertuples(index=False):
-        lines.append(
-            f"{r.path}\t{r.size}\t{r.mtime_ns}\t{r.study_instance_uid}\t{r.sop_instance_uid}"
-        )
+        lines.append("\t".join(str(value) for value in r))
     return "\n".join(lines) + "\n"
 
 
@@ -65,20 +77,15 @@ def write_if_changed(path: Path, text: str) -> bool:
 def read_shard_list(path: str | os.PathLike) -> list[dict]:
     """The entries of a shard list."""
     lines = Path(path).read_text().splitlines()
+    header = lines[0].split("\t") if lines else SHARD_COLUMNS
     entries = []
     for line in lines[1:]:
         if not line:
             continue
-        p, size, mtime, study, sop = line.split("\t")
-        entries.append(
-            {
-                "path": p,
-                "size": int(size),
-                "mtime_ns": int(mtime),
-                "study_instance_uid": study,
-                "sop_instance_uid": sop,
-            }
-        )
+        entry = dict(zip(header, line.split("\t"), strict=True))
+        for column in ("size", "mtime_ns", "cost"):
+            entry[column] = int(entry.get(column, 0))
+        entries.append(entry)
     return entries
 
 
@@ -142,30 +149,37 @@ def run_shard(
     journal: str | os.PathLike,
     results: str | os.PathLike,
     log=None,
+    workers: int = 1,
 ) -> ShardSummary:
-    """Convert the files of one shard list; write their results table to ``results``."""
+    """Convert the files of one shard list in ``workers`` processes; write their results
+    (JSON lines, one per file in list order) to ``results``."""
     entries = read_shard_list(shard_list)
     journal = Path(journal)
     journal.parent.mkdir(parents=True, exist_ok=True)
     done = read_journal(journal)
     options_fp = options.fingerprint()
-    rows, summary, environment_errors = [], ShardSummary(), []
+    fingerprints = [file_fingerprint(entry, options_fp) for entry in entries]
+    rows: list[dict | None] = [None] * len(entries)
+    summary, environment_errors, todo = ShardSummary(), [], []
+    for index, entry in enumerate(entries):
+        record = done.get(entry["path"])
+        if _still_done(record, fingerprints[index]):
+            rows[index] = {**record["result"], "reused": True}
+            summary.reused += 1
+        else:
+            todo.append(index)
+    todo.sort(key=lambda index: -entries[index]["cost"])  # largest first: no long tail
     with open(journal, "a", encoding="utf-8") as out:
-        for entry in entries:
-            fingerprint = file_fingerprint(entry, options_fp)
-            record = done.get(entry["path"])
-            if _still_done(record, fingerprint):
-                rows.append({**record["result"], "reused": True})
-                summary.reused += 1
-                continue
-            result = _convert(entry, output_root, options)
-            rows.append({**result.to_dict(), "reused": False})
+        jobs = [(index, entries[index]) for index in todo]
+        for index, result in convert_in_workers(jobs, output_root, options, workers, log):
+            entry = entries[index]
+            rows[index] = {**result.to_dict(), "reused": False}
             if result.status == OK:
                 summary.processed += 1
                 st = os.stat(result.output)
                 line = {
                     "source": entry["path"],
-                    "fingerprint": fingerprint,
+                    "fingerprint": fingerprints[index],
                     "status": OK,
                     "output": result.output,
                     "output_size": st.st_size,
@@ -189,6 +203,78 @@ def run_shard(
     return summary
 
 
+def convert_in_workers(
+    jobs: list[tuple[int, dict]],
+    output_root: str | os.PathLike,
+    options: Options,
+    workers: int,
+    log=None,
+) -> Iterator[tuple[int, FileResult]]:
+    """Convert the ``(key, shard list entry)`` pairs of ``jobs`` in up to ``workers``
+    forked processes; yield ``(key, result)`` in the order the files finish.
+
+    Files go to whichever worker is free, in the order given.  When a worker process dies
+    (a crashing decoder, the out-of-memory killer), the files it and its siblings had not
+    finished are converted again one at a time, each in a process of its own, and a file
+    whose own process dies is recorded as failed.
+    """
+    if not jobs:
+        return
+    entries = dict(jobs)
+    unfinished = []
+    for key, result in _pool_results(jobs, output_root, options, workers):
+        if result is None:
+            unfinished.append(key)
+        else:
+            yield key, result
+    if unfinished and log is not None:
+        print(f"a worker process died; converting {len(unfinished)} file(s) one by one", file=log)
+    for key in unfinished:
+        [(_, result)] = _pool_results([(key, entries[key])], output_root, options, 1)
+        yield key, result if result is not None else _died(entries[key], output_root)
+
+
+def _pool_results(jobs, output_root, options, workers):
+    """``(key, FileResult)`` per job, ``(key, None)`` when its worker process died."""
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(max(1, min(workers, len(jobs))), mp_context=context)
+    try:
+        pending: dict[Future, int] = {}
+        for position, (key, entry) in enumerate(jobs):
+            try:
+                pending[pool.submit(_convert, entry, output_root, options)] = key
+            except BrokenProcessPool:  # a worker died already
+                for late_key, _ in jobs[position:]:
+                    yield late_key, None
+                break
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                key = pending.pop(future)
+                try:
+                    yield key, future.result()
+                except BrokenProcessPool:
+                    yield key, None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _died(entry: dict, output_root) -> FileResult:
+    """The result of a file whose process died; removes what its write left behind."""
+    study, sop = entry["study_instance_uid"], entry["sop_instance_uid"]
+    if study and sop:
+        remove_stale_temporaries(output_path_for(output_root, study, sop))
+    return FileResult(
+        source=entry["path"],
+        status=FAILED,
+        stage="decode",
+        error_type="WorkerDied",
+        message="the process converting this file died (a decoder crash or out of memory)",
+        study_instance_uid=entry["study_instance_uid"],
+        sop_instance_uid=entry["sop_instance_uid"],
+    )
+
+
 def _convert(entry: dict, output_root, options: Options) -> FileResult:
     study, sop = entry["study_instance_uid"], entry["sop_instance_uid"]
     if study and sop:
@@ -205,12 +291,19 @@ def _log_line(result: FileResult) -> str:
 
 
 def write_results(rows: Iterable[dict], path: Path) -> None:
-    """The shard's results table (Parquet), atomically."""
-    df = pd.DataFrame(list(rows), columns=RESULT_COLUMNS)
+    """The shard's results (one JSON object per line), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        df.to_parquet(tmp, index=False)
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps({c: row.get(c) for c in RESULT_COLUMNS}) + "\n")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_results(path: str | os.PathLike) -> list[dict]:
+    """The rows :func:`write_results` wrote."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -30,6 +30,10 @@ except OptionsError as exc:
 
 OUTPUT = Path(config["output"])
 WORK = Path(config["work"])
+# The report renders its sample thumbnails in up to this many processes.
+REPORT_PROCESSES = max(
+    1, min(4, workflow.cores if isinstance(workflow.cores, int) else 1)
+)
 
 # Only the main process walks the source; jobs (local or on a cluster) read the plan.
 if workflow.is_main_process:
@@ -56,12 +60,14 @@ else:
 
 def shard_results(wildcards):
     """The results table of every non-empty shard."""
-    return [f"{WORK}/shards/{shard}.results.parquet" for shard in SHARDS]
+    return [f"{WORK}/shards/{shard}.results.jsonl" for shard in SHARDS]
 
 
-def shard_mem_mb(wildcards):
+def shard_mem_mb(wildcards, threads):
     """Memory for one shard job, estimated from the largest image it holds."""
-    return shard_resources(WORK, wildcards.shard, config["shard_mem_mb"])["mem_mb"]
+    return shard_resources(WORK, wildcards.shard, config["shard_mem_mb"], threads)[
+        "mem_mb"
+    ]
 
 
 def final_outputs():

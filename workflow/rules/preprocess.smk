@@ -3,12 +3,12 @@ rule preprocess_shard:
     input:
         shard=f"{WORK}/shards/{{shard}}.tsv",
     output:
-        results=f"{WORK}/shards/{{shard}}.results.parquet",
+        results=f"{WORK}/shards/{{shard}}.results.jsonl",
     log:
         f"{WORK}/logs/preprocess/{{shard}}.log",
     conda:
         "../../envs/dicomprep.yaml"
-    threads: 1
+    threads: config["shard_threads"]
     resources:
         mem_mb=shard_mem_mb,
         runtime=config["shard_runtime_minutes"],

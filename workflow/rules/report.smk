@@ -12,6 +12,7 @@ rule report:
         f"{WORK}/logs/report.log",
     conda:
         "../../envs/dicomprep.yaml"
+    threads: REPORT_PROCESSES
     params:
         options=OPTIONS.to_dict(),
         samples_per_modality=config.get("report", {}).get("samples_per_modality", 24),

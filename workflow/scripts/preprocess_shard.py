@@ -11,6 +11,7 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         journal=snakemake.params.journal,  # noqa: F821
         results=snakemake.output.results,  # noqa: F821
         log=log,
+        workers=snakemake.threads,  # noqa: F821
     )
     print(
         f"shard done: {summary.processed} converted, {summary.reused} already done, "

@@ -16,6 +16,7 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         results=snakemake.input.results,  # noqa: F821
         options=Options.from_mapping(snakemake.params.options),  # noqa: F821
         samples_per_modality=snakemake.params.samples_per_modality,  # noqa: F821
+        processes=snakemake.threads,  # noqa: F821
         log=log,
     )
     print(numbers, file=log)

@@ -1,0 +1,233 @@
+"""Shard jobs: worker processes, largest-first order, dead workers, resources, imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pydicom.uid import RLELossless
+
+from dicomprep import synthetic
+from dicomprep.collect import collect
+from dicomprep.options import Options
+from dicomprep.pipeline import FAILED, OK
+from dicomprep.plan import WorkPaths, plan_shards, shard_resources
+from dicomprep.shard import read_results, read_shard_list, run_shard
+
+OPTIONS = Options(crop=True, crop_max=True, size=(96, 128))
+
+
+def make_source(src: Path) -> dict[str, Path]:
+    """Small mammograms, one bigger RLE-compressed one and a tomosynthesis volume."""
+    files = {
+        f"m{k}": synthetic.write(
+            synthetic.mammogram(rows=96, columns=72, seed=k), src / f"m{k}.dcm"
+        )
+        for k in range(6)
+    }
+    files["rle"] = synthetic.write(
+        synthetic.mammogram(rows=128, columns=80, seed=40), src / "rle.dcm", RLELossless
+    )
+    files["tomo"] = synthetic.write(
+        synthetic.tomosynthesis(frames=6, rows=128, columns=96, seed=41), src / "tomo.dcm"
+    )
+    return files
+
+
+def plan_one_shard(src: Path, work: Path) -> Path:
+    [shard], _ = plan_shards(src, work, 1)
+    return WorkPaths(work).shard_list(shard)
+
+
+def run(shard_list: Path, tmp: Path, name: str, workers: int, log=None):
+    out = tmp / name
+    summary = run_shard(
+        shard_list,
+        out,
+        OPTIONS,
+        journal=tmp / f"{name}.journal.jsonl",
+        results=tmp / f"{name}.results.jsonl",
+        log=log,
+        workers=workers,
+    )
+    return out, summary
+
+
+def tiff_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.tiff"))}
+
+
+def test_two_workers_write_the_same_bytes_and_results_as_one(tmp_path):
+    make_source(tmp_path / "src")
+    shard_list = plan_one_shard(tmp_path / "src", tmp_path / "work")
+    one, summary_one = run(shard_list, tmp_path, "one", workers=1)
+    two, summary_two = run(shard_list, tmp_path, "two", workers=2)
+    assert summary_one.processed == summary_two.processed == 8
+    assert len(tiff_bytes(one)) == 8
+    assert tiff_bytes(one) == tiff_bytes(two)
+    entries = read_shard_list(shard_list)
+    for name in ("one", "two"):
+        rows = read_results(tmp_path / f"{name}.results.jsonl")
+        # results follow the shard list, whatever order the workers finished in
+        assert [r["source"] for r in rows] == [e["path"] for e in entries]
+        assert {r["status"] for r in rows} == {OK}
+
+
+def test_costliest_files_start_first(tmp_path):
+    files = make_source(tmp_path / "src")
+    shard_list = plan_one_shard(tmp_path / "src", tmp_path / "work")
+    cost = {Path(e["path"]).stem: e["cost"] for e in read_shard_list(shard_list)}
+    # 6 frames x 128 x 96 > RLE 128 x 80 x 4 (compressed) > the small mammograms
+    assert cost["tomo"] == 6 * 128 * 96
+    assert cost["rle"] == 4 * 128 * 80
+    assert cost["m0"] == 96 * 72
+    run(shard_list, tmp_path, "out", workers=1)
+    journal = (tmp_path / "out.journal.jsonl").read_text().splitlines()
+    order = [Path(json.loads(line)["source"]).stem for line in journal]
+    assert order[:2] == ["tomo", "rle"]
+    assert sorted(order) == sorted(files)
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def test_a_dead_worker_costs_only_its_files_and_the_shard_goes_on(tmp_path):
+    """Every worker process is killed while it converts (as the out-of-memory killer
+    would): the shard still ends, lists those files as failed, and a rerun converts
+    them."""
+    make_source(tmp_path / "src")
+    shard_list = plan_one_shard(tmp_path / "src", tmp_path / "work")
+    code = (
+        "import sys\n"
+        "from dicomprep.options import Options\n"
+        "from dicomprep.shard import run_shard\n"
+        "run_shard(sys.argv[1], sys.argv[2], Options(crop=True, crop_max=True, size=(96, 128)),"
+        " journal=sys.argv[3], results=sys.argv[4], log=sys.stderr, workers=2)\n"
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(shard_list),
+            str(out),
+            str(tmp_path / "journal.jsonl"),
+            str(tmp_path / "results.jsonl"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed: set[int] = set()
+
+    def kill_workers():
+        while proc.poll() is None:
+            for child in children_of(proc.pid):
+                if child not in killed:
+                    killed.add(child)
+                    os.kill(child, signal.SIGKILL)
+            time.sleep(0.001)
+
+    killer = threading.Thread(target=kill_workers)
+    killer.start()
+    _, log = proc.communicate(timeout=120)
+    killer.join()
+    assert proc.returncode == 0, log
+    assert killed, "no worker process was seen"
+    rows = read_results(tmp_path / "results.jsonl")
+    assert len(rows) == 8
+    dead = [r for r in rows if r["status"] == FAILED]
+    assert dead, "every worker was killed, yet nothing failed"
+    for r in dead:
+        assert r["error_type"] == "WorkerDied" and r["stage"] == "decode"
+    assert all(r["status"] in (OK, FAILED) for r in rows)
+    assert "converting" in log and "one by one" in log
+    assert not list(out.rglob(".*.tmp")), "a killed worker left a temporary file"
+
+    # nothing kills the rerun: it converts what failed and keeps what was done
+    rerun = run_shard(
+        shard_list,
+        out,
+        OPTIONS,
+        journal=tmp_path / "journal.jsonl",
+        results=tmp_path / "results.jsonl",
+        workers=2,
+    )
+    assert rerun.failed == 0
+    assert rerun.processed == len(dead)
+    assert rerun.reused == 8 - len(dead)
+
+
+def test_memory_request_grows_with_workers_and_the_largest_image(tmp_path):
+    src = tmp_path / "src"
+    synthetic.write(synthetic.mammogram(rows=96, columns=72), src / "small.dcm")
+    plan_shards(src, tmp_path / "work", 1)
+    [shard] = json.loads(WorkPaths(tmp_path / "work").shard_index.read_text())
+    one = shard_resources(tmp_path / "work", shard, 100, workers=1)["mem_mb"]
+    four = shard_resources(tmp_path / "work", shard, 100, workers=4)["mem_mb"]
+    assert four > one >= 100
+    assert shard_resources(tmp_path / "work", shard, 10_000, workers=4)["mem_mb"] == 10_000
+
+    synthetic.write(synthetic.mammogram(rows=3328, columns=2560), src / "big.dcm")
+    plan_shards(src, tmp_path / "work", 1)
+    big = shard_resources(tmp_path / "work", shard, 100, workers=1)["mem_mb"]
+    # the working copies of an 8.5 Mpixel frame: ~195 MiB more than for the small image
+    assert big - one == pytest.approx(24 * 3328 * 2560 / 2**20, abs=2)
+
+
+def test_collect_counts_only_what_this_run_converted(tmp_path):
+    src, work, out = tmp_path / "src", tmp_path / "work", tmp_path / "out"
+    for k in range(4):
+        synthetic.write(synthetic.mammogram(rows=96, columns=72, seed=k), src / f"m{k}.dcm")
+    shards, _ = plan_shards(src, work, 2)
+    paths = WorkPaths(work)
+
+    def run_all(names):
+        for name in names:
+            run_shard(
+                paths.shard_list(name),
+                out,
+                OPTIONS,
+                journal=work / "journal" / f"{name}.jsonl",
+                results=work / "shards" / f"{name}.results.jsonl",
+            )
+        return collect(
+            [work / "shards" / f"{name}.results.jsonl" for name in shards],
+            paths.catalog,
+            out,
+            out / "manifest.csv",
+            out / "manifest.parquet",
+            out / "failures.csv",
+            work / "summary.json",
+        )
+
+    first = run_all(shards)
+    assert (first["processed"], first["converted_now"], first["reused"]) == (4, 4, 0)
+    time.sleep(0.01)
+    # a new file lands in one shard; only that shard runs again
+    before = {s: paths.shard_list(s).read_text() for s in shards}
+    synthetic.write(synthetic.mammogram(rows=96, columns=72, seed=9), src / "new.dcm")
+    shards, _ = plan_shards(src, work, 2)
+    changed = [s for s in shards if paths.shard_list(s).read_text() != before.get(s)]
+    second = run_all(changed)
+    assert (second["processed"], second["converted_now"], second["reused"]) == (5, 1, 4)
+    assert second["seconds_now"] > 0
+
+
+def test_a_shard_job_does_not_import_pandas():
+    """pandas costs a shard job a third of a second before it converts anything."""
+    code = "import sys, dicomprep.shard; print('pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
