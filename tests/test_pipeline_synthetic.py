@@ -191,3 +191,18 @@ def test_tomosynthesis_keep_orders_frames_and_shares_one_crop_box(tmp_path):
     for frame in unordered:
         ys, xs = np.nonzero((frame > 0) & (frame < 4095))
         assert g.crop_x <= xs.min() and xs.max() < g.crop_x + g.crop_width
+
+
+@pytest.mark.parametrize("spacing", ["1e-300", "0", "-0.1", "inf", "nan", "1e+300"])
+def test_an_unphysical_pixel_spacing_means_no_resolution_not_a_failure(tmp_path, spacing):
+    path, ds = write_mammogram(tmp_path)
+    ds.PixelSpacing = ds.ImagerPixelSpacing = [spacing, spacing]
+    synthetic.write(ds, path)
+    out, _ = run(tmp_path, path, size=(64, 80))
+    assert read_info(out).resolution is None
+
+
+def test_a_physical_pixel_spacing_becomes_the_resolution(tmp_path):
+    path, _ = write_mammogram(tmp_path, pixel_spacing=(0.05, 0.1))
+    out, _ = run(tmp_path, path)  # no crop or resize: 1 pixel = the source pixel
+    assert read_info(out).resolution == pytest.approx((100.0, 200.0))  # pixels per cm

@@ -217,6 +217,10 @@ def functional_group_item(ds: Dataset, index: int, sequence: str) -> Dataset | N
     return None
 
 
+# Spacings outside this range (0, 1e-300, inf, NaN) are not physical: no resolution then.
+SPACING_RANGE_MM = (1e-6, 1e6)
+
+
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     item = functional_group_item(ds, 0, "PixelMeasuresSequence")
     for holder, keyword in (
@@ -230,7 +234,7 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
                 row, col = float(value[0]), float(value[1])
             except (TypeError, ValueError, IndexError):
                 continue
-            if row > 0 and col > 0:
+            if all(SPACING_RANGE_MM[0] <= v <= SPACING_RANGE_MM[1] for v in (row, col)):
                 return row, col
     return None
 
