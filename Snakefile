@@ -30,3 +30,8 @@ rule all:
 
 onsuccess:
     print_summary()
+    stop_rescheduling_timers()
+
+
+onerror:
+    stop_rescheduling_timers()

@@ -17,9 +17,10 @@ from pydicom.uid import RLELossless
 from dicomprep import synthetic
 from dicomprep.collect import collect
 from dicomprep.options import Options
-from dicomprep.pipeline import FAILED, OK
 from dicomprep.plan import WorkPaths, plan_shards, shard_resources
-from dicomprep.shard import read_results, read_shard_list, run_shard
+from dicomprep.records import FAILED, OK, read_results
+from dicomprep.shard import run_shard
+from dicomprep.shard_list import read_shard_list
 
 OPTIONS = Options(crop=True, crop_max=True, size=(96, 128))
 

@@ -20,7 +20,8 @@ from .failures import (
 )
 from .manifest import scan_dataset, write_manifest
 from .options import COMPRESSIONS, FILTERS, PADDINGS, VOLUME_HANDLERS, Options, OptionsError
-from .pipeline import OK, FileResult, process_file
+from .pipeline import process_file
+from .records import OK, FileResult
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -12,9 +12,8 @@ import pandas as pd
 from .discover import load_catalog
 from .failures import catalog_failures, counts, failures_frame, result_failures, write_failures
 from .manifest import manifest_frame, write_manifest
-from .pipeline import OK
-from .shard import RESULT_COLUMNS
-from .shard import read_results as read_shard_results
+from .records import OK, RESULT_COLUMNS
+from .records import read_results as read_shard_results
 
 
 def read_results(files: Iterable[str | os.PathLike], since_ns: int = 0) -> pd.DataFrame:

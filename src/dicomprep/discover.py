@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from .decode import DicomError, NotDicomError, read_header
 from .uids import describe_invalid_uid, is_valid_uid
 
 # Statuses of catalog rows.  Only DICOM rows are converted.
@@ -135,6 +134,9 @@ def _walk(folder: Path, follow_symlinks: bool) -> Iterator[Path]:
 
 def catalog_entry(path: str | os.PathLike) -> dict:
     """One catalog row for ``path``: stat, status, and header fields when DICOM."""
+    # pydicom is imported where headers are read, not by everything that reads the catalog
+    from .decode import DicomError, NotDicomError, read_header
+
     path = Path(path)
     row: dict = {"path": str(path), "status": DICOM, "reason": "", "error_type": ""}
     try:

@@ -16,7 +16,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,34 +48,11 @@ from .intensity import (
 )
 from .options import Options
 from .pad import pad, padding_offsets
+from .records import FAILED, OK, SKIPPED, FileResult
 from .resize import fit_size, resize
 from .tiff import write_tiff
 from .uids import describe_invalid_uid, is_valid_uid
 from .volume import central_index, interpolate_frames, max_intensity
-
-OK, SKIPPED, FAILED, DUPLICATE = "ok", "skipped", "failed", "duplicate"
-
-
-@dataclass
-class FileResult:
-    """The outcome of one input file (one row of the run's records)."""
-
-    source: str
-    status: str
-    stage: str = ""
-    error_type: str = ""
-    message: str = ""
-    study_instance_uid: str = ""
-    sop_instance_uid: str = ""
-    output: str = ""
-    width: int = 0
-    height: int = 0
-    channels: int = 0
-    num_frames: int = 0
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def output_path_for(root: str | os.PathLike, study_uid: str, sop_uid: str) -> Path:

@@ -26,7 +26,7 @@ from .discover import (
     shard_key,
     shard_of,
 )
-from .shard import shard_list_text, write_if_changed
+from .shard_list import shard_list_text, write_if_changed
 
 
 @dataclass(frozen=True)

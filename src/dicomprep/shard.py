@@ -24,69 +24,20 @@ import hashlib
 import json
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .options import Options
-from .pipeline import FAILED, OK, FileResult, output_path_for, process_file
-
-if TYPE_CHECKING:  # pandas is not imported by shard jobs: it costs a third of a second
-    import pandas as pd
-
-SHARD_COLUMNS = ["path", "size", "mtime_ns", "study_instance_uid", "sop_instance_uid", "cost"]
-RESULT_COLUMNS = list(FileResult.__dataclass_fields__) + ["reused"]
+from .pipeline import output_path_for, process_file
+from .records import FAILED, OK, FileResult, write_results
+from .shard_list import read_shard_list
 
 
 class ShardEnvironmentError(RuntimeError):
     """Some files could not be written for reasons outside the data (disk, permissions)."""
-
-
-# -- shard lists ------------------------------------------------------------------
-
-
-def shard_list_text(rows: pd.DataFrame) -> str:
-    """The TSV text of a shard list (sorted by path, deterministic).
-
-    ``rows`` holds the catalog columns of the shard's files plus ``cost``.
-    """
-    rows = rows.sort_values("path", kind="stable")
-    lines = ["\t".join(SHARD_COLUMNS)]
-    for r in rows[SHARD_COLUMNS].itertuples(index=False):
-        lines.append("\t".join(str(value) for value in r))
-    return "\n".join(lines) + "\n"
-
-
-def write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` atomically unless the file already holds it; True when written."""
-    try:
-        if path.read_text() == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return True
-
-
-def read_shard_list(path: str | os.PathLike) -> list[dict]:
-    """The entries of a shard list."""
-    lines = Path(path).read_text().splitlines()
-    header = lines[0].split("\t") if lines else SHARD_COLUMNS
-    entries = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        entry = dict(zip(header, line.split("\t"), strict=True))
-        for column in ("size", "mtime_ns", "cost"):
-            entry[column] = int(entry.get(column, 0))
-        entries.append(entry)
-    return entries
 
 
 # -- journal ----------------------------------------------------------------------
@@ -288,22 +239,3 @@ def _log_line(result: FileResult) -> str:
     return (
         f"{result.status}\t{result.stage}\t{result.error_type}: {result.message}\t{result.source}"
     )
-
-
-def write_results(rows: Iterable[dict], path: Path) -> None:
-    """The shard's results (one JSON object per line), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps({c: row.get(c) for c in RESULT_COLUMNS}) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def read_results(path: str | os.PathLike) -> list[dict]:
-    """The rows :func:`write_results` wrote."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

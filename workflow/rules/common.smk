@@ -1,4 +1,5 @@
 import json
+import threading
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -90,3 +91,15 @@ def print_summary():
         print(
             f"dicomprep: manifest {OUTPUT}/manifest.csv, failures {OUTPUT}/failures.csv"
         )
+
+
+def stop_rescheduling_timers():
+    """End the scheduler's pending wake-up timers once the run is over.
+
+    Snakemake's job rate limiter re-evaluates the schedule with a non-daemon
+    threading.Timer (1 s by default); the last one keeps the interpreter from exiting
+    for up to a second after the last job.  Nothing is scheduled any more when this runs.
+    """
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()

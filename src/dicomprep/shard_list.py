@@ -1,0 +1,59 @@
+"""Shard lists: the small TSV file per shard that names its inputs.
+
+One line per input (path, size, mtime, UIDs and a relative estimate of its work), sorted
+by path.  Discovery rewrites a list only when its text changes, so Snakemake reruns
+exactly the shards whose files changed.  Kept free of pandas and the imaging libraries:
+both the planner and the shard jobs read and write these.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SHARD_COLUMNS = ["path", "size", "mtime_ns", "study_instance_uid", "sop_instance_uid", "cost"]
+
+
+def shard_list_text(rows: pd.DataFrame) -> str:
+    """The TSV text of a shard list (sorted by path, deterministic).
+
+    ``rows`` holds the catalog columns of the shard's files plus ``cost``.
+    """
+    rows = rows.sort_values("path", kind="stable")
+    lines = ["\t".join(SHARD_COLUMNS)]
+    for r in rows[SHARD_COLUMNS].itertuples(index=False):
+        lines.append("\t".join(str(value) for value in r))
+    return "\n".join(lines) + "\n"
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` atomically unless the file already holds it; True when written."""
+    try:
+        if path.read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def read_shard_list(path: str | os.PathLike) -> list[dict]:
+    """The entries of a shard list."""
+    lines = Path(path).read_text().splitlines()
+    header = lines[0].split("\t") if lines else SHARD_COLUMNS
+    entries = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        entry = dict(zip(header, line.split("\t"), strict=True))
+        for column in ("size", "mtime_ns", "cost"):
+            entry[column] = int(entry.get(column, 0))
+        entries.append(entry)
+    return entries
