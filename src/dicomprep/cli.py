@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from . import __version__
@@ -22,6 +21,7 @@ from .manifest import scan_dataset, write_manifest
 from .options import COMPRESSIONS, FILTERS, PADDINGS, VOLUME_HANDLERS, Options, OptionsError
 from .pipeline import process_file
 from .records import OK, FileResult
+from .shard import convert_in_workers
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -98,11 +98,6 @@ def options_from_args(args: argparse.Namespace) -> Options:
     )
 
 
-def _run_one(job: tuple[str, str, Options]) -> dict:
-    path, root, options = job
-    return process_file(path, root, options).to_dict()
-
-
 def _progress(iterable, total: int):
     if not sys.stderr.isatty():
         return iterable
@@ -111,13 +106,18 @@ def _progress(iterable, total: int):
     return tqdm(iterable, total=total, unit="file", file=sys.stderr)
 
 
-def convert_many(paths: list[str], root: str, options: Options, threads: int) -> list[dict]:
-    """Process files in ``threads`` worker processes; results in input order."""
-    jobs = [(p, root, options) for p in paths]
-    if threads <= 1 or len(jobs) <= 1:
-        return list(_progress(map(_run_one, jobs), len(jobs)))
-    with ProcessPoolExecutor(threads) as pool:
-        return list(_progress(pool.map(_run_one, jobs, chunksize=4), len(jobs)))
+def convert_many(entries: list[dict], root: str, options: Options, threads: int) -> list[dict]:
+    """Convert catalog entries in ``threads`` worker processes; results in input order.
+
+    A worker that dies (a crashing decoder, the out-of-memory killer) costs only the
+    file it held, as in a shard job.
+    """
+    jobs = list(enumerate(entries))
+    results: list[dict] = [{} for _ in jobs]
+    finished = convert_in_workers(jobs, root, options, max(1, threads))
+    for index, result in _progress(finished, len(jobs)):
+        results[index] = result.to_dict()
+    return results
 
 
 def preprocess_main(argv: list[str] | None = None) -> int:
@@ -142,7 +142,9 @@ def preprocess_main(argv: list[str] | None = None) -> int:
     if source.is_file() and source.suffix.lower() != ".txt":
         return _single(source, output, options)
 
-    todo = catalog[catalog["status"] == DICOM]["path"].tolist()
+    todo = catalog.loc[
+        catalog["status"] == DICOM, ["path", "study_instance_uid", "sop_instance_uid"]
+    ].to_dict("records")
     results = convert_many(todo, str(output), options, args.threads)
     failures = failures_frame(catalog_failures(catalog) + result_failures(results))
     processed = sum(1 for r in results if r["status"] == OK)

@@ -31,10 +31,20 @@ except OptionsError as exc:
 
 OUTPUT = Path(config["output"])
 WORK = Path(config["work"])
-# The report renders its sample thumbnails in up to this many processes.
-REPORT_PROCESSES = max(
-    1, min(4, workflow.cores if isinstance(workflow.cores, int) else 1)
-)
+
+
+def available_cores():
+    """The cores given to Snakemake (--cores), 1 when there is no such local number."""
+    try:
+        cores = workflow.cores
+    except WorkflowError:
+        return 1
+    return cores if isinstance(cores, int) and 0 < cores < 4096 else 1
+
+
+# Worker processes of a shard job, and of the report's thumbnail rendering.
+SHARD_THREADS = config["shard_threads"] or available_cores()
+REPORT_PROCESSES = min(4, available_cores())
 
 # Only the main process walks the source; jobs (local or on a cluster) read the plan.
 if workflow.is_main_process:

@@ -8,7 +8,7 @@ rule preprocess_shard:
         f"{WORK}/logs/preprocess/{{shard}}.log",
     conda:
         "../../envs/dicomprep.yaml"
-    threads: config["shard_threads"]
+    threads: SHARD_THREADS
     resources:
         mem_mb=shard_mem_mb,
         runtime=config["shard_runtime_minutes"],
