@@ -282,8 +282,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tomo-frames", type=int, default=50)
     parser.add_argument("--ct", type=int, default=16, help="CT slices")
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--shards", type=int, default=16)
-    parser.add_argument("--shard-threads", type=int, default=1, help="worker processes per shard")
+    parser.add_argument("--shards", type=int, default=4, help="as in config.yaml")
+    parser.add_argument(
+        "--shard-threads", type=int, default=0, help="workers per shard job; 0: --cores"
+    )
     parser.add_argument("--naive-files", type=int, default=100, help="subset for (c)")
     parser.add_argument("--add", type=int, default=10, help="mammograms added for the rerun")
     parser.add_argument(

@@ -17,7 +17,7 @@ from pydicom.uid import RLELossless
 from dicomprep import synthetic
 from dicomprep.collect import collect
 from dicomprep.options import Options
-from dicomprep.plan import WorkPaths, plan_shards, shard_resources
+from dicomprep.plan import WorkPaths, plan_shards, run_started_ns, shard_resources
 from dicomprep.records import FAILED, OK, read_results
 from dicomprep.shard import run_shard
 from dicomprep.shard_list import read_shard_list
@@ -212,6 +212,7 @@ def test_collect_counts_only_what_this_run_converted(tmp_path):
             out / "manifest.parquet",
             out / "failures.csv",
             work / "summary.json",
+            run_started_ns=run_started_ns(work),
         )
 
     first = run_all(shards)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -106,6 +107,17 @@ def test_incremental_rerun_processes_only_new_files(tmp_path):
     assert {k: after[k] for k in before} == before  # untouched: same mtime and inode
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
     assert len(manifest) == len(after)
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert (summary["converted_now"], summary["reused"]) == (3, len(before))
+
+    # another shard count moves the journal records: nothing is converted again
+    snakemake(tmp_path, config=config_for(tmp_path, shards=5))
+    assert tiff_states(tmp_path / "out") == after
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert (summary["processed"], summary["converted_now"]) == (len(after), 0)
+    assert len(list((tmp_path / "work" / "shards").glob("*.tsv"))) <= 5
+    assert (tmp_path / "work" / "journal" / "shards.txt").read_text() == "5\n"
+    assert not (tmp_path / "work" / "journal.old").exists()
 
     snakemake(tmp_path, config=config_for(tmp_path, compression="lzw"))
     changed = tiff_states(tmp_path / "out")

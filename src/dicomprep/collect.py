@@ -66,17 +66,14 @@ def collect(
     manifest_parquet: str | os.PathLike,
     failures_csv: str | os.PathLike,
     summary_json: str | os.PathLike,
+    run_started_ns: int = 0,
 ) -> dict[str, int]:
     """Write manifest (CSV + Parquet), failures and a JSON summary; return the counts.
 
-    ``converted_now`` and ``seconds_now`` count the files converted since the previous
-    summary was written (by shard jobs of this run).
+    ``converted_now`` and ``seconds_now`` count the files converted by shard jobs whose
+    results were written after ``run_started_ns`` (when this run was planned).
     """
-    try:
-        previous_collect_ns = os.stat(summary_json).st_mtime_ns
-    except OSError:
-        previous_collect_ns = 0
-    results = read_results(results_files, since_ns=previous_collect_ns)
+    results = read_results(results_files, since_ns=run_started_ns)
     catalog = load_catalog(catalog_path)
     manifest = manifest_frame(manifest_rows(results, output_root))
     write_manifest(manifest, manifest_csv)

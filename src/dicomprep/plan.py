@@ -11,6 +11,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
+import time
 from dataclasses import dataclass
 from math import ceil
 from pathlib import Path
@@ -45,6 +47,23 @@ class WorkPaths:
 
     def shard_list(self, shard: str) -> Path:
         return self.root / "shards" / f"{shard}.tsv"
+
+    @property
+    def run_started(self) -> Path:
+        """When the current (or last) run was planned, in ns since the epoch."""
+        return self.root / "run_started_ns"
+
+    @property
+    def journals(self) -> Path:
+        return self.root / "journal"
+
+    def journal(self, shard: str) -> Path:
+        return self.journals / f"{shard}.jsonl"
+
+    @property
+    def journal_shards(self) -> Path:
+        """The shard count the journals are bucketed by."""
+        return self.journals / "shards.txt"
 
 
 class WorkFolderLocked(RuntimeError):
@@ -97,6 +116,7 @@ def plan_shards(
     """
     lock_work_folder(work)
     paths = WorkPaths(Path(work))
+    write_if_changed(paths.run_started, f"{time.time_ns()}\n")
     previous = load_catalog(paths.catalog)
     if rediscover or previous is None:
         catalog = build_catalog(
@@ -106,6 +126,7 @@ def plan_shards(
             save_catalog(catalog, paths.catalog)
     else:
         catalog = previous
+    rebucket_journals(paths, source, shards)
     dicom = catalog[catalog["status"] == DICOM]
     buckets = [shard_of(shard_key(p, source), shards) for p in dicom["path"]]
     index: dict[str, dict] = {}
@@ -130,6 +151,49 @@ def work_cost(rows: pd.DataFrame) -> pd.Series:
     return (pixels * (1 + 3 * compressed)).astype("int64")
 
 
+def rebucket_journals(paths: WorkPaths, source: str | os.PathLike, shards: int) -> None:
+    """Move journal records to the journals of their new shards when ``shards`` changed,
+    so that changing the shard count does not convert finished files again.
+
+    The new journals are written in a folder beside the old ones (the shard count last,
+    marking it complete) and then swapped in; a planner killed at any point leaves either
+    the old or the new journals, and the next run finishes or repeats the move.
+    """
+    journals = paths.journals
+    fresh, retired = journals.with_name("journal.rebucket"), journals.with_name("journal.old")
+    if not journals.exists() and retired.exists():  # killed while swapping
+        complete = (fresh / "shards.txt").exists()
+        (fresh if complete else retired).rename(journals)
+    shutil.rmtree(retired, ignore_errors=True)
+    try:
+        previous = int(paths.journal_shards.read_text())
+    except (OSError, ValueError):
+        previous = None
+    if previous == shards:
+        return
+    old = sorted(journals.glob("*.jsonl")) if journals.is_dir() else []
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    for journal in old:
+        moved: dict[str, list[str]] = {}
+        with open(journal, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    key = shard_key(json.loads(line)["source"], source)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line
+                name = shard_name(shard_of(key, shards), shards)
+                moved.setdefault(name, []).append(line if line.endswith("\n") else line + "\n")
+        for name, lines in moved.items():
+            with open(fresh / f"{name}.jsonl", "a", encoding="utf-8") as out:
+                out.writelines(lines)
+    (fresh / "shards.txt").write_text(f"{shards}\n")
+    if journals.exists():
+        journals.rename(retired)
+    fresh.rename(journals)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
 def estimate_image_mb(rows: pd.DataFrame) -> int:
     """Memory one worker needs beyond the interpreter and libraries: the working copies of
     the shard's largest frame (decoded, mapped, resampled in float32)."""
@@ -141,6 +205,15 @@ def estimate_image_mb(rows: pd.DataFrame) -> int:
 
 BASE_MEM_MB = 300  # the job's own process (pandas-free imports)
 BASE_WORKER_MEM_MB = 300  # one worker process
+
+
+def run_started_ns(work: str | os.PathLike) -> int:
+    """When the current run was planned (0 when unknown): shard results written after it
+    come from this run."""
+    try:
+        return int(WorkPaths(Path(work)).run_started.read_text())
+    except (OSError, ValueError):
+        return 0
 
 
 def _saved_index(work: str | os.PathLike) -> dict[str, dict]:

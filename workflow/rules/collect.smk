@@ -14,6 +14,7 @@ rule collect:
         "../../envs/dicomprep.yaml"
     params:
         output_root=lambda wildcards, output: Path(output.manifest_csv).parent,
+        work=lambda wildcards, input: Path(input.catalog).parent,
     script:
         "../scripts/collect.py"
 

@@ -1,6 +1,7 @@
 """Snakemake entry point: manifest, failures and summary from all shard results."""
 
 from dicomprep.collect import collect
+from dicomprep.plan import run_started_ns
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
     numbers = collect(
@@ -11,5 +12,6 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         snakemake.output.manifest_parquet,  # noqa: F821
         snakemake.output.failures,  # noqa: F821
         snakemake.output.summary,  # noqa: F821
+        run_started_ns=run_started_ns(snakemake.params.work),  # noqa: F821
     )
     print(numbers, file=log)
