@@ -369,7 +369,7 @@ def bench(args: argparse.Namespace, root: Path) -> None:
     rows.append(
         (
             f"(a) workflow, snakemake --cores {args.cores}, {args.shards} shards"
-            f" x {args.shard_threads} workers",
+            f" x {args.shard_threads or args.cores} workers",
             len(files),
             wf_s,
             f"{summary['jobs']} jobs; {each}" if args.rounds > 1 else f"{summary['jobs']} jobs",
