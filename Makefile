@@ -33,7 +33,7 @@ lint: install
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/stages.py
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/workflow.py --files 1000
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/workflow.py --files 1000 --shards 1
 
 clean:
 	rm -rf results .snakemake

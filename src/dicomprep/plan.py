@@ -143,8 +143,9 @@ NATIVE_TRANSFER_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840
 
 def work_cost(rows: pd.DataFrame) -> pd.Series:
     """A relative estimate of each file's conversion work: its pixel count, times 4 when
-    the pixels are compressed (decoding dominates then).  Shard jobs start the costliest
-    files first so that no large file is left running alone at the end."""
+    the pixels are compressed (decoding dominates then).  Shard jobs start files that
+    cost far more than is typical first, so that no large volume is left running alone
+    at the end."""
     frames = rows["number_of_frames"].fillna(1).clip(lower=1)
     pixels = rows["rows"].fillna(0) * rows["columns"].fillna(0) * frames
     compressed = ~rows["transfer_syntax"].isin(NATIVE_TRANSFER_SYNTAXES)

@@ -8,8 +8,10 @@ its journal line has the same fingerprint (source path, size, mtime, options and
 and its TIFF is still there unchanged, so a killed or repeated shard redoes only what is
 not done.
 
-Files are converted in worker processes (``workers`` of them, largest first, each file
-handed to whichever worker is free), so a decoder that crashes or a process the kernel
+Files are converted in worker processes (``workers`` of them, each file handed to
+whichever worker is free; in path order, which reads the disk sequentially, except that
+files costing far more than the typical one go first, so that no large volume is left
+running alone at the end), so a decoder that crashes or a process the kernel
 kills for memory costs that file only: it is retried alone in a fresh process and, if its
 process dies again, recorded as failed.  The journal is written by the parent alone.
 
@@ -119,7 +121,7 @@ def run_shard(
             summary.reused += 1
         else:
             todo.append(index)
-    todo.sort(key=lambda index: -entries[index]["cost"])  # largest first: no long tail
+    todo = outliers_first(todo, [entries[index]["cost"] for index in todo])
     with open(journal, "a", encoding="utf-8") as out:
         jobs = [(index, entries[index]) for index in todo]
         for index, result in convert_in_workers(jobs, output_root, options, workers, log):
@@ -152,6 +154,25 @@ def run_shard(
             + environment_errors[0]
         )
     return summary
+
+
+OUTLIER_COST = 8  # times the median cost of a shard's files
+
+
+def outliers_first(keys: list, costs: list[int]) -> list:
+    """``keys`` in their order, except that those whose cost exceeds
+    :data:`OUTLIER_COST` times the median come first (costliest first).
+
+    Path order keeps reads sequential (measured: starting all compressed mammograms
+    first was 5 % slower than path order); moving only the outliers, such as
+    tomosynthesis volumes among mammograms, still keeps them out of the tail."""
+    if not keys:
+        return keys
+    median = sorted(costs)[len(costs) // 2]
+    outliers = [(c, k) for k, c in zip(keys, costs, strict=True) if c > OUTLIER_COST * median]
+    front = {k for _, k in outliers}
+    ordered = [k for _, k in sorted(outliers, key=lambda pair: -pair[0])]
+    return ordered + [k for k in keys if k not in front]
 
 
 def convert_in_workers(
