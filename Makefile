@@ -32,8 +32,8 @@ lint: install
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 
 bench: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/stages.py
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/workflow.py --files 1000 --shards 1
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/stages.py --repeat 20
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/workflow.py --files 1000 --rounds 3 --shards 1
 
 clean:
 	rm -rf results .snakemake

@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--naive-files", type=int, default=100, help="subset for (c)")
     parser.add_argument("--add", type=int, default=10, help="mammograms added for the rerun")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="runs of (a) and (b), alternating; medians"
+        "--rounds", type=int, default=1, help="runs of (a), (a+) and (b), rotating; medians"
     )
     parser.add_argument(
         "--quick", action="store_true", help="small run: 60 mammograms, 1 volume, 20 naive"
