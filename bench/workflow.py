@@ -105,7 +105,7 @@ def read_all(files: list[Path]) -> float:
 
 
 def workflow_command(
-    source: Path, run: Path, cores: int, shards: int, threads: int, targets: list[str]
+    source: Path, run: Path, cores: int, shards: int, threads: int, targets: tuple[str, ...]
 ) -> list[str]:
     opts = OPTIONS
     config = [
@@ -158,7 +158,7 @@ def run_workflow(
     log = run / "log.txt"
     offset = log.stat().st_size if log.exists() else 0
     started = time.time()
-    command = workflow_command(source, run, cores, shards, threads, list(targets))
+    command = workflow_command(source, run, cores, shards, threads, targets)
     seconds = run_logged(command, log, REPO)
     after = tiff_state(run / "out")
     summary = json.loads((run / "work" / "summary.json").read_text())
@@ -363,7 +363,7 @@ def bench(args: argparse.Namespace, root: Path) -> None:
                 what = "through the manifest" if design == "a" else "default target"
                 print(f"({design}) workflow, {what}, round {round_ + 1} ...", flush=True)
                 shutil.rmtree(wf_run, ignore_errors=True)
-                wf_s, summary = run_workflow(
+                seconds, summary = run_workflow(
                     source,
                     wf_run,
                     args.cores,
@@ -379,10 +379,10 @@ def bench(args: argparse.Namespace, root: Path) -> None:
                 print(f"(b) multiprocessing.Pool, round {round_ + 1} ...", flush=True)
                 pool_out = root / "pool"
                 shutil.rmtree(pool_out, ignore_errors=True)
-                wf_s, counts, pool_file_s = run_pool(files, pool_out, args.cores)
+                seconds, counts, pool_file_s = run_pool(files, pool_out, args.cores)
                 if counts.get("ok", 0) != len(files):
                     raise SystemExit(f"pool run did not convert every file: {counts}")
-            times[design].append(wf_s)
+            times[design].append(seconds)
     median = {design: statistics.median(values) for design, values in times.items()}
 
     def runs(design: str) -> str:

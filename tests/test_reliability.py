@@ -77,7 +77,7 @@ from .reliability_helpers import (
     wait_for,
     with_transfer_syntax,
 )
-from .workflow_helpers import snakemake, tiff_bytes, tiff_states
+from .workflow_helpers import journal_lines, snakemake, tiff_bytes, tiff_states
 
 # -- 1. bad inputs in one command-line run ---------------------------------------------------
 
@@ -618,10 +618,6 @@ def assert_same_outputs(run: Path, reference: Path) -> None:
 # -- 3. crashes ----------------------------------------------------------------------------------
 
 
-def _journal_lines(work: Path) -> int:
-    return sum(len(p.read_text().splitlines()) for p in (work / "journal").glob("*.jsonl"))
-
-
 def _kill_point(name: str, run: Path):
     """(condition to kill at, check of the state the kill froze) for each crash point."""
     out, work = run / "out", run / "work"
@@ -633,7 +629,7 @@ def _kill_point(name: str, run: Path):
     if name == "during-write":  # a TIFF is being written (likely the long volume)
         return lambda: bool(temporaries_under(out)), lambda: bool(temporaries_under(out))
     if name == "between-files":  # right after the second file was recorded as done
-        return lambda: _journal_lines(work) >= 2, lambda: 2 <= _journal_lines(work) < 10
+        return lambda: journal_lines(work) >= 2, lambda: 2 <= journal_lines(work) < 10
     if name == "during-collect":  # the manifest/failures step has started
         return (
             lambda: (work / "logs" / "collect.log").exists(),

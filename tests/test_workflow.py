@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -17,10 +16,12 @@ import pytest
 from dicomprep import synthetic
 from dicomprep.cli import preprocess_main
 from dicomprep.manifest import MANIFEST_COLUMNS
+from dicomprep.shard import read_journal
 
 from .workflow_helpers import (
     REPO,
     build_mixed_source,
+    journal_lines,
     snakemake,
     snakemake_command,
     tiff_bytes,
@@ -125,20 +126,6 @@ def test_incremental_rerun_processes_only_new_files(tmp_path):
     assert all(changed[k][0] != after[k][0] for k in after)  # every file redone
 
 
-def _journal_lines(work):
-    return sum(len(p.read_text().splitlines()) for p in (work / "journal").glob("*.jsonl"))
-
-
-def _journaled_outputs(work) -> set[str]:
-    """Outputs recorded as finished in the journals (a torn last line is not a record)."""
-    outputs = set()
-    for journal in (work / "journal").glob("*.jsonl"):
-        for line in journal.read_text().splitlines():
-            with contextlib.suppress(ValueError, KeyError):
-                outputs.add(json.loads(line)["output"])
-    return outputs
-
-
 def test_resume_after_sigkill_is_byte_identical(tmp_path):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     for k in range(30):  # enough work that the kill lands mid-shard
@@ -153,13 +140,14 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path):
         cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 120
-    while _journal_lines(killed_dir / "work") < 3 and time.time() < deadline:
+    while journal_lines(killed_dir / "work") < 3 and time.time() < deadline:
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # A worker may have renamed its TIFF into place just before the kill, with the record
     # not yet in the journal: such a file is converted again. Journaled files never are.
-    journaled = _journaled_outputs(killed_dir / "work")
+    journals = (killed_dir / "work" / "journal").glob("*.jsonl")
+    journaled = {r["output"] for j in journals for r in read_journal(j).values()}
     present = tiff_states(killed_dir / "out")
     done_before = {k: v for k, v in present.items() if str(killed_dir / "out" / k) in journaled}
     assert len(done_before) == len(journaled) >= 3

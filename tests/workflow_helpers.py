@@ -115,5 +115,10 @@ def tiff_states(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+def journal_lines(work: Path) -> int:
+    """Lines in the shard journals under ``work`` (a torn last line counts too)."""
+    return sum(len(p.read_text().splitlines()) for p in (work / "journal").glob("*.jsonl"))
+
+
 def tiff_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.tiff"))}
