@@ -77,7 +77,13 @@ from .reliability_helpers import (
     wait_for,
     with_transfer_syntax,
 )
-from .workflow_helpers import journal_lines, snakemake, tiff_bytes, tiff_states
+from .workflow_helpers import (
+    journal_lines,
+    journaled_tiff_states,
+    snakemake,
+    tiff_bytes,
+    tiff_states,
+)
 
 # -- 1. bad inputs in one command-line run ---------------------------------------------------
 
@@ -657,7 +663,7 @@ def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_outputs(
     assert state_ok, f"the kill did not land {point}"
 
     assert unreadable_tiffs(tmp_path / "out") == [], "a crash left a damaged TIFF"
-    done_before = tiff_states(tmp_path / "out")
+    done_before = journaled_tiff_states(tmp_path / "out", tmp_path / "work")
     snakemake(tmp_path, "--unlock", config=config)
     snakemake(tmp_path, config=config)
 

@@ -13,6 +13,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import RLELossless
 
 from dicomprep import synthetic
+from dicomprep.shard import read_journal
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,6 +119,18 @@ def tiff_states(root: Path) -> dict[str, tuple[int, int]]:
 def journal_lines(work: Path) -> int:
     """Lines in the shard journals under ``work`` (a torn last line counts too)."""
     return sum(len(p.read_text().splitlines()) for p in (work / "journal").glob("*.jsonl"))
+
+
+def journaled_tiff_states(out: Path, work: Path) -> dict[str, tuple[int, int]]:
+    """:func:`tiff_states` of the TIFFs the shard journals under ``work`` record as done.
+
+    After a kill, a TIFF a worker renamed into place just before it may not be recorded
+    yet: a rerun converts such a file again (to the same bytes); recorded ones it keeps."""
+    journals = (work / "journal").glob("*.jsonl")
+    journaled = {r["output"] for j in journals for r in read_journal(j).values()}
+    states = {k: v for k, v in tiff_states(out).items() if str(out / k) in journaled}
+    assert len(states) == len(journaled), "a TIFF recorded as done is missing"
+    return states
 
 
 def tiff_bytes(root: Path) -> dict[str, bytes]:
