@@ -38,9 +38,12 @@ def convert(tmp_path, name: str, **options):
     return result, read_frames(out), read_info(out)
 
 
-def min_max_scaled(values: np.ndarray, top: int) -> np.ndarray:
+def min_max_scaled(values: np.ndarray, top: int, low=None, high=None) -> np.ndarray:
+    """``values`` mapped linearly from [low, high] (default: their own range) to [0, top]."""
     v = values.astype(np.float64)
-    return np.rint((v - v.min()) / (v.max() - v.min()) * top)
+    low = v.min() if low is None else low
+    high = v.max() if high is None else high
+    return np.rint((v - low) / (high - low) * top)
 
 
 # One file per transfer syntax of SPEC §1 (all lossless ones are compared to the
@@ -176,19 +179,32 @@ def test_rgb_16_bit_stays_16_bit(tmp_path):
     np.testing.assert_array_equal(frames[0], ds.pixel_array)
 
 
-def test_enhanced_multiframe_keeps_every_frame(tmp_path):
+def test_enhanced_multiframe_keeps_every_frame_with_one_range_for_the_volume(tmp_path):
     ds = dataset("emri_small.dcm")
+    assert "WindowCenter" not in ds and "VOILUTSequence" not in ds
+    volume = ds.pixel_array.astype(np.float64)
+    frame_maxima = volume.reshape(10, -1).max(axis=1)
+    assert len(set(frame_maxima)) > 1  # a per-frame range would map them differently
     _, frames, info = convert(tmp_path, "emri_small.dcm")
     assert info.num_frames == 10 == frames.shape[0]
+    low, high = volume.min(), volume.max()
     for k in range(10):
-        np.testing.assert_array_equal(frames[k], min_max_scaled(ds.pixel_array[k], 65535))
+        np.testing.assert_array_equal(frames[k], min_max_scaled(volume[k], 65535, low, high))
+    # equal stored values give equal outputs in every frame
+    for value in np.unique(frame_maxima):
+        outputs = {
+            int(frames[k][volume[k] == value][0]) for k in range(10) if (volume[k] == value).any()
+        }
+        assert len(outputs) == 1
 
 
 def test_volume_handlers_on_enhanced_mr(tmp_path):
     ds = dataset("emri_small.dcm")
     _, central, _ = convert(tmp_path / "c", "emri_small.dcm", volume="central-slice")
     assert central.shape[0] == 1
-    np.testing.assert_array_equal(central[0], min_max_scaled(ds.pixel_array[5], 65535))
+    volume = ds.pixel_array
+    expected = min_max_scaled(volume[5], 65535, float(volume.min()), float(volume.max()))
+    np.testing.assert_array_equal(central[0], expected)
     _, keep, _ = convert(tmp_path / "k", "emri_small.dcm")
     _, mip, _ = convert(tmp_path / "m", "emri_small.dcm", volume="max-intensity")
     np.testing.assert_array_equal(mip[0], keep.max(axis=0))

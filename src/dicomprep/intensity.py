@@ -98,7 +98,7 @@ def apply_voi_lut_sequence(x: np.ndarray, holder: Dataset) -> np.ndarray:
 
 
 def window_min_max(x: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Linear map of [low, high] to [0, 1] (the frame's own range when nothing else is given)."""
+    """Linear map of [low, high] to [0, 1] (the image's range when nothing else is given)."""
     if high <= low:
         return np.zeros(x.shape, dtype=np.float64)
     return np.clip((x - low) / (high - low), 0.0, 1.0)
@@ -112,8 +112,8 @@ def voi_values(
 ) -> np.ndarray:
     """VOI stage: modality values to [0, 1] by the option ``voi`` and the frame's attributes.
 
-    ``value_range`` is the frame's own (min, max) of modality values, used when neither a
-    VOI LUT nor a window is available (``voi='auto'``).
+    ``value_range`` is the image's (min, max) of modality values (the whole volume's for a
+    multi-frame file), used when neither a VOI LUT nor a window is available (``voi='auto'``).
     """
     if isinstance(voi, tuple):
         return window_linear(x, voi[0], voi[1])
@@ -183,31 +183,42 @@ def gray_values(
     voi: str | tuple[float, float],
     out_dtype: np.dtype,
     invert: bool,
-    stored_range: tuple[float, float] | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """The whole grayscale chain for an array of stored values (or a LUT domain).
 
-    ``stored_range`` is the frame's (min, max) of *stored* values; it is mapped through the
-    modality stage to give the min–max window when no VOI is defined.
+    ``value_range`` is the (min, max) of the *modality* values of the image — of the whole
+    volume for a multi-frame file, so that equal stored values give equal outputs in every
+    frame.  It is the min–max window when no VOI is defined, and the interval MONOCHROME1
+    values are reflected in with ``voi: none``.  Without it the values given are the range.
     """
     m = modality_values(stored, frame)
     if voi == "none":
         if invert:
-            m = _invert_modality(m, stored_range, frame)
+            m = _invert_modality(m, value_range)
         return np.rint(m).astype(out_dtype) if out_dtype.kind in "iu" else m.astype(out_dtype)
-    value_range = None
-    if stored_range is not None:
-        ends = modality_values(np.array(stored_range, dtype=np.float64), frame)
-        value_range = (float(ends.min()), float(ends.max()))
     return scale_to_output(voi_values(m, frame, voi, value_range), out_dtype, invert)
 
 
-def _invert_modality(m, stored_range, frame: FrameIntensity) -> np.ndarray:
-    """MONOCHROME1 with `voi: none`: reflect modality values within the frame's range."""
-    if stored_range is None:
-        return m.max() + m.min() - m
+def modality_range(stored_range: tuple[float, float], frame: FrameIntensity) -> tuple[float, float]:
+    """The (min, max) of modality values for stored values spanning ``stored_range``."""
     ends = modality_values(np.array(stored_range, dtype=np.float64), frame)
-    return ends.max() + ends.min() - m
+    return float(ends.min()), float(ends.max())
+
+
+def union_range(
+    a: tuple[float, float] | None, b: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """The smallest interval holding both ranges (None entries are ignored)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return min(a[0], b[0]), max(a[1], b[1])
+
+
+def _invert_modality(m: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
+    """MONOCHROME1 with `voi: none`: reflect modality values within the image's range."""
+    low, high = value_range if value_range is not None else (m.min(), m.max())
+    return high + low - m
 
 
 def gray_lut(
@@ -216,13 +227,13 @@ def gray_lut(
     voi: str | tuple[float, float],
     out_dtype: np.dtype,
     invert: bool,
-    stored_range: tuple[float, float] | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> np.ndarray | None:
     """A table mapping every stored value to its output value, or None for wide types."""
     domain = lut_domain(stored_dtype)
     if domain is None:
         return None
-    return gray_values(domain, frame, voi, out_dtype, invert, stored_range)
+    return gray_values(domain, frame, voi, out_dtype, invert, value_range)
 
 
 def apply_lut(frame: np.ndarray, lut: np.ndarray, rows_per_block: int = 64) -> np.ndarray:

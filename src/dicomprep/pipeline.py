@@ -42,9 +42,11 @@ from .intensity import (
     gray_values,
     is_integral,
     lut_domain,
+    modality_range,
     modality_values,
     output_dtype,
     smallest_integer_dtype,
+    union_range,
 )
 from .options import Options
 from .pad import pad, padding_offsets
@@ -180,12 +182,27 @@ class _IntensityMapper:
     The output type is fixed per file: uint8/uint16 after VOI; for `voi: none` the
     smallest exact type of the modality values the stored bits allow, narrowed to the
     data's own range (``dtype`` is None until known) when that range would need 32 bits.
+
+    Where the data's range matters (the min–max window of `voi: auto` without a window or
+    VOI LUT, MONOCHROME1 reflection and the output type of `voi: none`), a multi-frame file
+    uses ``volume_range``, the range of every frame found by :func:`_volume_value_range`
+    before the first frame is mapped; a single frame uses its own.
     """
 
     def __init__(self, ds: Dataset, info: ImageInfo, options: Options):
         self.ds, self.info, self.options = ds, info, options
         self._luts: dict = {}
         self.dtype: np.dtype | None = self._initial_dtype()
+        self.volume_range: tuple[float, float] | None = None  # modality values
+
+    def needs_range(self, frame: FrameIntensity) -> bool:
+        """Whether mapping ``frame`` depends on the range of the data."""
+        if self.info.is_color:
+            return False
+        voi = self.options.voi
+        if voi == "none":
+            return self.info.inverted or self.dtype is None
+        return voi == "auto" and frame.voi_lut is None and frame.window is None
 
     def _initial_dtype(self) -> np.dtype | None:
         if self.info.is_color:
@@ -215,30 +232,44 @@ class _IntensityMapper:
             return color_to_output(raw, self.info.bits_stored)
         frame = frame_intensity(self.ds, index)
         voi = self.options.voi
-        needs_range = voi == "none" or (
-            voi == "auto" and frame.voi_lut is None and frame.window is None
-        )
-        stored_range = (float(raw.min()), float(raw.max())) if needs_range else None
-        if self.dtype is None:  # `voi: none` whose type depends on this frame's values
-            self.set_dtype(smallest_integer_dtype(*_modality_range(stored_range, frame)))
+        value_range = None
+        if self.needs_range(frame):
+            value_range = self.volume_range or modality_range(_stored_range(raw), frame)
+        if self.dtype is None:  # `voi: none` whose type depends on the values
+            self.set_dtype(smallest_integer_dtype(*value_range))
         invert = self.info.inverted
         if lut_domain(raw.dtype) is None:
-            return gray_values(raw, frame, voi, self.dtype, invert, stored_range)
-        key = (frame.cache_key(), stored_range, raw.dtype.str)
+            return gray_values(raw, frame, voi, self.dtype, invert, value_range)
+        key = (frame.cache_key(), value_range, raw.dtype.str)
         lut = self._luts.get(key)
         if lut is None:
             if len(self._luts) > 64:
                 self._luts.clear()
-            lut = gray_lut(raw.dtype, frame, voi, self.dtype, invert, stored_range)
+            lut = gray_lut(raw.dtype, frame, voi, self.dtype, invert, value_range)
             self._luts[key] = lut
         return apply_lut(raw, lut)
 
 
-def _modality_range(stored_range, frame: FrameIntensity) -> tuple[float, float] | None:
-    if stored_range is None:
-        return None
-    ends = modality_values(np.array(stored_range, dtype=np.float64), frame)
-    return float(ends.min()), float(ends.max())
+def _stored_range(raw: np.ndarray) -> tuple[float, float]:
+    return float(raw.min()), float(raw.max())
+
+
+def _volume_value_range(
+    path: str | os.PathLike, ds: Dataset, order: list[int], mapper: _IntensityMapper
+) -> None:
+    """First pass over a volume whose mapping depends on its data: the range of modality
+    values over every frame (decoded one at a time) becomes ``mapper.volume_range``, and
+    the output type of `voi: none` follows from it."""
+    frames = [(i, frame_intensity(ds, i)) for i in order]
+    if not any(mapper.needs_range(frame) for _, frame in frames):
+        return
+    value_range = None
+    raw_frames = _staged("decode", iter_frames(path, ds, order))
+    for (_, frame), raw in zip(frames, raw_frames, strict=False):
+        value_range = union_range(value_range, modality_range(_stored_range(raw), frame))
+    mapper.volume_range = value_range
+    if mapper.dtype is None and value_range is not None:
+        mapper.set_dtype(smallest_integer_dtype(*value_range))
 
 
 def color_to_output(rgb: np.ndarray, bits_stored: int) -> np.ndarray:
@@ -274,6 +305,8 @@ def render(path: str | os.PathLike, ds: Dataset, options: Options) -> Rendered:
         return _staged("transform", (mapper(i, f) for i, f in zip(indices, raw, strict=False)))
 
     handler = options.volume if n > 1 else "keep"
+    if n > 1:
+        _volume_value_range(path, ds, order, mapper)
     if handler == "central-slice":
         single = next(mapped([order[central_index(n)]]))
         sources, count, box = (lambda: iter([single])), 1, _box_of([single], options)
@@ -285,7 +318,7 @@ def render(path: str | os.PathLike, ds: Dataset, options: Options) -> Rendered:
             single = next(mapped(order))
             sources, box = (lambda: iter([single])), _box_of([single], options)
         else:
-            box = _volume_prepass(mapped, order, options, mapper)
+            box = _volume_prepass(mapped, order, options)
 
             def sources():
                 return mapped(order)
@@ -316,24 +349,14 @@ def _volume_prepass(
     mapped: Callable[[list[int]], Iterator[np.ndarray]],
     order: list[int],
     options: Options,
-    mapper: _IntensityMapper,
 ) -> cropping.Box | None:
-    """First pass over a volume: the union crop box and, when the output type of
-    `voi: none` depends on the data, the range of all frames."""
-    needs_range = options.voi == "none" and mapper.dtype is None and not mapper.info.is_color
-    if not options.crop and not needs_range:
+    """First pass over a volume: the union crop box of its mapped frames."""
+    if not options.crop:
         return None
-    if needs_range:
-        mapper.set_dtype(np.float64)
-    boxes, low, high = [], np.inf, -np.inf
-    for frame in mapped(order):
-        if options.crop:
-            boxes.append(cropping.foreground_box(frame, options.crop_max, options.crop_components))
-        if needs_range:
-            low, high = min(low, float(frame.min())), max(high, float(frame.max()))
-    if needs_range:
-        mapper.set_dtype(smallest_integer_dtype(low, high))
-    return cropping.union_box(boxes) if options.crop else None
+    return cropping.union_box(
+        cropping.foreground_box(frame, options.crop_max, options.crop_components)
+        for frame in mapped(order)
+    )
 
 
 def _finish(
