@@ -1,3 +1,35 @@
-"""dicomprep: DICOM collections to TIFF files and a manifest for training."""
+"""dicomprep: DICOM collections to TIFF files and a manifest for training.
+
+The training helpers are importable from here (``dicomprep.preprocess``,
+``dicomprep.load``, ``dicomprep.ManifestDataset``, ...); they are imported on first use,
+so ``import dicomprep`` itself stays cheap.
+"""
 
 __version__ = "0.1.0"
+
+_TRAINING = (
+    "InodeBlockSampler",
+    "ManifestDataset",
+    "collate",
+    "inode_block_order",
+    "load",
+    "load_with_geometry",
+    "map_annotations",
+    "map_coco",
+    "preprocess",
+    "validate_file",
+)
+
+__all__ = ["__version__", *_TRAINING]
+
+
+def __getattr__(name: str):
+    if name in _TRAINING:
+        from dicomprep import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'dicomprep' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_TRAINING))
