@@ -1,4 +1,4 @@
-"""Command line tools: ``dicom-preprocess`` and ``dicom-manifest`` (SPEC §6)."""
+"""Command line tools: ``dicom-preprocess`` and ``dicom-manifest`` (see README.md)."""
 
 from __future__ import annotations
 
@@ -46,10 +46,37 @@ def _voi(text: str) -> str | tuple[float, float]:
     return center, width
 
 
+PREPROCESS_EPILOG = """\
+Defaults: like the Rust dicom-preprocessing tool it replaces, this command neither crops
+nor resizes unless asked (-c, -m, -s). The workflow's config.yaml does both (crop: true,
+crop_max: true, size: [512, 640]); pass -c -m -s 512,640 for the workflow's TIFFs.
+Options are described in docs/configuration.md, the TIFF tags in docs/output-format.md.
+Exit status: 0 when every DICOM input became a TIFF, 1 when any failed, 2 on usage errors.
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default ("off" for flags); the epilog keeps its lines."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.default in (None, argparse.SUPPRESS):
+            return text
+        if "default" in text:
+            return text
+        return f"{text} (default: {'off' if action.default is False else '%(default)s'})"
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return ", ".join(choices)
+
+
 def preprocess_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dicom-preprocess",
         description="Convert DICOM files to TIFF files for computer-vision training.",
+        epilog=PREPROCESS_EPILOG,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("source", help="a DICOM file, a folder (searched recursively) or a .txt list")
     p.add_argument("output", help="output folder (a file path when SOURCE is one file)")
@@ -62,22 +89,67 @@ def preprocess_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="crop to the largest connected foreground region",
     )
-    p.add_argument("-s", "--size", type=_size, help="output size W,H (resize to fit, then pad)")
-    p.add_argument("-f", "--filter", choices=FILTERS, default="triangle", help="resize filter")
-    p.add_argument("-p", "--padding", choices=PADDINGS, default="zero", help="padding direction")
     p.add_argument(
-        "-z", "--compressor", choices=COMPRESSIONS, default="packbits", help="TIFF compression"
+        "-s",
+        "--size",
+        type=_size,
+        metavar="W,H",
+        help="resize to fit W x H (aspect kept), then pad (default: off, keep the size)",
     )
     p.add_argument(
-        "-v", "--volume-handler", choices=VOLUME_HANDLERS, default="keep", help="multi-frame files"
+        "-f",
+        "--filter",
+        choices=FILTERS,
+        default="triangle",
+        metavar="FILTER",
+        help=f"resize filter: {_one_of(FILTERS)}",
     )
     p.add_argument(
-        "-t", "--target-frames", type=int, help="frames for --volume-handler interpolate"
+        "-p",
+        "--padding",
+        choices=PADDINGS,
+        default="zero",
+        metavar="PADDING",
+        help=f"where the padding goes: {_one_of(PADDINGS)}",
     )
-    p.add_argument("--voi", type=_voi, default="auto", help="auto, none or CENTER,WIDTH")
+    p.add_argument(
+        "-z",
+        "--compressor",
+        choices=COMPRESSIONS,
+        default="packbits",
+        metavar="COMPRESSOR",
+        help=f"TIFF compression: {_one_of(COMPRESSIONS)}",
+    )
+    p.add_argument(
+        "-v",
+        "--volume-handler",
+        choices=VOLUME_HANDLERS,
+        default="keep",
+        metavar="VOLUME",
+        help=f"multi-frame files: {_one_of(VOLUME_HANDLERS)}",
+    )
+    p.add_argument(
+        "-t",
+        "--target-frames",
+        type=int,
+        metavar="N",
+        help="frames for --volume-handler interpolate (default: none)",
+    )
+    p.add_argument(
+        "--voi",
+        type=_voi,
+        default="auto",
+        metavar="auto|none|C,W",
+        help="VOI LUT/window (auto), modality values (none), or window CENTER,WIDTH",
+    )
     p.add_argument("--strict", action="store_true", help="stop if any input is not DICOM")
     p.add_argument(
-        "-j", "--threads", type=int, default=os.cpu_count() or 1, help="parallel worker processes"
+        "-j",
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="parallel worker processes (default: this machine's cores, %(default)s)",
     )
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     return p

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from functools import cache
@@ -28,7 +29,7 @@ class OptionsError(ValueError):
 
 @dataclass(frozen=True)
 class Options:
-    """How one DICOM file becomes one TIFF (SPEC §2–§3)."""
+    """How one DICOM file becomes one TIFF (docs/configuration.md describes each option)."""
 
     crop: bool = False
     crop_max: bool = False
@@ -42,6 +43,9 @@ class Options:
     voi: str | tuple[float, float] = "auto"
 
     def __post_init__(self) -> None:
+        for name in ("crop", "crop_max", "crop_components"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionsError(f"{name} must be true or false, got {getattr(self, name)!r}")
         _check_choice("filter", self.filter, FILTERS)
         _check_choice("padding", self.padding, PADDINGS)
         _check_choice("compression", self.compression, COMPRESSIONS)
@@ -55,7 +59,7 @@ class Options:
             object.__setattr__(self, "size", size)
         if self.volume == "interpolate":
             if not isinstance(self.target_frames, int) or self.target_frames < 1:
-                raise OptionsError("volume 'interpolate' needs target_frames, a positive integer")
+                raise OptionsError("target_frames must be a positive integer for 'interpolate'")
         elif self.target_frames is not None and (
             not isinstance(self.target_frames, int) or self.target_frames < 1
         ):
@@ -133,16 +137,64 @@ def coerce_command_line_values(config: dict) -> dict:
     ``--config size=[1024,1280]`` arrives as ``['1024', '1280']`` and ``crop=true`` as
     ``'true'``; the schema then rejects them.  Numbers in lists and true/false strings
     are converted; everything else is left for the schema to judge.
+    Nested mappings (``report={samples_per_modality: 3}``) arrive as strings throughout;
+    their numbers are converted too.
     """
-    out = dict(config)
+    return {key: _coerce(key, value) for key, value in config.items()}
+
+
+def _coerce(key: str, value, nested: bool = False):
+    if isinstance(value, list):
+        return [_number(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _coerce(k, v, nested=True) for k, v in value.items()}
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if isinstance(value, str) and value.lower() in ("null", "none") and key != "voi":
+        return None
+    return _number(value) if nested else value
+
+
+def unknown_config_keys(config: Mapping, schema: Mapping, prefix: str = "") -> list[str]:
+    """Dotted names of the keys of ``config`` that ``schema`` (a JSON schema) does not define.
+
+    Nested objects with their own ``properties`` (such as ``report``) are checked too."""
+    properties = schema.get("properties", {})
+    unknown = []
     for key, value in config.items():
-        if isinstance(value, list):
-            out[key] = [_number(v) for v in value]
-        elif isinstance(value, str) and value.lower() in ("true", "false"):
-            out[key] = value.lower() == "true"
-        elif isinstance(value, str) and value.lower() in ("null", "none") and key != "voi":
-            out[key] = None
-    return out
+        if key not in properties:
+            unknown.append(f"{prefix}{key}")
+        elif isinstance(value, Mapping) and "properties" in properties[key]:
+            unknown += unknown_config_keys(value, properties[key], f"{prefix}{key}.")
+    return unknown
+
+
+def load_schema(path: str | os.PathLike) -> dict:
+    """The workflow's config schema (a YAML file holding a JSON schema) as a mapping."""
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def check_config_keys(config: Mapping, schema: Mapping) -> None:
+    """Raise :class:`OptionsError` with one line naming the unknown keys and the valid ones.
+
+    A JSON schema validator reports an unknown key by printing the whole schema; this names
+    the key instead, e.g. ``unknown key 'crop_maximum'; valid keys: source, ...``."""
+    unknown = unknown_config_keys(config, schema)
+    if not unknown:
+        return
+    parent = unknown[0].rpartition(".")[0]
+    properties = schema.get("properties", {})
+    for part in parent.split(".") if parent else ():
+        properties = properties[part].get("properties", {})
+    where = f" of {parent}" if parent else ""
+    plural = "s" if len(unknown) > 1 else ""
+    raise OptionsError(
+        f"unknown key{plural} {', '.join(repr(k) for k in unknown)}; valid keys{where}: "
+        f"{', '.join(properties)} (see docs/configuration.md)"
+    )
 
 
 def _number(value):

@@ -10,8 +10,10 @@ from dicomprep.failures import summary_line
 from dicomprep.options import (
     Options,
     OptionsError,
+    check_config_keys,
     code_hash,
     coerce_command_line_values,
+    load_schema,
 )
 from dicomprep.plan import (
     WorkFolderLocked,
@@ -21,8 +23,13 @@ from dicomprep.plan import (
     shard_resources,
 )
 
+CONFIG_SCHEMA = "../schemas/config.schema.yaml"
 config.update(coerce_command_line_values(config))
-validate(config, schema="../schemas/config.schema.yaml")
+try:  # one line naming an unknown key, not the whole 100-line schema
+    check_config_keys(config, load_schema(workflow.source_path(CONFIG_SCHEMA)))
+except OptionsError as exc:
+    raise WorkflowError(f"config: {exc}")
+validate(config, schema=CONFIG_SCHEMA)
 
 try:
     OPTIONS = Options.from_mapping(config)
