@@ -124,4 +124,3 @@ def test_workflow_names_an_unknown_key_in_one_line(tmp_path):
     assert "additionalProperties" not in printed  # the schema is not printed
     assert len(printed.splitlines()) < 10, printed
     assert not (tmp_path / "results").exists()
-
