@@ -10,12 +10,15 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pandas as pd
+import pydicom
 import pytest
 import yaml
 
+from dicomprep import synthetic
 from dicomprep.options import OptionsError, check_config_keys, load_schema, unknown_config_keys
 
-from .workflow_helpers import REPO, snakemake_command
+from .workflow_helpers import REPO, snakemake, snakemake_command
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CONFIG = REPO / "config.yaml"
@@ -124,3 +127,27 @@ def test_workflow_names_an_unknown_key_in_one_line(tmp_path):
     assert "additionalProperties" not in printed  # the schema is not printed
     assert len(printed.splitlines()) < 10, printed
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_strict_run_fails_naming_the_file_that_failed(tmp_path):
+    """`strict: true` with every input DICOM: the run converts, then fails naming the file."""
+    source = tmp_path / "src"
+    good = synthetic.write(synthetic.mammogram(rows=208, columns=160, seed=1), source / "ok.dcm")
+    spare = synthetic.write(synthetic.mammogram(rows=208, columns=160, seed=2), tmp_path / "x.dcm")
+    synthetic.truncated_copy(spare, source / "truncated.dcm")
+    config = {
+        "source": source,
+        "output": tmp_path / "out",
+        "work": tmp_path / "work",
+        "strict": True,
+        "size": [64, 80],
+    }
+    proc = snakemake(tmp_path, config=config, check=False)
+    printed = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "strict: 1 input(s) did not become a TIFF" in printed, printed[-3000:]
+    assert f"failed: {source / 'truncated.dcm'}" in printed
+    assert not (tmp_path / "work" / "strict.ok").exists()
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")  # the rest was still converted
+    assert list(manifest["sop_instance_uid"]) == [str(pydicom.dcmread(good).SOPInstanceUID)]
