@@ -1,4 +1,4 @@
-"""The manifest table, its CSV/Parquet files and the dataset scan (SPEC §4)."""
+"""The manifest table, its CSV/Parquet files and the dataset scan (docs/output-format.md)."""
 
 from __future__ import annotations
 

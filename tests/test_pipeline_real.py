@@ -46,7 +46,7 @@ def min_max_scaled(values: np.ndarray, top: int, low=None, high=None) -> np.ndar
     return np.rint((v - low) / (high - low) * top)
 
 
-# One file per transfer syntax of SPEC §1 (all lossless ones are compared to the
+# One file per supported transfer syntax (all lossless ones are compared to the
 # uncompressed twin where one exists).
 TRANSFER_SYNTAX_FILES = [
     ("MR_small_implicit.dcm", "1.2.840.10008.1.2"),

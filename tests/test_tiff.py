@@ -1,4 +1,4 @@
-"""Output TIFF writing and reading (SPEC §3)."""
+"""Output TIFF writing and reading (docs/output-format.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Crop: the bounding box of an image's foreground (SPEC §2 step 6).
+"""Crop: the bounding box of an image's foreground (docs/configuration.md: crop).
 
 Background is zero (and, with ``crop_max``, the output type's maximum, which ignores
 burned-in white labels).  For colour images a pixel is background when all its channels

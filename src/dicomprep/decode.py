@@ -1,6 +1,6 @@
 """Reading DICOM files: recognition by content, headers, per-frame attributes, frames.
 
-SPEC §1 and §2 step 1.  Headers are read without pixel data; frames are decoded one at a
+See README.md.  Headers are read without pixel data; frames are decoded one at a
 time (``pydicom.pixels.iter_pixels``) so a volume is never held whole unless a step
 needs it.  Uncompressed little-endian greyscale frames, the bulk of a mammography
 archive, are read straight into their array (:func:`read_native_frames`), which gives the

@@ -1,6 +1,6 @@
 """Discovery: find the inputs, recognise DICOM by content, and catalog their headers.
 
-SPEC §1.  The catalog is a table with one row per input path — its size and mtime, a
+The catalog (docs/output-format.md) is a table with one row per input path — its size and mtime, a
 ``status`` (``dicom`` for files to convert, else the reason it is not converted) and the
 header facts users filter on.  Saved as Parquet it is a metadata index that pandas or
 DuckDB can query, and the cache that lets a rerun skip headers of unchanged files

@@ -1,4 +1,4 @@
-"""The failures table and the run summary (SPEC §5).
+"""The failures table and the run summary (docs/output-format.md).
 
 Every input that did not become a TIFF gets one row: its path, a ``status`` (``skipped``
 for non-DICOM and image-less files, ``duplicate``, ``failed``), the stage where that was

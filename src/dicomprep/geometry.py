@@ -2,7 +2,7 @@
 
 Every output TIFF is the source image cropped to a box, scaled per axis and placed
 inside a (possibly padded) canvas.  :class:`Geometry` holds exactly the values that
-are written to the TIFF tags (SPEC §3) and maps coordinates both ways:
+are written to the TIFF tags (docs/output-format.md) and maps coordinates both ways:
 
     x' = (x - crop_x) * scale_x + active_left
     y' = (y - crop_y) * scale_y + active_top

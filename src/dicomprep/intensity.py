@@ -1,6 +1,6 @@
 """Stored pixel values to output values: modality LUT, VOI, scaling, MONOCHROME1 inversion.
 
-SPEC §2 steps 2–4.  Each transform is a small pure function over NumPy arrays.  For the
+docs/configuration.md: voi.  Each transform is a small pure function over NumPy arrays.  For the
 usual 8- and 16-bit stored data the whole chain is evaluated once over every possible
 stored value, giving a lookup table (:func:`gray_lut`) that maps a frame with a single
 ``np.take`` — much cheaper than float arithmetic over millions of pixels.

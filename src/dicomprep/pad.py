@@ -1,4 +1,4 @@
-"""Pad: place a resized image on a canvas of the requested size (SPEC §2 step 8).
+"""Pad: place a resized image on a canvas of the requested size (docs/configuration.md: padding).
 
 The fill is 0.  :func:`padding_offsets` decides where the image goes; :func:`pad` puts it
 there.  Offsets are the image's (left, top) inside the canvas.

@@ -1,7 +1,7 @@
 """One DICOM file to one TIFF: :func:`process_file`, the function everything else calls.
 
-The stages run in SPEC §2 order — decode, modality LUT, VOI, scale, volume handling,
-crop, resize, pad — then the TIFF is written atomically (SPEC §3).  Frames stream
+The stages run in this order — decode, modality LUT, VOI, scale, volume handling,
+crop, resize, pad — then the TIFF is written atomically (docs/output-format.md).  Frames stream
 through the stages one at a time; a volume whose crop box must cover every frame is
 read twice (a first pass finds the box) rather than held in memory.
 

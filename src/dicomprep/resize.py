@@ -1,4 +1,4 @@
-"""Resizing with separable, anti-aliased convolution filters (SPEC §2 step 7).
+"""Resizing with separable, anti-aliased convolution filters (docs/configuration.md: size, filter).
 
 The convention is the one of image-rs ``imageops::resize``; it is applied to each axis
 separately.  For an axis of ``n_in`` input and ``n_out`` output pixels::

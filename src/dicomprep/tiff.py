@@ -1,4 +1,4 @@
-"""Writing and reading the output TIFF files (SPEC §3).
+"""Writing and reading the output TIFF files (docs/output-format.md).
 
 One page per frame, the pixels as the image (H x W MinIsBlack or H x W x 3 RGB, uint8,
 uint16, or the int16/int32/float32 of `voi: none`), and on every page the tags that
@@ -14,7 +14,7 @@ ActiveArea         50829  LONG[4]   (left, top, right, bottom), right/bottom exc
 PageNumber         297    SHORT[2]  (page index, total pages)
 =================  =====  ========  ==================================================
 
-The tag codes are borrowed from DNG, but the values follow the SPEC, not DNG: ActiveArea
+The tag codes are borrowed from DNG, but the values are dicomprep's, not DNG's: ActiveArea
 is (left, top, right, bottom) where DNG has (top, left, bottom, right), and
 DefaultCropOrigin is in source pixels, not relative to the active area.
 :func:`read_geometry` rebuilds the :class:`~dicomprep.geometry.Geometry` from the integer

@@ -1,4 +1,4 @@
-"""Volume handling for multi-frame files (SPEC §2 step 5).
+"""Volume handling for multi-frame files (docs/configuration.md: volume).
 
 ``keep`` writes every frame, ``central-slice`` the frame ``n // 2``, ``max-intensity``
 the element-wise maximum and ``interpolate`` linearly resamples the frame axis to
