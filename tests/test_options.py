@@ -155,9 +155,9 @@ def test_a_code_change_in_an_output_module_changes_the_fingerprint(package_copy)
     """Outputs made by other code are converted again; changes elsewhere reprocess nothing."""
     original = fingerprint_of_copy(package_copy)
     assert original == Options(crop=True).fingerprint()  # the copy is this code
-    report = package_copy / "qc.py"
-    assert "qc" not in OUTPUT_MODULES
-    report.write_text(report.read_text() + "\n# a change to the QC report only\n")
+    command_line = package_copy / "cli.py"
+    assert "cli" not in OUTPUT_MODULES
+    command_line.write_text(command_line.read_text() + "\n# a change to the command line only\n")
     assert fingerprint_of_copy(package_copy) == original
     resize = package_copy / "resize.py"
     resize.write_text(resize.read_text().replace('"""', '"""Changed. ', 1))
