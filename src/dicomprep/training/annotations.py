@@ -138,7 +138,7 @@ def clamp_boxes(boxes: np.ndarray, region) -> np.ndarray:
 def _numbers(table: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
     if not all(c in table.columns for c in columns):
         return None
-    return table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    return table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64, copy=True)
 
 
 def map_annotations(
