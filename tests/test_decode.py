@@ -3,6 +3,7 @@ pydicom's values exactly, and leaves every other case to pydicom."""
 
 from __future__ import annotations
 
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -11,10 +12,17 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import iter_pixels
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
 
 from dicomprep import synthetic
 from dicomprep.decode import DicomError, iter_frames, read_header, read_native_frames
+from dicomprep.options import Options
+from dicomprep.pipeline import process_file
 
 NATIVE_FILES = [
     "CT_small.dcm",  # signed 16-bit
@@ -120,3 +128,73 @@ def test_a_file_cut_inside_its_pixels_is_an_error_not_short_frames(tmp_path):
     assert next(frames).shape == (64, 48)
     with pytest.raises(DicomError, match="ends inside the pixel data"):
         list(frames)
+
+
+# -- files that need care before decoding -------------------------------------------
+
+
+def test_a_deflate_bomb_fails_clearly_without_inflating_it(tmp_path):
+    bomb = synthetic.deflate_bomb(tmp_path / "bomb.dcm", inflated_bytes=256 * 2**20)
+    assert bomb.stat().st_size < 2**20  # a small file that inflates to 256 MiB
+    out = tmp_path / "out.tiff"
+    tracemalloc.start()
+    try:
+        result = process_file(bomb, options=Options(), output_path=out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (result.status, result.stage, result.error_type) == ("failed", "decode", "DeflateLimit")
+    assert "deflated data inflates to more than" in result.message
+    assert "\n" not in result.message
+    assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    assert not out.exists()
+
+
+def test_a_deflated_file_within_its_bound_equals_its_uncompressed_twin(tmp_path):
+    ds = synthetic.tomosynthesis(frames=3, rows=64, columns=48, seed=2)
+    plain = synthetic.write(ds, tmp_path / "plain.dcm")
+    deflated = synthetic.write(ds, tmp_path / "dfl.dcm", DeflatedExplicitVRLittleEndian)
+    header, has_pixels = read_header(deflated)
+    assert has_pixels and "PixelData" not in header and header.Rows == 64
+    ours = np.stack(list(iter_frames(deflated, header, [2, 0, 1])))
+    np.testing.assert_array_equal(ours, np.stack(pydicom_frames(plain, [2, 0, 1])))
+
+
+def test_a_file_without_file_meta_is_read_with_the_syntax_it_was_parsed_with(tmp_path):
+    ds = synthetic.mammogram(rows=64, columns=48, label=False)
+    for implicit in (True, False):
+        path = tmp_path / f"bare_{implicit}.dcm"
+        path.write_bytes(synthetic.encode_without_meta(ds, implicit_vr=implicit))
+        assert path.read_bytes()[128:132] != b"DICM"
+        header, has_pixels = read_header(path)
+        assert has_pixels
+        syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        assert header.file_meta.TransferSyntaxUID == syntax
+        [ours] = list(iter_frames(path, header, [0]))
+        np.testing.assert_array_equal(ours, ds.pixel_array)
+
+
+def test_a_file_without_file_meta_whose_pixels_do_not_fit_the_header_fails_plainly(tmp_path):
+    ds = synthetic.mammogram(rows=64, columns=48, label=False)
+    ds.Rows = 65  # the pixel data no longer matches uncompressed data of the header's size
+    path = tmp_path / "bare.dcm"
+    path.write_bytes(synthetic.encode_without_meta(ds))
+    result = process_file(path, options=Options(), output_path=tmp_path / "out.tiff")
+    assert (result.status, result.stage, result.error_type) == (
+        "failed",
+        "decode",
+        "UnknownTransferSyntax",
+    )
+    assert "no file meta information" in result.message
+
+
+def test_frames_pydicom_reads_only_from_the_whole_dataset_are_decoded(tmp_path):
+    # pydicom's path-based reader rejects this file's Basic Offset Table.
+    path = get_testdata_file("SC_rgb_jpeg.dcm")
+    with pytest.raises(Exception, match="Basic Offset Table"):
+        pydicom_frames(path, [0])
+    header, _ = read_header(path)
+    [ours] = list(iter_frames(path, header, [0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(ours, pydicom.dcmread(path).pixel_array)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from pydicom import Dataset
@@ -50,3 +52,32 @@ def test_per_frame_windows_from_functional_groups(tmp_path):
     for k, (center, width) in enumerate(windows):
         expected = np.rint(apply_window(stored[k].astype(float), center, width) * 65535)
         assert np.abs(frames[k].astype(float) - expected).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "shown"),
+    [
+        ("RescaleSlope", "0", "0"),
+        ("RescaleSlope", "nan", "nan"),
+        ("RescaleSlope", "inf", "inf"),
+        ("RescaleIntercept", "-inf", "-inf"),
+        ("RescaleIntercept", "nan", "nan"),
+    ],
+)
+@pytest.mark.parametrize("voi", ["auto", "none"])
+def test_an_unusable_rescale_is_a_clear_failure(tmp_path, keyword, value, shown, voi):
+    ds = synthetic.mammogram(rows=64, columns=48)
+    ds.RescaleSlope, ds.RescaleIntercept = "1", "0"
+    setattr(ds, keyword, value)
+    source = synthetic.write(ds, tmp_path / "m.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NaN-cast warnings on the way
+        result = process_file(source, options=Options(voi=voi), output_path=tmp_path / "o.tiff")
+    assert (result.status, result.stage, result.error_type) == (
+        "failed",
+        "transform",
+        "InvalidRescale",
+    )
+    assert result.message.startswith(f"{keyword} is {shown}")
+    assert "\n" not in result.message
+    assert not (tmp_path / "o.tiff").exists()

@@ -12,7 +12,13 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi,
+    convert_color_space,
+    pixel_array,
+)
 
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
@@ -75,6 +81,72 @@ def test_every_transfer_syntax_decodes(tmp_path, name, syntax):
     assert info.channels == expected_channels
     assert frames.dtype == (np.uint8 if ds.BitsStored <= 8 else np.uint16)
     assert frames.max() > frames.min()  # a real image, not a blank
+
+
+def expected_output(ds: pydicom.Dataset) -> np.ndarray:
+    """What the TIFF should hold for ``ds``, computed here from pydicom's decode: RGB as
+    decoded; greyscale through the rescale, then the first header window (DICOM LINEAR) or
+    the image's min–max, scaled to the output type and inverted for MONOCHROME1."""
+    pixels = pixel_array(ds)
+    if ds.SamplesPerPixel == 3:
+        return pixels[None] if int(ds.get("NumberOfFrames", 1)) == 1 else pixels
+    values = pixels.astype(np.float64) * float(ds.get("RescaleSlope", 1))
+    values += float(ds.get("RescaleIntercept", 0))
+    if "WindowCenter" in ds:
+        c, w = float(ds.WindowCenter), float(ds.WindowWidth)
+        unit = np.clip((values - (c - 0.5)) / (w - 1) + 0.5, 0, 1)
+    else:
+        unit = (values - values.min()) / (values.max() - values.min())
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        unit = 1 - unit
+    top = 255 if ds.BitsStored <= 8 else 65535
+    out = np.rint(unit * top)
+    return out[None] if int(ds.get("NumberOfFrames", 1)) == 1 else out
+
+
+LOSSY_FILES = [
+    "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline, YBR_FULL
+    "SC_rgb_jpeg.dcm",  # JPEG baseline, RGB; pydicom's path reader refuses its offset table
+    "JPGExtended.dcm",  # JPEG extended, 12 bits
+    "JPEGLSNearLossless_16.dcm",  # JPEG-LS near-lossless, 16 bits
+    "693_J2KI.dcm",  # lossy JPEG 2000, signed, rescaled, header window
+]
+
+
+@pytest.mark.parametrize("name", LOSSY_FILES)
+def test_lossy_syntaxes_match_pydicom_decode_through_the_same_windowing(tmp_path, name):
+    ds = dataset(name)
+    expected = expected_output(ds)
+    _, frames, _ = convert(tmp_path, name)
+    assert frames.shape == expected.shape
+    top = float(np.iinfo(frames.dtype).max)
+    difference = np.abs(frames.astype(np.float64) - expected) / top
+    # decoders of lossy data may round differently; a wrong window or colour is far off
+    assert difference.max() <= 0.01 and difference.mean() <= 0.001
+
+
+def test_a_file_without_file_meta_is_converted_with_its_implicit_vr_syntax(tmp_path):
+    name = "OT-PAL-8-face.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(data(name), force=True)
+    assert "TransferSyntaxUID" not in ds.file_meta and ds.preamble is None
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"  # implicit VR little endian
+    expected = apply_color_lut(ds.pixel_array, ds)
+    _, frames, info = convert(tmp_path, name)
+    assert info.channels == 3 and frames.dtype == expected.dtype
+    np.testing.assert_array_equal(frames[0], expected)
+
+
+def test_monochrome1_with_voi_none_is_inverted_within_the_image_range(tmp_path):
+    ds = dataset("RG1_UNCR.dcm")
+    assert ds.PhotometricInterpretation == "MONOCHROME1"
+    stored = ds.pixel_array.astype(np.int64)
+    values = stored * int(ds.get("RescaleSlope", 1)) + int(ds.get("RescaleIntercept", 0))
+    expected = values.max() + values.min() - values  # larger = brighter, same range
+    _, frames, _ = convert(tmp_path, "RG1_UNCR.dcm", voi="none")
+    assert frames.dtype.kind in "iu"
+    np.testing.assert_array_equal(frames[0], expected)
 
 
 @pytest.mark.parametrize(
@@ -170,6 +242,23 @@ def test_ybr_full_is_converted_to_rgb(tmp_path):
     # The YBR file is a lossy round trip of the RGB one: a few levels of difference,
     # where an unconverted YBR image would be off by ~100.
     assert np.abs(ybr.astype(int) - rgb.astype(int)).max() <= 8
+
+
+def test_uncompressed_ybr_full_422_is_converted_to_rgb(tmp_path):
+    name = "SC_ybr_full_422_uncompressed.dcm"
+    ds = dataset(name)
+    assert ds.PhotometricInterpretation == "YBR_FULL_422" and ds.file_meta.TransferSyntaxUID in (
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+    )
+    assert len(ds.PixelData) == ds.Rows * ds.Columns * 2  # two samples per pixel
+    ybr = pixel_array(ds, raw=True)  # pydicom upsamples the chroma, no colour conversion
+    expected = convert_color_space(ybr, "YBR_FULL", "RGB")
+    _, frames, info = convert(tmp_path, name)
+    assert info.channels == 3 and frames.dtype == np.uint8
+    np.testing.assert_array_equal(frames[0], expected)
+    _, rgb, _ = convert(tmp_path / "rgb", "SC_rgb.dcm")  # the same picture stored as RGB
+    assert np.abs(frames.astype(int) - rgb.astype(int)).max() <= 8
 
 
 def test_rgb_16_bit_stays_16_bit(tmp_path):

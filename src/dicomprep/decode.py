@@ -11,8 +11,10 @@ looked up per frame.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +22,22 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom import Dataset
-from pydicom.filereader import _at_pixel_data, read_partial
+from pydicom.dataset import FileMetaDataset
+from pydicom.filereader import (
+    _at_pixel_data,
+    _read_file_meta_info,
+    read_dataset,
+    read_partial,
+    read_preamble,
+)
 from pydicom.pixels import apply_color_lut, iter_pixels
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from .intensity import LINEAR, FrameIntensity
 
@@ -62,12 +77,26 @@ def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
     Raises NotDicomError for non-DICOM content.  Files without a preamble are accepted
     when they parse as a dataset whose first element is a plausible group (0002/0008)
     holding a SOP Instance UID.  Parsing stops at the pixel data element, so the file
-    position after the header says whether the object has an image.
+    position after the header says whether the object has an image.  Deflated files are
+    inflated only up to their pixel data (:func:`read_deflated`).
+
+    A file without file meta information has no Transfer Syntax UID; the syntax pydicom
+    recognised while parsing it (implicit or explicit VR, byte order) is recorded as
+    its transfer syntax when its Pixel Data is uncompressed data of exactly the header's
+    size (``ds.transfer_syntax_assumed`` is then True); otherwise it stays unknown and
+    :func:`check_plausible` refuses the image.
     """
     path = Path(path)
     if path.stat().st_size == 0:
         raise NotDicomError("discover", "empty file (0 bytes)", "EmptyFile")
     preamble = has_dicm_prefix(path)
+    if preamble and _file_transfer_syntax(path) == DeflatedExplicitVRLittleEndian:
+        try:
+            return read_deflated(path, header_only=True)
+        except DicomError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
+            raise DicomError("discover", f"unreadable DICOM header: {_one_line(exc)}") from exc
     with warnings.catch_warnings(), open(path, "rb") as f:
         warnings.simplefilter("ignore")
         try:
@@ -82,11 +111,63 @@ def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
         first = next(iter(ds.keys()), None)
         if first is None or first.group not in (0x0002, 0x0008) or "SOPInstanceUID" not in ds:
             raise NotDicomError("discover", "not a DICOM file", "NotDicom")
-    if not has_pixels and _is_deflated(ds):
-        has_pixels = _deflated_has_pixels(path)
     if has_pixels:
         ds.pixel_element_position = position  # where read_native_frames finds the pixels
+        if not _syntax_of(ds):
+            _assume_transfer_syntax(path, ds)
     return ds, has_pixels
+
+
+def _file_transfer_syntax(path: Path) -> str:
+    """The Transfer Syntax UID of a Part 10 file's meta information ('' when absent)."""
+    with warnings.catch_warnings(), open(path, "rb") as f:
+        warnings.simplefilter("ignore")
+        try:
+            read_preamble(f, force=True)
+            return str(_read_file_meta_info(f).get("TransferSyntaxUID", ""))
+        except Exception:  # noqa: BLE001 - the full header read reports it
+            return ""
+
+
+def _syntax_of(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+
+
+_NATIVE_SYNTAX_BY_ENCODING = {
+    (True, True): ImplicitVRLittleEndian,
+    (False, True): ExplicitVRLittleEndian,
+    (False, False): ExplicitVRBigEndian,
+}
+
+
+def _assume_transfer_syntax(path: Path, ds: Dataset) -> None:
+    """Record the syntax a file without meta information was parsed with, when its pixel
+    element has a defined length equal to the header's uncompressed image size (so the
+    data cannot be encapsulated)."""
+    syntax = _NATIVE_SYNTAX_BY_ENCODING.get(tuple(ds.original_encoding[:2]))
+    if syntax is None:
+        return
+    implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+    with open(path, "rb") as f:
+        f.seek(ds.pixel_element_position)
+        header = f.read(12)
+    order = "little" if little else "big"
+    if implicit:
+        length = int.from_bytes(header[4:8], order)
+    elif header[4:6] in (b"OB", b"OW", b"OF", b"OD", b"UN"):
+        length = int.from_bytes(header[8:12], order)
+    else:
+        length = int.from_bytes(header[6:8], order)
+    try:
+        needed = native_pixel_bytes(image_info(ds))
+    except DicomError:
+        return
+    if length != 0xFFFFFFFF and needed <= length <= needed + 1:  # + 1: the padding byte
+        if getattr(ds, "file_meta", None) is None:
+            ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.transfer_syntax_assumed = True
 
 
 # (7FE0,0010) Pixel Data, (7FE0,0008) Float, (7FE0,0009) Double Float, little/big endian.
@@ -101,12 +182,99 @@ def _is_deflated(ds: Dataset) -> bool:
     return meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
 
 
-def _deflated_has_pixels(path: Path) -> bool:
-    """Deflated files hide the pixel tag inside the compressed stream: parse them whole."""
+# Deflated data is inflated a chunk at a time and never past a bound: a small file can
+# inflate to gigabytes (a "deflate bomb").  Up to the Pixel Data element at most
+# DEFLATE_HEADER_LIMIT bytes are accepted; after it, the pixel size the header describes
+# (Rows x Columns x frames x samples x bits) plus DEFLATE_MARGIN for trailing elements.
+DEFLATE_HEADER_LIMIT = 64 * 2**20
+DEFLATE_MARGIN = 16 * 2**20
+_INFLATE_CHUNK = 2**20
+# Explicit VR little endian starts of (7FE0,0010) Pixel Data, (7FE0,0008) and (7FE0,0009).
+_EXPLICIT_PIXEL_STARTS = (b"\xe0\x7f\x10\x00O", b"\xe0\x7f\x08\x00OF", b"\xe0\x7f\x09\x00OD")
+
+
+def _inflated_chunks(f) -> Iterator[bytes]:
+    """The raw-deflate stream from ``f``'s position, inflated in chunks of bounded size."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending = b""
+    while not inflater.eof:
+        if not pending:
+            pending = f.read(2**16)
+            if not pending:
+                break
+        chunk = inflater.decompress(pending, _INFLATE_CHUNK)
+        pending = inflater.unconsumed_tail
+        if chunk:
+            yield chunk
+    while not inflater.eof and (chunk := inflater.decompress(b"", _INFLATE_CHUNK)):
+        yield chunk
+
+
+def _pixel_element_offset(data: bytearray, search_from: int) -> int | None:
+    """Where a top-level pixel data element starts in inflated explicit VR LE ``data``,
+    when a candidate tag appears at or after ``search_from`` and parsing confirms it."""
+    if not any(data.find(start, search_from) >= 0 for start in _EXPLICIT_PIXEL_STARTS):
+        return None
+    buffer = io.BytesIO(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        full = pydicom.dcmread(path, defer_size=256)
-    return any(k in full for k in PIXEL_KEYWORDS)
+        try:
+            read_dataset(buffer, False, True, stop_when=_at_pixel_data, defer_size=256)
+        except Exception:  # noqa: BLE001 - an element cut by the chunk end: read more
+            return None
+    position = buffer.tell()
+    return position if bytes(data[position : position + 4]) in _PIXEL_TAGS else None
+
+
+def _described_pixel_bytes(header: Dataset) -> int:
+    try:
+        return native_pixel_bytes(image_info(header))
+    except DicomError:
+        return 0
+
+
+def read_deflated(path: str | os.PathLike, header_only: bool = False) -> tuple[Dataset, bool]:
+    """A deflated file's dataset and whether it has pixel data, inflated within bounds.
+
+    With ``header_only`` inflation stops at the pixel data element and the dataset holds
+    the elements before it.  Raises DicomError ("DeflateLimit") when the data inflates
+    past :data:`DEFLATE_HEADER_LIMIT` before its pixel data or past the header's pixel
+    size plus :data:`DEFLATE_MARGIN` in all.
+    """
+    with open(path, "rb") as f:
+        read_preamble(f, force=True)
+        meta = _read_file_meta_info(f)
+        data, limit, pixels_at = bytearray(), DEFLATE_HEADER_LIMIT, None
+        for chunk in _inflated_chunks(f):
+            searched = max(0, len(data) - 8)
+            data += chunk
+            if pixels_at is None:
+                pixels_at = _pixel_element_offset(data, searched)
+                if pixels_at is not None:
+                    if header_only:
+                        break
+                    header = _read_explicit_le(bytes(data[:pixels_at]))
+                    limit = pixels_at + _described_pixel_bytes(header) + DEFLATE_MARGIN
+            if len(data) > limit:
+                where = "in all" if pixels_at is not None else "before its pixel data"
+                raise DicomError(
+                    "decode",
+                    f"deflated data inflates to more than {limit} bytes {where}, more than "
+                    "the header's image size allows (a deflate bomb?)",
+                    "DeflateLimit",
+                )
+    if header_only and pixels_at is not None:
+        del data[pixels_at:]
+    ds = _read_explicit_le(bytes(data))
+    del data
+    ds.file_meta = meta
+    return ds, pixels_at is not None or any(k in ds for k in PIXEL_KEYWORDS)
+
+
+def _read_explicit_le(data: bytes) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read_dataset(io.BytesIO(data), False, True)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -179,14 +347,20 @@ def check_plausible(info: ImageInfo, file_size: int) -> None:
             f"BitsStored {info.bits_stored} with BitsAllocated {info.bits_allocated} is invalid",
             "InvalidHeader",
         )
-    syntax = UID(info.transfer_syntax) if info.transfer_syntax else None
-    if syntax is not None and not syntax.is_transfer_syntax:
+    if not info.transfer_syntax:
+        raise DicomError(
+            "decode",
+            "the file has no file meta information, so its transfer syntax is unknown, and its "
+            "pixel data is not uncompressed data of the size the header describes",
+            "UnknownTransferSyntax",
+        )
+    syntax = UID(info.transfer_syntax)
+    if not syntax.is_transfer_syntax:
         raise DicomError(
             "decode", f"unsupported transfer syntax {info.transfer_syntax}", "UnsupportedSyntax"
         )
-    if syntax is None or not syntax.is_compressed:
-        bits = info.rows * info.columns * info.num_frames * info.samples_per_pixel
-        needed = bits * info.bits_allocated // 8
+    if not syntax.is_compressed:
+        needed = native_pixel_bytes(info)
         if needed > file_size:
             raise DicomError(
                 "decode",
@@ -198,6 +372,19 @@ def check_plausible(info: ImageInfo, file_size: int) -> None:
         raise DicomError(
             "decode", f"{info.num_frames} frames cannot fit in {file_size} bytes", "ShortPixelData"
         )
+
+
+def native_pixel_bytes(info: ImageInfo) -> int:
+    """Bytes of uncompressed Pixel Data the header describes (padding byte excluded).
+
+    YBR_FULL_422 shares one Cb and one Cr sample between two horizontal pixels: two
+    samples per pixel instead of three.
+    """
+    samples = info.samples_per_pixel
+    if info.photometric == "YBR_FULL_422" and samples == 3:
+        samples = 2
+    bits = info.rows * info.columns * info.num_frames * samples * info.bits_allocated
+    return (bits + 7) // 8
 
 
 def functional_group_item(ds: Dataset, index: int, sequence: str) -> Dataset | None:
@@ -253,10 +440,16 @@ def _first_number(value) -> float | None:
 
 
 def frame_intensity(ds: Dataset, index: int = 0) -> FrameIntensity:
-    """Rescale, modality LUT, window and VOI LUT that apply to frame ``index``."""
+    """Rescale, modality LUT, window and VOI LUT that apply to frame ``index``.
+
+    Raises DicomError (stage ``transform``) for a Rescale Slope of 0 (every pixel would
+    get one value) or a slope or intercept that is not a finite number.
+    """
     pvt = functional_group_item(ds, index, "PixelValueTransformationSequence")
     slope = _first_number((pvt or ds).get("RescaleSlope"))
     intercept = _first_number((pvt or ds).get("RescaleIntercept"))
+    if "ModalityLUTSequence" not in ds:
+        check_rescale(slope, intercept)
     modality_lut = ds if "ModalityLUTSequence" in ds else None
 
     voi_item = functional_group_item(ds, index, "FrameVOILUTSequence")
@@ -277,6 +470,19 @@ def frame_intensity(ds: Dataset, index: int = 0) -> FrameIntensity:
         window=window,
         voi_lut=voi_lut,
     )
+
+
+def check_rescale(slope: float | None, intercept: float | None) -> None:
+    """Refuse a Rescale Slope of 0 or a non-finite slope or intercept (None: absent)."""
+    for keyword, value in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
+        if value is not None and not np.isfinite(value):
+            raise DicomError(
+                "transform", f"{keyword} is {value}, not a finite number", "InvalidRescale"
+            )
+    if slope == 0:
+        raise DicomError(
+            "transform", "RescaleSlope is 0: every pixel would get the same value", "InvalidRescale"
+        )
 
 
 def frame_order(ds: Dataset, num_frames: int) -> list[int]:
@@ -316,20 +522,67 @@ def iter_frames(
     """Decode the frames ``indices`` (in that order), one at a time.
 
     Colour data is returned as RGB (YBR converted by pydicom; palette applied here).
-    Deflated files are inflated whole first because they cannot be read frame-wise.
+    Deflated files are inflated whole (within bounds, :func:`read_deflated`) first
+    because they cannot be read frame-wise.
     """
     indices = list(indices)
     native = read_native_frames(path, ds, indices)
     if native is not None:
         yield from native
         return
+    palette = str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
+    for frame in _decoded_frames(path, ds, indices):
+        yield apply_color_lut(frame, ds) if palette else frame
+
+
+def _decoded_frames(path, ds: Dataset, indices: list[int]) -> Iterator[np.ndarray]:
+    """pydicom's frames, read from the file frame by frame.
+
+    pydicom's path-based reader rejects some files its dataset reader accepts (an
+    encapsulated file whose Basic Offset Table is malformed, for one): the frames not
+    yet given are then decoded from the whole dataset, and when that fails too the
+    first error is reported.
+    """
+    if _is_deflated(ds):
+        yield from _pydicom_frames(read_deflated(path)[0], indices)
+        return
+    syntax = {"transfer_syntax_uid": _syntax_of(ds)} if _assumed(ds) else {}
+    done = 0
+    try:
+        for frame in _pydicom_frames(path, indices, **syntax):
+            yield frame
+            done += 1
+    except (MemoryError, DicomError):
+        raise
+    except Exception as first_error:  # noqa: BLE001 - try the dataset reader
+        try:
+            rest = _pydicom_frames(_read_whole(path, ds), indices[done:])
+            frame = next(rest, None)
+        except Exception:  # noqa: BLE001
+            raise first_error from None
+        if frame is not None:
+            yield frame
+            yield from rest
+
+
+def _assumed(ds: Dataset) -> bool:
+    return bool(getattr(ds, "transfer_syntax_assumed", False))
+
+
+def _read_whole(path, ds: Dataset) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        source = pydicom.dcmread(path) if _is_deflated(ds) else path
-        for frame in iter_pixels(source, indices=indices):
-            if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
-                frame = apply_color_lut(frame, ds)
-            yield frame
+        whole = pydicom.dcmread(path, force=_assumed(ds))
+    if _assumed(ds):
+        whole.file_meta = FileMetaDataset()
+        whole.file_meta.TransferSyntaxUID = _syntax_of(ds)
+    return whole
+
+
+def _pydicom_frames(source, indices: list[int], **options) -> Iterator[np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield from iter_pixels(source, indices=indices, **options)
 
 
 NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}

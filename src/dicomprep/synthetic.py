@@ -33,6 +33,7 @@ import copy
 import io
 import math
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -789,6 +790,54 @@ def encode(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> bytes:
         with config.disable_value_validation():
             out.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def encode_without_meta(ds: Dataset, implicit_vr: bool = True) -> bytes:
+    """The bytes of ``ds`` as a bare dataset: no preamble, no file meta information (the
+    pre-Part-10 layout of old archives), little endian, implicit or explicit VR."""
+    out = copy.deepcopy(ds)
+    out.file_meta = FileMetaDataset()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with config.disable_value_validation():
+            pydicom.dcmwrite(
+                buf, out, implicit_vr=implicit_vr, little_endian=True, enforce_file_format=False
+            )
+    return buf.getvalue()
+
+
+def deflate_bomb(
+    path: str | Path, inflated_bytes: int = 256 * 2**20, rows: int = 64, columns: int = 64
+) -> Path:
+    """A small deflated file whose Pixel Data inflates to ``inflated_bytes`` zero bytes
+    although its header describes a ``rows x columns`` 16-bit image.
+
+    Written in a stream: the zeros are never held in memory.
+    """
+    ds = mammogram(rows=rows, columns=columns, label=False)
+    del ds.PixelData
+    data = encode(ds, DeflatedExplicitVRLittleEndian)
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    f = io.BytesIO(data)
+    read_preamble(f, force=False)
+    _read_file_meta_info(f)
+    start = f.tell()
+    dataset = zlib.decompress(data[start:], -zlib.MAX_WBITS)
+    length = inflated_bytes + inflated_bytes % 2
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    zeros = bytes(2**20)
+    with open(path, "wb") as out:
+        out.write(data[:start])
+        out.write(deflater.compress(dataset))
+        out.write(deflater.compress(b"\xe0\x7f\x10\x00OW\x00\x00" + length.to_bytes(4, "little")))
+        for done in range(0, length, len(zeros)):
+            out.write(deflater.compress(zeros[: min(len(zeros), length - done)]))
+        out.write(deflater.flush())
+    return path
 
 
 def _write_bytes(path: str | Path, data: bytes) -> Path:
