@@ -1,5 +1,5 @@
 rule report:
-    """QC report: counts, sizes, sample images with crop box and padding, failures, studies."""
+    """QC report: counts, size/crop/intensity plots, samples with crop box and padding, failures, studies."""
     input:
         manifest=f"{OUTPUT}/manifest.csv",
         failures=f"{OUTPUT}/failures.csv",

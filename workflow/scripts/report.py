@@ -1,9 +1,9 @@
-"""Snakemake entry point: the QC report page and its thumbnails."""
+"""Snakemake entry point: the QC report page, its thumbnails and plots."""
 
 from pathlib import Path
 
 from dicomprep.options import Options
-from dicomprep.qc import build_report
+from dicomprep.report import build_report
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
     numbers = build_report(

@@ -1,0 +1,150 @@
+"""The QC report: one self-contained HTML page to look at before training.
+
+:func:`build_report` reads what a workflow run leaves behind — the manifest, the failures
+table, the run summary, the header catalog and the shard results — and writes
+``{output}/report/index.html`` with
+
+- the counts of processed / skipped / duplicate / failed inputs per modality, the output
+  sizes, the bytes of the TIFFs and the time the conversions took;
+- plots: the distribution of output sizes, of the crop fraction (cropped area / source area)
+  and the intensity histogram of each modality (:mod:`.plots`);
+- for a fixed sample of outputs per modality (the first ``samples_per_modality`` SOP
+  Instance UIDs in the order of their SHA-256 hash, so the same run always shows the same
+  files) the source image with its crop box beside the TIFF's central page with its active
+  area and padding (:mod:`.images`);
+- the failures table and one section per study with its series, frame counts and sizes.
+
+The modules follow these concerns: :mod:`.data` loads the run into tables and chooses the
+samples, :mod:`.images` draws and encodes the thumbnails (Pillow), :mod:`.plots` computes the
+charts, :mod:`.page` renders the page (Jinja2, ``templates/report.html.j2``).
+
+Thumbnails are PNG (or lossless WebP) files in ``report/img/`` named by SOP Instance UID;
+the page has inline CSS and SVG, no scripts and no network references.  Beside each sample's
+thumbnails a small JSON record says what they were made from; a rebuild reuses thumbnails
+whose record still matches, so a rerun after new data only renders new samples.
+
+Privacy: the page holds UIDs, modalities, sizes, counts, statuses and times only; no header
+value that names or identifies a patient (names, IDs, dates) is read into it.  Inputs that
+did not become a TIFF are listed by their path *relative to the common folder of all
+inputs*, so the folders above it never appear; folder and file names below it do.
+Thumbnails are pixels: text burned into an image stays visible, as it does in the TIFF.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..options import Options
+from . import plots
+from .data import choose_samples, first_by_key, instance_table, load_run
+from .images import IMAGE_FORMATS, THUMBNAIL_SIZE, Sample, record_name, render_samples
+from .page import MAX_STUDIES, page_context, render_html
+
+__all__ = ["build_report"]
+
+
+def build_report(
+    report_html: str | os.PathLike,
+    *,
+    output_root: str | os.PathLike,
+    manifest_csv: str | os.PathLike,
+    failures_csv: str | os.PathLike,
+    summary_json: str | os.PathLike | None = None,
+    catalog: str | os.PathLike | None = None,
+    results: Iterable[str | os.PathLike] = (),
+    options: Options | None = None,
+    samples_per_modality: int = 24,
+    max_studies: int = MAX_STUDIES,
+    thumbnail_size: int = THUMBNAIL_SIZE,
+    image_format: str = "png",
+    crop_fraction_files: int = plots.CROP_FRACTION_FILES,
+    processes: int = 1,
+    log=None,
+) -> dict:
+    """Write the report page and its thumbnails (``img/`` beside the page).
+
+    Thumbnails of files no longer sampled are removed.  Returns a few numbers for logs.
+    """
+    options = options or Options()
+    report_html = Path(report_html)
+    img_dir = report_html.parent / "img"
+    run = load_run(
+        output_root,
+        manifest_csv=manifest_csv,
+        failures_csv=failures_csv,
+        summary_json=summary_json,
+        catalog=catalog,
+        results=results,
+    )
+    instances = instance_table(run)
+    chosen = choose_samples(instances, samples_per_modality)
+    rows = [row for group in chosen.values() for row in group.itertuples(index=False)]
+    rendered = render_samples(
+        rows,
+        run.output_root,
+        img_dir,
+        options,
+        thumbnail_size,
+        processes=processes,
+        image_format=image_format,
+    )
+    samples: dict[str, list[Sample]] = {}
+    for sample, reused in rendered:
+        samples.setdefault(sample.modality, []).append(sample)
+        if log is not None:
+            state = "; ".join(sample.errors) or "ok"
+            how = " (thumbnails reused)" if reused else ""
+            print(f"sample {sample.modality} {sample.sop_instance_uid}: {state}{how}", file=log)
+    _remove_stale(img_dir, [s for _, items in samples.items() for s in items])
+
+    charts = _charts(run, instances, samples, crop_fraction_files)
+    context = page_context(
+        run, instances, samples, charts, options, samples_per_modality, max_studies
+    )
+    _write_text(report_html, render_html(context))
+    return {
+        "inputs": len(instances),
+        "outputs": len(run.manifest),
+        "samples": sum(len(v) for v in samples.values()),
+        "samples_reused": sum(reused for _, reused in rendered),
+        "sample_errors": sum(len(s.errors) for v in samples.values() for s in v),
+        "crop_fraction_files": charts["crop"].total if charts["crop"] else 0,
+    }
+
+
+def _charts(run, instances, samples: dict[str, list[Sample]], crop_fraction_files: int) -> dict:
+    """The size, crop-fraction and per-modality intensity charts."""
+    if not len(run.manifest):
+        return {"sizes": None, "crop": None, "intensity": []}
+    fractions = plots.crop_fractions(first_by_key(instances, crop_fraction_files), run.output_root)
+    histograms = plots.intensity_histograms(
+        (s.modality, s.histogram) for items in samples.values() for s in items
+    )
+    counted = {m: sum(len(s.histogram) == 256 for s in samples[m]) for m in histograms}
+    return {
+        "sizes": plots.size_chart(plots.size_counts(run.manifest)),
+        "crop": plots.crop_fraction_chart(fractions, len(run.manifest)) if len(fractions) else None,
+        "intensity": [plots.intensity_chart(m, h, counted[m]) for m, h in histograms.items()],
+    }
+
+
+def _remove_stale(img_dir: Path, samples: list[Sample]) -> None:
+    """Delete the thumbnails and records in ``img_dir`` of files no longer sampled."""
+    wanted = {s.source_image for s in samples} | {s.output_image for s in samples}
+    wanted |= {record_name(s.sop_instance_uid) for s in samples}
+    patterns = ["*.json", *(f"*.{fmt}" for fmt in IMAGE_FORMATS)]
+    for stale in [p for pattern in patterns for p in img_dir.glob(pattern)]:
+        if stale.name not in wanted:
+            stale.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,334 @@
+"""The run's tables for the QC report: what a workflow run left behind, as pandas tables.
+
+:func:`load_run` reads the manifest, the failures table, the run summary, the header catalog
+and the shard results; :func:`instance_table` joins them into one row per input;
+the other functions summarise that table (counts per modality, sizes, studies) or pick the
+files the report shows (:func:`choose_samples`).  No function here reads a header value that
+names or identifies a patient: the catalog holds UIDs, modalities and sizes only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..collect import read_results
+from ..discover import DICOM, REPORT_STATUS, empty_catalog, load_catalog
+from ..manifest import read_manifest
+from ..options import Options
+from ..volume import central_index
+
+__all__ = [
+    "NO_MODALITY",
+    "STATUSES",
+    "Run",
+    "choose_samples",
+    "common_folder",
+    "instance_table",
+    "load_run",
+    "modality_counts",
+    "relative_to",
+    "sample_key",
+    "size_distribution",
+    "source_size_distribution",
+    "study_series",
+    "volume_label",
+]
+
+# Statuses of an input in the report, in display order ("pending": found by discovery but
+# not converted yet, e.g. a report built while shards are missing).
+STATUSES = ("processed", "skipped", "duplicate", "failed", "pending")
+
+# The order of the "not converted" table: the problems first.
+FAILURE_ORDER = ("failed", "pending", "duplicate", "skipped")
+
+NO_MODALITY = "(none)"
+
+RESULT_COLUMNS = ["source", "status", "output", "seconds", "reused"]
+FAILURE_COLUMNS = ["path", "status", "stage", "error_type", "message"]
+
+
+@dataclass
+class Run:
+    """The tables of one finished run."""
+
+    output_root: Path
+    catalog: pd.DataFrame
+    results: pd.DataFrame
+    manifest: pd.DataFrame
+    failures: pd.DataFrame
+    summary: dict
+
+
+def load_run(
+    output_root: str | os.PathLike,
+    *,
+    manifest_csv: str | os.PathLike,
+    failures_csv: str | os.PathLike,
+    summary_json: str | os.PathLike | None,
+    catalog: str | os.PathLike | None,
+    results: Iterable[str | os.PathLike] = (),
+) -> Run:
+    """Read the manifest, failures, summary, catalog and shard results of a run."""
+    manifest = read_manifest(manifest_csv)
+    failures = pd.read_csv(failures_csv, dtype=str, keep_default_na=False)
+    failures = failures.reindex(columns=FAILURE_COLUMNS).fillna("")
+    summary = {}
+    if summary_json is not None and Path(summary_json).exists():
+        summary = json.loads(Path(summary_json).read_text())
+    table = load_catalog(catalog) if catalog is not None else None
+    if table is None:
+        table = empty_catalog()
+    res = read_results(list(results))
+    if not len(res):
+        res = pd.DataFrame(columns=RESULT_COLUMNS)
+    res["seconds"] = pd.to_numeric(res["seconds"], errors="coerce").fillna(0.0)
+    res["reused"] = res["reused"].fillna(False).astype(bool)
+    return Run(
+        Path(output_root),
+        _plain_strings(table),
+        _plain_strings(res),
+        _plain_strings(manifest),
+        failures,
+        summary,
+    )
+
+
+def _plain_strings(df: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as Python strings (object dtype): faster to look up in bulk."""
+    text = [c for c in df.columns if isinstance(df[c].dtype, pd.StringDtype)]
+    return df.astype({c: object for c in text}) if text else df
+
+
+def instance_table(run: Run) -> pd.DataFrame:
+    """One row per input path: its modality, status, UIDs, source and output facts.
+
+    The status comes from the failures table when the path is listed there, else
+    ``processed`` when its SOP Instance UID is in the manifest, else ``pending``.
+    """
+    cat = run.catalog
+    failed_status = dict(zip(run.failures["path"], run.failures["status"], strict=True))
+    done = set(run.manifest["sop_instance_uid"])
+    is_dicom = cat["status"] == DICOM
+    fallback = np.where(
+        is_dicom,
+        np.where(cat["sop_instance_uid"].isin(done), "processed", "pending"),
+        cat["status"].map(REPORT_STATUS).fillna("failed"),
+    )
+    status = cat["path"].map(failed_status)
+    status = status.where(status.notna(), pd.Series(fallback, index=cat.index))
+    table = pd.DataFrame(
+        {
+            "path": cat["path"],
+            "status": status.astype(str),
+            "modality": cat["modality"].replace("", NO_MODALITY),
+            "study_instance_uid": cat["study_instance_uid"],
+            "series_instance_uid": cat["series_instance_uid"],
+            "sop_instance_uid": cat["sop_instance_uid"],
+            "source_width": cat["columns"],
+            "source_height": cat["rows"],
+            "source_frames": np.where(cat["rows"] > 0, cat["number_of_frames"].clip(lower=1), 0),
+            "source_bytes": cat["size"],
+        }
+    )
+    extra = run.failures[~run.failures["path"].isin(set(cat["path"]))]
+    if len(extra):  # failures of paths the catalog does not know (catalog missing)
+        rows = pd.DataFrame({"path": extra["path"], "status": extra["status"]})
+        rows["modality"] = NO_MODALITY
+        table = pd.concat([table, rows], ignore_index=True)
+    table = table.fillna({c: "" for c in table.columns if table[c].dtype == object})
+    for column in ("source_width", "source_height", "source_frames", "source_bytes"):
+        table[column] = pd.to_numeric(table[column], errors="coerce").fillna(0).astype("int64")
+
+    out = run.manifest.rename(columns={"path": "tiff"})[
+        ["sop_instance_uid", "tiff", "width", "height", "channels", "num_frames"]
+    ].drop_duplicates("sop_instance_uid")
+    processed = table["status"] == "processed"
+    merged = table[processed].merge(out, on="sop_instance_uid", how="left")
+    merged.index = table.index[processed]
+    for column in ("tiff", "width", "height", "channels", "num_frames"):
+        table[column] = merged[column]
+    table["tiff"] = table["tiff"].fillna("")
+    for column in ("width", "height", "channels", "num_frames"):
+        table[column] = table[column].fillna(0).astype("int64")
+    table["tiff_bytes"] = _file_sizes(run.output_root, table["tiff"])
+    seconds = dict(zip(run.results["source"], run.results["seconds"], strict=True))
+    table["seconds"] = table["path"].map(seconds).fillna(0.0).astype(float)
+    return table
+
+
+def _file_sizes(root: Path, relatives: Iterable[str]) -> list[int]:
+    """Sizes of the files ``root/relative`` (0 for '' and for missing files)."""
+    base = os.fspath(root) + os.sep
+    sizes = []
+    for relative in relatives:
+        try:
+            sizes.append(os.stat(base + relative).st_size if relative else 0)
+        except OSError:
+            sizes.append(0)
+    return sizes
+
+
+def modality_counts(instances: pd.DataFrame) -> pd.DataFrame:
+    """Inputs per modality and status, with TIFF bytes, output frames and seconds."""
+    if not len(instances):
+        return pd.DataFrame(columns=["modality", *STATUSES, "tiff_bytes", "frames", "seconds"])
+    counts = pd.crosstab(instances["modality"], instances["status"])
+    counts = counts.reindex(columns=list(STATUSES), fill_value=0)
+    sums = instances.groupby("modality")[["tiff_bytes", "num_frames", "seconds"]].sum()
+    table = counts.join(sums).rename(columns={"num_frames": "frames"})
+    table = table.reset_index().rename(columns={"index": "modality"})
+    return table.sort_values("modality", kind="stable").reset_index(drop=True)
+
+
+def size_distribution(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Output files per (width, height, channels), most frequent first."""
+    columns = ["width", "height", "channels", "files", "frames"]
+    if not len(manifest):
+        return pd.DataFrame(columns=columns)
+    grouped = manifest.groupby(["width", "height", "channels"])
+    table = grouped.agg(files=("sop_instance_uid", "size"), frames=("num_frames", "sum"))
+    table = table.reset_index()
+    order = table.sort_values(["files", "width", "height"], ascending=[False, True, True])
+    return order.reset_index(drop=True)[columns]
+
+
+def source_size_distribution(instances: pd.DataFrame) -> pd.DataFrame:
+    """Processed inputs per (modality, source width, source height), most frequent first."""
+    done = instances[instances["status"] == "processed"]
+    columns = ["modality", "source_width", "source_height", "files"]
+    if not len(done):
+        return pd.DataFrame(columns=columns)
+    table = done.groupby(["modality", "source_width", "source_height"]).size()
+    table = table.reset_index(name="files")
+    table = table.sort_values(["files", "modality"], ascending=[False, True], kind="stable")
+    return table.reset_index(drop=True)[columns]
+
+
+# -- which files the report looks at ----------------------------------------------------
+
+
+def sample_key(sop_instance_uid: str) -> str:
+    """The sort key that picks samples: the SHA-256 of the SOP Instance UID (hex)."""
+    return hashlib.sha256(sop_instance_uid.encode()).hexdigest()
+
+
+def _processed(instances: pd.DataFrame) -> pd.DataFrame:
+    """The rows that became a TIFF, in :func:`sample_key` order (ties by UID)."""
+    done = instances[(instances["status"] == "processed") & (instances["tiff"] != "")]
+    done = done.assign(_key=done["sop_instance_uid"].map(sample_key))
+    done = done.sort_values(["_key", "sop_instance_uid"], kind="stable")
+    return done.drop(columns="_key")
+
+
+def choose_samples(instances: pd.DataFrame, per_modality: int) -> dict[str, pd.DataFrame]:
+    """Per modality (sorted by name), the processed rows with the smallest
+    :func:`sample_key` values, in that order."""
+    if per_modality <= 0 or not len(instances):
+        return {}
+    done = _processed(instances)
+    return {
+        str(modality): group.head(per_modality)
+        for modality, group in done.groupby("modality", sort=True)
+    }
+
+
+def first_by_key(instances: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """Up to ``limit`` processed rows (all modalities) with the smallest :func:`sample_key`:
+    a fixed subsample, the same on every run."""
+    return _processed(instances).head(max(limit, 0)) if len(instances) else instances
+
+
+def volume_label(source_frames: int, output_frames: int, options: Options) -> str:
+    """How a multi-frame source was handled, for the sample captions ('' for one frame)."""
+    if source_frames <= 1:
+        return ""
+    n = source_frames
+    if options.volume == "central-slice":
+        return f"volume of {n} frames: central slice (frame {central_index(n) + 1})"
+    if options.volume == "max-intensity":
+        return f"volume of {n} frames: maximum-intensity projection"
+    if options.volume == "interpolate":
+        return f"volume of {n} frames: interpolated to {output_frames} frames"
+    return f"volume of {n} frames: keep {output_frames} frames"
+
+
+# -- studies -----------------------------------------------------------------------------
+
+
+@dataclass
+class SeriesFacts:
+    """What one series of a study holds: modalities, statuses, frames and sizes."""
+
+    modalities: set = field(default_factory=set)
+    statuses: dict = field(default_factory=dict)
+    instances: int = 0
+    source_frames: int = 0
+    source_sizes: set = field(default_factory=set)
+    output_frames: int = 0
+    output_sizes: set = field(default_factory=set)
+
+
+def study_series(instances: pd.DataFrame, studies: Iterable[str]) -> dict[str, dict]:
+    """Per study (of ``studies``) and series: a :class:`SeriesFacts`."""
+    wanted = set(studies)
+    rows = instances[instances["study_instance_uid"].isin(wanted)]
+    table: dict[str, dict[str, SeriesFacts]] = {}
+    columns = [
+        "study_instance_uid",
+        "series_instance_uid",
+        "modality",
+        "status",
+        "source_frames",
+        "source_width",
+        "source_height",
+        "num_frames",
+        "width",
+        "height",
+    ]
+    for study, series, modality, status, frames, sw, sh, out_frames, w, h in zip(
+        *(rows[c].tolist() for c in columns), strict=True
+    ):
+        entry = table.setdefault(study, {}).setdefault(series, SeriesFacts())
+        entry.modalities.add(modality)
+        entry.statuses[status] = entry.statuses.get(status, 0) + 1
+        entry.instances += 1
+        entry.source_frames += int(frames)
+        entry.source_sizes.add((int(sw), int(sh)))
+        if status == "processed":
+            entry.output_frames += int(out_frames)
+            entry.output_sizes.add((int(w), int(h)))
+    return table
+
+
+# -- paths shown in the report -----------------------------------------------------------
+
+
+def common_folder(paths: Iterable[str]) -> str:
+    """The deepest folder that holds every path ('' when they share none)."""
+    paths = [str(p) for p in paths if p]
+    if not paths:
+        return ""
+    prefix = os.path.commonprefix([min(paths), max(paths)])  # shared by all paths
+    return prefix[: prefix.rfind("/")] if "/" in prefix else ""
+
+
+def relative_to(path: str, folder: str) -> str:
+    """``path`` relative to ``folder`` when inside it, else unchanged."""
+    if folder and path.startswith(folder.rstrip("/") + "/"):
+        return path[len(folder.rstrip("/")) + 1 :]
+    return path
+
+
+def strip_folder(text: str, folder: str) -> str:
+    """``text`` (an error message) with every ``folder/`` prefix removed."""
+    if not folder or folder == "/":
+        return text
+    return text.replace(folder.rstrip("/") + "/", "")

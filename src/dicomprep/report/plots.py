@@ -1,0 +1,277 @@
+"""The plots a dataset curator looks at first, as numbers and bar geometry.
+
+- **Output sizes**: files per output width × height (the most frequent sizes, the rest in
+  one "other sizes" bar), from the manifest.
+- **Crop fraction**: how much of each source the crop kept, ``crop width × crop height /
+  (source columns × source rows)``, in bins of 0.05, from the crop tags of up to
+  :data:`CROP_FRACTION_FILES` outputs (the first by the SHA-256 of their SOP Instance UID,
+  as for the samples; every output when there are fewer).
+- **Intensity per modality**: the histogram of the displayed values (0..255, as in the
+  thumbnails: the high byte of 16-bit outputs) of the sampled outputs' central pages, inside
+  their active area (padding left out), in bins of :data:`INTENSITY_BIN_WIDTH` values.
+
+Everything here is computed in Python; :mod:`.page` draws the bars as inline SVG from the
+:class:`Chart` objects, so the page stays self-contained and no plotting library is imported.
+The cost is bounded: the crop tags of at most :data:`CROP_FRACTION_FILES` files are read, and
+the intensities come from the sample thumbnails' pages, read (and cached) anyway.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "CROP_FRACTION_EDGES",
+    "CROP_FRACTION_FILES",
+    "Chart",
+    "crop_fraction_chart",
+    "crop_fractions",
+    "intensity_chart",
+    "intensity_histograms",
+    "size_chart",
+    "size_counts",
+]
+
+MAX_SIZE_BARS = 12  # the most frequent output sizes get a bar each, the rest share one
+CROP_FRACTION_FILES = 2000  # crop tags read for the crop-fraction plot, at most
+CROP_FRACTION_EDGES = np.linspace(0.0, 1.0, 21)  # bins of 0.05; 1.0 falls in the last bin
+INTENSITY_BIN_WIDTH = 8  # displayed values per bar: 256 / 8 = 32 bars
+
+# Layout of a chart, in SVG user units (pixels).
+PLOT_WIDTH = 360
+PLOT_HEIGHT = 140
+MARGIN_LEFT = 44
+MARGIN_BOTTOM = 30
+MARGIN_TOP = 8
+ROW_HEIGHT = 18  # a bar of a horizontal chart and its gap
+LABEL_WIDTH = 110  # room for the category labels of a horizontal chart
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar: what it counts, the number, and its rectangle."""
+
+    label: str
+    count: int
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Text:
+    """An axis or bar label at (x, y); ``anchor`` is SVG's text-anchor."""
+
+    x: float
+    y: float
+    text: str
+    anchor: str = "middle"
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A bar chart ready to draw: bars, labels, axis lines and a caption."""
+
+    id: str
+    title: str
+    unit: str
+    width: int
+    height: int
+    bars: tuple[Bar, ...]
+    texts: tuple[Text, ...]
+    axes: tuple[tuple[float, float, float, float], ...]  # lines (x1, y1, x2, y2)
+    total: int
+    note: str = ""
+
+
+# -- the numbers -------------------------------------------------------------------------
+
+
+def size_counts(manifest: pd.DataFrame, max_bars: int = MAX_SIZE_BARS) -> list[tuple[str, int]]:
+    """``(label, files)`` per output width × height, most frequent first (ties: smaller width,
+    then height); beyond ``max_bars`` sizes the rest are summed into one last entry."""
+    if not len(manifest):
+        return []
+    counts = manifest.groupby(["width", "height"]).size().reset_index(name="files")
+    counts = counts.sort_values(["files", "width", "height"], ascending=[False, True, True])
+    items = [(f"{w} × {h}", int(n)) for w, h, n in counts.itertuples(index=False)]
+    if len(items) > max_bars:
+        rest = items[max_bars - 1 :]
+        items = items[: max_bars - 1] + [(f"{len(rest)} other sizes", sum(n for _, n in rest))]
+    return items
+
+
+def crop_fractions(rows: pd.DataFrame, output_root: str | os.PathLike) -> np.ndarray:
+    """Cropped area / source area of each row of an instance table (its TIFF's crop tags
+    against the catalog's rows × columns); rows whose TIFF or source size is unreadable
+    are left out."""
+    from ..tiff import read_geometry
+
+    fractions = []
+    root = Path(output_root)
+    columns = (rows["tiff"], rows["source_width"], rows["source_height"])
+    for tiff, width, height in zip(*columns, strict=True):
+        if not (tiff and width > 0 and height > 0):
+            continue
+        try:
+            g = read_geometry(root / tiff)
+        except Exception:  # noqa: BLE001 - a file that went away is just not counted
+            continue
+        fractions.append(g.crop_width * g.crop_height / (int(width) * int(height)))
+    return np.clip(np.asarray(fractions, np.float64), 0.0, 1.0)
+
+
+def binned(values: np.ndarray, edges: np.ndarray) -> list[int]:
+    """Counts of ``values`` per bin ``[edges[i], edges[i+1])``, the last bin closed."""
+    counts, _ = np.histogram(values, bins=edges)
+    return counts.astype(int).tolist()
+
+
+def intensity_histograms(
+    histograms: Iterable[tuple[str, Sequence[int]]],
+) -> dict[str, np.ndarray]:
+    """Per modality (sorted), the sum of the 256-value histograms of its samples."""
+    totals: dict[str, np.ndarray] = {}
+    for modality, counts in histograms:
+        if len(counts) != 256:
+            continue
+        totals.setdefault(modality, np.zeros(256, np.int64))
+        totals[modality] += np.asarray(counts, np.int64)
+    return dict(sorted(totals.items()))
+
+
+# -- the drawings ------------------------------------------------------------------------
+
+
+def _count_text(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def size_chart(items: list[tuple[str, int]]) -> Chart:
+    """Horizontal bars, one per output size (from :func:`size_counts`)."""
+    top = max((n for _, n in items), default=0)
+    left, room = LABEL_WIDTH, PLOT_WIDTH - LABEL_WIDTH - 50
+    bars, texts = [], []
+    for i, (label, n) in enumerate(items):
+        y = MARGIN_TOP + i * ROW_HEIGHT
+        width = room * n / top if top else 0.0
+        bars.append(Bar(label, n, left, y, round(width, 2), ROW_HEIGHT - 4))
+        texts.append(Text(left - 6, y + ROW_HEIGHT - 7, label, "end"))
+        texts.append(Text(left + width + 4, y + ROW_HEIGHT - 7, _count_text(n), "start"))
+    height = MARGIN_TOP + max(len(items), 1) * ROW_HEIGHT + 6
+    axes = ((left, MARGIN_TOP - 2, left, height - 4),)
+    total = sum(n for _, n in items)
+    return Chart(
+        "plot-sizes",
+        "Output sizes (width × height)",
+        "files",
+        PLOT_WIDTH,
+        height,
+        tuple(bars),
+        tuple(texts),
+        axes,
+        total,
+    )
+
+
+def histogram_chart(
+    chart_id: str,
+    title: str,
+    unit: str,
+    labels: Sequence[str],
+    counts: Sequence[int],
+    tick_every: int,
+    tick_texts: Sequence[str],
+    note: str = "",
+) -> Chart:
+    """Vertical bars of equal width, one per bin; a tick text under every ``tick_every``-th
+    bin boundary (``tick_texts`` holds one text per boundary, len(counts) + 1)."""
+    n = len(counts)
+    top = max(counts, default=0)
+    plot_w = PLOT_WIDTH - MARGIN_LEFT - 8
+    step = plot_w / max(n, 1)
+    base = MARGIN_TOP + PLOT_HEIGHT
+    bars = []
+    for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
+        h = PLOT_HEIGHT * count / top if top else 0.0
+        x = MARGIN_LEFT + i * step
+        bars.append(
+            Bar(
+                label,
+                int(count),
+                round(x + 0.5, 2),
+                round(base - h, 2),
+                round(max(step - 1, 0.5), 2),
+                round(h, 2),
+            )
+        )
+    texts = [
+        Text(round(MARGIN_LEFT + i * step, 2), base + 14, tick_texts[i])
+        for i in range(0, n + 1, tick_every)
+    ]
+    texts.append(Text(MARGIN_LEFT - 4, MARGIN_TOP + 10, _count_text(top), "end"))
+    texts.append(Text(MARGIN_LEFT - 4, base, "0", "end"))
+    axes = (
+        (MARGIN_LEFT, base, MARGIN_LEFT + plot_w, base),
+        (MARGIN_LEFT, MARGIN_TOP, MARGIN_LEFT, base),
+    )
+    height = base + MARGIN_BOTTOM
+    return Chart(
+        chart_id,
+        title,
+        unit,
+        PLOT_WIDTH,
+        int(height),
+        tuple(bars),
+        tuple(texts),
+        axes,
+        int(sum(counts)),
+        note,
+    )
+
+
+def crop_fraction_chart(fractions: np.ndarray, outputs: int) -> Chart:
+    """The histogram of :func:`crop_fractions` in bins of 0.05."""
+    edges = CROP_FRACTION_EDGES
+    labels = [f"{a:.2f}–{b:.2f}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    note = f"{len(fractions)} of {outputs} outputs" + (
+        " (the first by the SHA-256 of their SOP Instance UID)" if len(fractions) < outputs else ""
+    )
+    return histogram_chart(
+        "plot-crop",
+        "Crop fraction (cropped area / source area)",
+        "files",
+        labels,
+        binned(fractions, edges),
+        4,
+        [f"{e:.1f}" for e in edges],
+        note,
+    )
+
+
+def intensity_chart(modality: str, counts_256: np.ndarray, samples: int) -> Chart:
+    """The displayed-value histogram of one modality in bins of
+    :data:`INTENSITY_BIN_WIDTH` values."""
+    w = INTENSITY_BIN_WIDTH
+    counts = np.asarray(counts_256, np.int64).reshape(-1, w).sum(axis=1)
+    labels = [f"{a}–{a + w - 1}" for a in range(0, 256, w)]
+    ticks = [str(a) for a in range(0, 257, w)]
+    note = f"{_count_text(counts.sum())} pixels of {samples} sampled outputs"
+    safe = "".join(c if c.isalnum() else "-" for c in modality)
+    return histogram_chart(
+        f"plot-intensity-{safe}",
+        f"Intensity — {modality}",
+        "pixels",
+        labels,
+        counts.tolist(),
+        8,
+        ticks,
+        note,
+    )
