@@ -1,10 +1,12 @@
 # dicomprep: the two commands a newcomer needs are `make run` and `make test`.
+# Extra Snakemake arguments go in ARGS, e.g. make run ARGS="--config source=/data/dicom".
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := resources/sample
+ARGS ?=
 
-.PHONY: run test install sample lint bench clean
+.PHONY: run unlock slurm test install sample lint bench clean
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +21,15 @@ sample: install
 
 # Build the bundled sample set and run the workflow on it (config.yaml).
 run: sample
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores 2
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores 2 $(ARGS)
+
+# After a run was killed (SIGKILL, node failure): release Snakemake's lock, then rerun.
+unlock: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --unlock $(ARGS)
+
+# The workflow on a SLURM cluster; edit profiles/slurm/config.yaml and `source` first.
+slurm: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/slurm $(ARGS)
 
 # The whole test suite (workflow, SLURM and browser tests need root and Debian packages;
 # they skip with a message when those are missing, .ci/run installs them).
