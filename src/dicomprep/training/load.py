@@ -20,7 +20,9 @@ it spends almost all of [0, 1] on values a CT never holds (-1024 HU becomes 0.48
 3071 HU 0.5469).  Training code that normalises Hounsfield units itself should ask for
 ``dtype="native"``, which returns the stored values unchanged.  float32 TIFFs (``voi:
 none`` on non-integer modality values) have no fixed range and load only as ``"native"``.
-Rounding is half away from zero; no tie can occur for these divisors.
+Integer results round to nearest (no tie can occur: the divisors are odd).  float32
+results are the correctly rounded quotient (for every uint8, uint16 and int16 value this
+equals computing in float64 and rounding to float32).
 """
 
 from __future__ import annotations
@@ -108,8 +110,13 @@ def convert(stored: np.ndarray, dtype: str) -> np.ndarray:
         )
     offset, top = _RANGES[stored.dtype]
     if dtype == "float32":
-        shifted = stored.astype(np.float64) + offset if offset else stored
-        return (shifted / top).astype(np.float32)
+        if top < 2**24:  # exact in float32, and one correctly rounded division
+            unit = stored.astype(np.float32)
+            if offset:
+                unit += np.float32(offset)
+            unit /= np.float32(top)
+            return unit
+        return ((stored.astype(np.float64) + offset) / top).astype(np.float32)
     target_top = 2**8 - 1 if dtype == "uint8" else 2**16 - 1
     target = np.dtype(dtype)
     if stored.dtype == target:
