@@ -11,6 +11,7 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 from dicomprep import synthetic
 from dicomprep.geometry import Geometry
 from dicomprep.options import Options
+from dicomprep.pad import pad, padding_offsets
 from dicomprep.pipeline import process_file
 from dicomprep.tiff import read_frames, read_geometry, read_info
 
@@ -89,28 +90,78 @@ def test_padding_directions(tmp_path, padding, expected_left):
     assert g.active_left == want
 
 
+def fitted(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
+    """One scale factor fitting the box: ``round(w s) x round(h s)``."""
+    s = min(max_width / width, max_height / height)
+    return round(width * s), round(height * s)
+
+
 def test_every_tag_on_the_page(tmp_path):
-    source, ds = write_mammogram(tmp_path)
+    source, ds = write_mammogram(tmp_path, laterality="L")
     out, _ = run(tmp_path, source, crop=True, crop_max=True, size=(400, 500))
-    g = read_geometry(out)
+    # crop_max keeps the breast alone: the box synthetic.py drew it in
+    a = synthetic.mammogram_layout(ROWS, COLUMNS, "L").anatomy
+    width, height = fitted(a.width, a.height, 400, 500)
+    assert height == 500 and width < 400
+    # the breast's chest-wall (first) column has no zeros, its last column is mostly
+    # background: all the horizontal padding goes right, so the image sits at x = 0
+    active_area = (0, 0, width, height)
     with tifffile.TiffFile(out) as tif:
         page = tif.pages[0]
         tags = {t.code: t for t in page.tags}
         for tag in tags.values():
             _ = tag.value  # read while the file is open
-    assert tags[50719].dtype == 4 and tags[50719].value == (g.crop_x, g.crop_y)
-    assert tags[50720].dtype == 4 and tags[50720].value == (g.crop_width, g.crop_height)
+    assert tags[50719].dtype == 4 and tags[50719].value == (a.left, a.top)
+    assert tags[50720].dtype == 4 and tags[50720].value == (a.width, a.height)
     assert tags[50718].dtype == 11
-    assert tags[50718].value == pytest.approx((g.scale_x, g.scale_y), rel=1e-6)
-    assert tags[50829].dtype == 4 and tags[50829].value == g.active_area
+    assert tags[50718].value == pytest.approx((width / a.width, height / a.height), rel=1e-6)
+    assert tags[50829].dtype == 4 and tags[50829].value == active_area
     assert tags[297].dtype == 3 and tags[297].value == (0, 1)
     assert (page.imagewidth, page.imagelength) == (400, 500)
     assert page.bitspersample == 16 and page.samplesperpixel == 1
     assert page.photometric == tifffile.PHOTOMETRIC.MINISBLACK
     spacing = float(ds.PixelSpacing[1])
     x_res = tags[282].value[0] / tags[282].value[1]
-    assert x_res == pytest.approx(10 / spacing * g.scale_x, rel=1e-4)
+    assert x_res == pytest.approx(10 / spacing * width / a.width, rel=1e-4)
     assert tags[296].value == 3  # centimetre
+    frame = read_frames(out)[0]
+    assert not frame[:, width:].any() and frame[:, 0].all()
+
+
+def test_zero_padding_goes_top_when_the_first_and_last_rows_tie(tmp_path):
+    # The breast is a half-ellipse symmetric about the image's middle row: its first and
+    # last rows hold equally many zeros, and on ties the padding goes left/top.
+    source, _ = write_mammogram(tmp_path, laterality="R")
+    out, _ = run(tmp_path, source, crop=True, crop_max=True, size=(300, 900))
+    a = synthetic.mammogram_layout(ROWS, COLUMNS, "R").anatomy
+    width, height = fitted(a.width, a.height, 300, 900)
+    assert width == 300 and height < 900
+    room = 900 - height
+    with tifffile.TiffFile(out) as tif:
+        assert tif.pages[0].tags[50829].value == (0, room, width, 900)
+    frame = read_frames(out)[0]
+    assert not frame[:room].any()
+    top_row, bottom_row = frame[room], frame[-1]
+    assert np.count_nonzero(top_row == 0) == np.count_nonzero(bottom_row == 0) > 0  # a tie
+
+
+def test_zero_padding_rule_on_ties_and_on_unequal_edges():
+    image = np.zeros((6, 5), np.uint16)
+    image[1:3, 0] = 7  # first column: 4 zeros
+    image[3:5, -1] = 9  # last column: 4 zeros too, in other rows
+    image[0, 1:4] = 5  # first row: 2 zeros; last row: 5 zeros
+    left, top = padding_offsets(image, 8, 10, "zero")
+    assert left == 3  # tie: all padding on the left
+    assert top == 0  # the last row has more zeros: padding below
+    image[5, 2] = 1
+    image[5, 1] = 1
+    image[5, 3] = 1  # last row now 2 zeros too: tie, padding on top
+    assert padding_offsets(image, 8, 10, "zero") == (3, 4)
+    image[4, 0] = 3  # first column 3 zeros < last column 4: padding right
+    assert padding_offsets(image, 8, 10, "zero") == (0, 4)
+    canvas = pad(image, 8, 10, 0, 4)
+    np.testing.assert_array_equal(canvas[4:, :5], image)
+    assert not canvas[:4].any() and not canvas[:, 5:].any()
 
 
 def test_monochrome1_mammogram_comes_out_like_monochrome2(tmp_path):

@@ -255,17 +255,19 @@ def _stored_range(raw: np.ndarray) -> tuple[float, float]:
 
 
 def _volume_value_range(
-    path: str | os.PathLike, ds: Dataset, order: list[int], mapper: _IntensityMapper
+    decoded: Callable[[list[int]], Iterator[np.ndarray]],
+    ds: Dataset,
+    order: list[int],
+    mapper: _IntensityMapper,
 ) -> None:
     """First pass over a volume whose mapping depends on its data: the range of modality
-    values over every frame (decoded one at a time) becomes ``mapper.volume_range``, and
-    the output type of `voi: none` follows from it."""
+    values over every frame (``decoded`` one at a time) becomes ``mapper.volume_range``,
+    and the output type of `voi: none` follows from it."""
     frames = [(i, frame_intensity(ds, i)) for i in order]
     if not any(mapper.needs_range(frame) for _, frame in frames):
         return
     value_range = None
-    raw_frames = _staged("decode", iter_frames(path, ds, order))
-    for (_, frame), raw in zip(frames, raw_frames, strict=False):
+    for (_, frame), raw in zip(frames, decoded(order), strict=False):
         value_range = union_range(value_range, modality_range(_stored_range(raw), frame))
     mapper.volume_range = value_range
     if mapper.dtype is None and value_range is not None:
@@ -300,13 +302,16 @@ def render(path: str | os.PathLike, ds: Dataset, options: Options) -> Rendered:
         raise DicomError("decode", message, type(exc).__name__) from exc
     n = len(order)
 
+    def decoded(indices: list[int]) -> Iterator[np.ndarray]:
+        return _staged("decode", iter_frames(path, ds, indices))
+
     def mapped(indices: list[int]) -> Iterator[np.ndarray]:
-        raw = _staged("decode", iter_frames(path, ds, indices))
+        raw = decoded(indices)
         return _staged("transform", (mapper(i, f) for i, f in zip(indices, raw, strict=False)))
 
     handler = options.volume if n > 1 else "keep"
     if n > 1:
-        _volume_value_range(path, ds, order, mapper)
+        _volume_value_range(decoded, ds, order, mapper)
     if handler == "central-slice":
         single = next(mapped([order[central_index(n)]]))
         sources, count, box = (lambda: iter([single])), 1, _box_of([single], options)
