@@ -257,3 +257,17 @@ def test_a_physical_pixel_spacing_becomes_the_resolution(tmp_path):
     path, _ = write_mammogram(tmp_path, pixel_spacing=(0.05, 0.1))
     out, _ = run(tmp_path, path)  # no crop or resize: 1 pixel = the source pixel
     assert read_info(out).resolution == pytest.approx((100.0, 200.0))  # pixels per cm
+
+
+def test_monochrome1_volume_with_voi_none_is_reflected_in_the_volume_range(tmp_path):
+    ds = synthetic.tomosynthesis(
+        frames=4, rows=104, columns=80, photometric="MONOCHROME1", label=False, seed=4
+    )
+    volume = ds.pixel_array.astype(np.int64)
+    frame_ranges = {(int(f.min()), int(f.max())) for f in volume}
+    assert len(frame_ranges) > 1  # a per-frame reflection would differ between frames
+    source = synthetic.write(ds, tmp_path / "bto.dcm")
+    out, _ = run(tmp_path, source, voi="none")
+    frames = read_frames(out).astype(np.int64)
+    expected = volume.max() + volume.min() - volume  # larger = brighter, one interval
+    np.testing.assert_array_equal(frames, expected)
