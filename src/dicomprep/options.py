@@ -21,6 +21,7 @@ PADDINGS = ("zero", "top-left", "bottom-right", "center")
 COMPRESSIONS = ("packbits", "lzw", "uncompressed", "zstd", "deflate")
 VOLUME_HANDLERS = ("keep", "central-slice", "max-intensity", "interpolate")
 VOI_MODES = ("auto", "none")
+DECODE_RESOLUTIONS = ("auto", "full")
 
 
 class OptionsError(ValueError):
@@ -41,6 +42,9 @@ class Options:
     volume: str = "keep"
     target_frames: int | None = None
     voi: str | tuple[float, float] = "auto"
+    # JPEG 2000 / HTJ2K decoded at the coarsest wavelet level that still covers the output
+    # size ("auto"), or always at full resolution ("full"); see dicomprep.jpeg2000.
+    decode_resolution: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("crop", "crop_max", "crop_components"):
@@ -50,6 +54,7 @@ class Options:
         _check_choice("padding", self.padding, PADDINGS)
         _check_choice("compression", self.compression, COMPRESSIONS)
         _check_choice("volume", self.volume, VOLUME_HANDLERS)
+        _check_choice("decode_resolution", self.decode_resolution, DECODE_RESOLUTIONS)
         if self.size is not None:
             size = tuple(self.size)
             if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
@@ -110,6 +115,7 @@ OUTPUT_MODULES = (
     "decode",
     "geometry",
     "intensity",
+    "jpeg2000",
     "options",
     "pad",
     "pipeline",

@@ -48,6 +48,7 @@ from .intensity import (
     smallest_integer_dtype,
     union_range,
 )
+from .jpeg2000 import CodestreamFrames, codestream_frames, reduced_foreground_box, source_box
 from .options import Options
 from .pad import pad, padding_offsets
 from .records import FAILED, OK, SKIPPED, FileResult
@@ -77,8 +78,13 @@ def process_file(
     options: Options | None = None,
     *,
     output_path: str | os.PathLike | None = None,
+    decode_threads: int = 1,
 ) -> FileResult:
-    """Convert one DICOM file; the TIFF goes to ``output_path`` or under ``output_root``."""
+    """Convert one DICOM file; the TIFF goes to ``output_path`` or under ``output_root``.
+
+    ``decode_threads`` decodes the JPEG 2000 / HTJ2K frames of a volume on that many threads
+    (the output does not depend on it).
+    """
     options = options or Options()
     started = time.perf_counter()
     result = FileResult(source=str(path), status=FAILED)
@@ -93,7 +99,7 @@ def process_file(
                 raise ValueError("give output_root or output_path")
             study, sop = dataset_uids(ds)
             output_path = output_path_for(output_root, study, sop)
-        rendered = render(path, ds, options)
+        rendered = render(path, ds, options, decode_threads=decode_threads)
         write_tiff(
             output_path,
             rendered.frames,
@@ -287,23 +293,39 @@ def color_to_output(rgb: np.ndarray, bits_stored: int) -> np.ndarray:
     return np.rint(scaled).astype(np.uint16)
 
 
-def render(path: str | os.PathLike, ds: Dataset, options: Options) -> Rendered:
-    """Plan and lazily produce the output frames of one file."""
+def render(
+    path: str | os.PathLike,
+    ds: Dataset,
+    options: Options,
+    decode_threads: int = 1,
+    level: int | None = None,
+) -> Rendered:
+    """Plan and lazily produce the output frames of one file.
+
+    JPEG 2000 / HTJ2K frames are decoded at wavelet ``level`` (frames reduced ``level``
+    times by two); by default the coarsest level that covers the output size, refined when
+    the crop box turns out to need more pixels (see :mod:`dicomprep.jpeg2000`).
+    """
     try:
         info = image_info(ds)
         if not _is_deflated_syntax(info.transfer_syntax):
             check_plausible(info, os.path.getsize(path))
         mapper = _IntensityMapper(ds, info, options)
         order = frame_order(ds, info.num_frames)
+        codestreams = codestream_frames(path, ds, info)
     except DicomError:
         raise
     except Exception as exc:  # noqa: BLE001 - malformed header values
         message = f"invalid header: {_one_line(str(exc))}"
         raise DicomError("decode", message, type(exc).__name__) from exc
     n = len(order)
+    if level is None:
+        level = _decode_level(codestreams, options, info.columns, info.rows)
 
     def decoded(indices: list[int]) -> Iterator[np.ndarray]:
-        return _staged("decode", iter_frames(path, ds, indices))
+        if codestreams is None:
+            return _staged("decode", iter_frames(path, ds, indices))
+        return _staged("decode", codestreams.frames(indices, level, decode_threads))
 
     def mapped(indices: list[int]) -> Iterator[np.ndarray]:
         raw = decoded(indices)
@@ -314,16 +336,16 @@ def render(path: str | os.PathLike, ds: Dataset, options: Options) -> Rendered:
         _volume_value_range(decoded, ds, order, mapper)
     if handler == "central-slice":
         single = next(mapped([order[central_index(n)]]))
-        sources, count, box = (lambda: iter([single])), 1, _box_of([single], options)
+        sources, count, box = (lambda: iter([single])), 1, _box_of([single], options, level)
     elif handler == "max-intensity":
         single = max_intensity(mapped(order))
-        sources, count, box = (lambda: iter([single])), 1, _box_of([single], options)
+        sources, count, box = (lambda: iter([single])), 1, _box_of([single], options, level)
     else:
         if n == 1:
             single = next(mapped(order))
-            sources, box = (lambda: iter([single])), _box_of([single], options)
+            sources, box = (lambda: iter([single])), _box_of([single], options, level)
         else:
-            box = _volume_prepass(mapped, order, options)
+            box = _volume_prepass(mapped, order, options, level)
 
             def sources():
                 return mapped(order)
@@ -336,32 +358,50 @@ def render(path: str | os.PathLike, ds: Dataset, options: Options) -> Rendered:
             frames = interpolate_frames(frames, n, options.target_frames)
         return frames
 
-    return _finish(frame_stream(), count, info, options, box)
+    if level > 0:
+        x0, y0, x1, y1 = source_box(box or (0, 0, info.columns >> level, info.rows >> level), level)
+        finer = _decode_level(codestreams, options, x1 - x0, y1 - y0)
+        if finer < level:  # the crop needs more pixels than this level has
+            return render(path, ds, options, decode_threads, finer)
+    return _finish(frame_stream(), count, info, options, box, level)
+
+
+def _decode_level(
+    codestreams: CodestreamFrames | None, options: Options, width: int, height: int
+) -> int:
+    """The wavelet level to decode a ``width x height`` source region at (0: full)."""
+    if codestreams is None or options.decode_resolution != "auto" or options.size is None:
+        return 0
+    return codestreams.level_for(*fit_size(width, height, *options.size), width, height)
 
 
 def _is_deflated_syntax(syntax: str) -> bool:
     return syntax == "1.2.840.10008.1.2.1.99"  # inflates to more than the file size
 
 
-def _box_of(frames, options: Options) -> cropping.Box | None:
+def _box_of(frames, options: Options, level: int = 0) -> cropping.Box | None:
     if not options.crop:
         return None
-    boxes = (cropping.foreground_box(f, options.crop_max, options.crop_components) for f in frames)
-    return cropping.union_box(boxes)
+    return cropping.union_box(_frame_box(f, options, level) for f in frames)
+
+
+def _frame_box(frame: np.ndarray, options: Options, level: int) -> cropping.Box | None:
+    """The crop box of one frame decoded at wavelet ``level``, in that frame's pixels."""
+    if level > 0:
+        return reduced_foreground_box(frame, options.crop_max, options.crop_components, level)
+    return cropping.foreground_box(frame, options.crop_max, options.crop_components)
 
 
 def _volume_prepass(
     mapped: Callable[[list[int]], Iterator[np.ndarray]],
     order: list[int],
     options: Options,
+    level: int = 0,
 ) -> cropping.Box | None:
     """First pass over a volume: the union crop box of its mapped frames."""
     if not options.crop:
         return None
-    return cropping.union_box(
-        cropping.foreground_box(frame, options.crop_max, options.crop_components)
-        for frame in mapped(order)
-    )
+    return cropping.union_box(_frame_box(frame, options, level) for frame in mapped(order))
 
 
 def _finish(
@@ -370,12 +410,17 @@ def _finish(
     info: ImageInfo,
     options: Options,
     box: cropping.Box | None,
+    level: int = 0,
 ) -> Rendered:
-    """Crop, resize and pad a stream of mapped frames; the geometry follows the first one."""
+    """Crop, resize and pad a stream of mapped frames; the geometry follows the first one.
+
+    Frames decoded at wavelet ``level`` are ``2^level`` times smaller than the source: ``box``
+    is in their pixels and the geometry in source pixels (``box`` times ``2^level``).
+    """
     width, height = info.columns, info.rows
     if box is None:
-        box = (0, 0, width, height)
-    x0, y0, x1, y1 = box
+        box = (0, 0, width >> level, height >> level)
+    x0, y0, x1, y1 = source_box(box, level)
     geometry = Geometry.identity(width, height).with_crop(x0, y0, x1 - x0, y1 - y0)
     if options.size is not None:
         new_w, new_h = fit_size(geometry.crop_width, geometry.crop_height, *options.size)
