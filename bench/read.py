@@ -89,17 +89,22 @@ def _read_source(path: str) -> np.ndarray:
     return convert(array, _STATE["dtype"])
 
 
-def timed_epoch(function, items, workers: int, initializer, initargs, chunk: int) -> float:
-    """Seconds to map ``function`` over ``items`` in ``workers`` processes (start-up excluded)."""
+def timed_epoch(
+    function, items, workers: int, initializer, initargs, chunk: int, files: list[Path]
+) -> tuple[float, str]:
+    """Seconds to map ``function`` over ``items`` in ``workers`` processes, and how the
+    cache was emptied.  Start-up is not timed: every worker first reads one item (so its
+    code is loaded), then the page cache is dropped and the clock starts."""
     with multiprocessing.get_context("fork").Pool(workers, initializer, initargs) as pool:
-        pool.map(abs, range(workers))  # every worker is up
+        pool.map(function, [items[0]] * workers, chunksize=1)
+        how = drop_caches(files)
         start = time.perf_counter()
         total = 0
         for array in pool.imap(function, items, chunksize=chunk):
             total += array.nbytes
         seconds = time.perf_counter() - start
     assert total > 0
-    return seconds
+    return seconds, how
 
 
 def convert_all(sources: list[Path], root: Path, options: Options) -> float:
@@ -149,9 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     for workers_n in workers:  # the baseline: decode the sources every epoch
         order = [str(sources[i]) for i in rng.permutation(len(sources))]
-        how = drop_caches(sources)
-        seconds = timed_epoch(
-            _read_source, order, workers_n, _init_source, (base, args.dtype), args.chunk
+        seconds, how = timed_epoch(
+            _read_source, order, workers_n, _init_source, (base, args.dtype), args.chunk, sources
         )
         source_rates[workers_n] = len(order) / seconds
         row = dict(compression="source DICOM", order="random, decode", workers=workers_n)
@@ -177,9 +181,14 @@ def main(argv: list[str] | None = None) -> None:
                     order = rng.permutation(len(ds)).tolist()
                 else:
                     order = list(ds.sampler(args.block_size, seed=0))
-                how = drop_caches(files)
-                seconds = timed_epoch(
-                    _read_tiff, order, workers_n, _init_tiff, (manifest, args.dtype), args.chunk
+                seconds, how = timed_epoch(
+                    _read_tiff,
+                    order,
+                    workers_n,
+                    _init_tiff,
+                    (manifest, args.dtype),
+                    args.chunk,
+                    files,
                 )
                 rate = len(order) / seconds
                 row = dict(compression=compression, order=order_name, workers=workers_n)

@@ -184,3 +184,30 @@ def test_torch_dataloader_with_workers(dataset_root):
         assert tensor.shape[1:] == (1, 40, 32, 1)
         seen.extend(r["index"] for r in records)
     assert seen == list(sampler)
+
+
+def test_records_keep_extra_columns_missing_values_and_parquet(dataset_root, manifest, tmp_path):
+    table = manifest.copy()
+    table["inode"] = table["inode"].astype("float64")
+    table.loc[1, "inode"] = np.nan  # e.g. an object-storage output
+    table["note"] = ["é" * i if i % 3 else None for i in range(len(table))]
+    ds = dicomprep.ManifestDataset(table, root=dataset_root)
+    restored = pickle.loads(pickle.dumps(ds))
+    for i in range(len(table)):
+        record = restored.record(i)
+        note = table.loc[i, "note"]
+        assert record["note"] == (None if pd.isna(note) else note)
+        assert record["sop_instance_uid"] == table.loc[i, "sop_instance_uid"]
+        if i == 1:
+            assert record["inode"] is None
+        else:
+            assert record["inode"] == int(table.loc[i, "inode"])
+            assert isinstance(record["inode"], int)
+    assert sorted(restored.sampler(3)) == list(range(len(table)))  # unknown inode included
+
+    write_manifest(scan_dataset(dataset_root), tmp_path / "manifest.parquet")
+    from_parquet = dicomprep.ManifestDataset(tmp_path / "manifest.parquet", root=dataset_root)
+    csv = dicomprep.ManifestDataset(dataset_root / "manifest.csv")
+    assert [from_parquet.record(i)["file"] for i in range(FILES)] == [
+        csv.record(i)["file"] for i in range(FILES)
+    ]

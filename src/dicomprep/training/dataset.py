@@ -64,9 +64,8 @@ class ManifestDataset:
         self.dtype = dtype
         self.transform = transform
         self.frames = frames
-        self._columns = list(table.columns)
-        self._rows = [tuple(_plain(v) for v in row) for row in table.itertuples(index=False)]
-        self._path_column = self._columns.index("path")
+        self._length = len(table)
+        self._columns = {str(name): _column(table[name]) for name in table.columns}
         if "inode" in table.columns:
             inodes = pd.to_numeric(table["inode"], errors="coerce").to_numpy(np.float64)
         else:
@@ -74,15 +73,15 @@ class ManifestDataset:
         self.inodes = inodes
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._length
 
     def file(self, index: int) -> Path:
         """Absolute path of item ``index``'s TIFF."""
-        return self.root / self._rows[index][self._path_column]
+        return self.root / self._columns["path"][index]
 
     def record(self, index: int) -> dict:
         """The manifest row of item ``index`` as a dict, with ``index`` and ``file``."""
-        record = dict(zip(self._columns, self._rows[index], strict=True))
+        record = {name: column[index] for name, column in self._columns.items()}
         record["index"] = index
         record["file"] = str(self.file(index))
         return record
@@ -109,13 +108,56 @@ class ManifestDataset:
         return f"ManifestDataset({len(self)} items, root={str(self.root)!r}, dtype={self.dtype!r})"
 
 
-def _plain(value):
-    """NumPy/pandas scalars to Python values (records pickle small and compare plainly)."""
-    if value is pd.NA or value is None:
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+class TextColumn:
+    """Strings packed into one UTF-8 buffer with offsets: no Python object per row.
+
+    A list of millions of ``str`` objects would be copied page by page into every forked
+    DataLoader worker as reference counts change ("copy-on-read"); two NumPy arrays are not.
+    Missing values read back as None.
+    """
+
+    def __init__(self, values):
+        encoded = [None if _missing(v) else str(v).encode() for v in values]
+        lengths = np.array([0 if e is None else len(e) for e in encoded], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self.data = np.frombuffer(b"".join(e for e in encoded if e is not None), dtype=np.uint8)
+        self.missing = np.array([e is None for e in encoded], dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.missing)
+
+    def __getitem__(self, index: int) -> str | None:
+        if self.missing[index]:
+            return None
+        return self.data[self.offsets[index] : self.offsets[index + 1]].tobytes().decode()
+
+
+class NumberColumn:
+    """Numbers as one NumPy array; items come back as Python int/float (None if missing)."""
+
+    def __init__(self, values: pd.Series):
+        numbers = pd.to_numeric(values, errors="coerce")
+        self.missing = numbers.isna().to_numpy(bool)
+        integral = pd.api.types.is_integer_dtype(numbers.dtype) or (
+            not self.missing.all() and (numbers.dropna() % 1 == 0).all()
+        )
+        self.values = numbers.fillna(0).to_numpy(np.int64 if integral else np.float64)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: int):
+        return None if self.missing[index] else self.values[index].item()
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+
+
+def _column(values: pd.Series):
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
+        return NumberColumn(values)
+    return TextColumn(values)
 
 
 def collate(batch: Sequence[tuple[np.ndarray, dict]]) -> tuple[np.ndarray, list[dict]]:
