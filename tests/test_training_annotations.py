@@ -204,6 +204,8 @@ def test_coco_round_trip_and_agreement_with_the_table(dataset, tmp_path):
     assert forward["annotations"][0]["area"] == pytest.approx(bw * bh)
 
     back = map_coco(forward, root, inverse=True)
+    assert back["images"][0]["file_name"] == coco["images"][0]["file_name"]
+    assert (back["images"][0]["width"], back["images"][0]["height"]) == (COLUMNS, ROWS)
     np.testing.assert_allclose(
         back["annotations"][0]["bbox"], coco["annotations"][0]["bbox"], atol=1e-6
     )

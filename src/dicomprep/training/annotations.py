@@ -31,7 +31,9 @@ COCO JSON is read and written by :func:`map_coco`: each image is matched by its
 without a ``.dcm``/``.dicom``/``.tif``/``.tiff``/``.png``/``.jpg`` extension.  ``bbox``
 ([x, y, width, height]), ``segmentation`` polygons, ``keypoints`` and ``area`` are mapped;
 mapped images get the TIFF path as ``file_name``, the output size as ``width``/``height``
-and a ``sop_instance_uid``; every annotation gets ``clipped`` and ``outside``.
+(the source values are kept as ``source_file_name``, ``source_width``, ``source_height``
+and restored by the inverse mapping) and a ``sop_instance_uid``; every annotation gets
+``clipped`` and ``outside``.
 """
 
 from __future__ import annotations
@@ -285,9 +287,11 @@ def map_coco(
                 image["status"] = OK
                 geometries[image["id"]] = geometry
                 if inverse:
-                    image["width"], image["height"] = geometry.crop_box[2:]
-                    image["file_name"] = f"{sop}.dcm"
+                    _restore_source_fields(image, sop)
                 else:
+                    for key in SOURCE_FIELDS:
+                        if key in image:
+                            image[f"source_{key}"] = image[key]
                     image["width"], image["height"] = geometry.canvas_width, geometry.canvas_height
                     image["file_name"] = lookup.study_and_path(sop)[1]
         if image["status"] != OK and warn is not None:
@@ -298,6 +302,22 @@ def map_coco(
             continue
         _map_coco_annotation(annotation, geometry, inverse, clip)
     return out
+
+
+SOURCE_FIELDS = ("file_name", "width", "height")
+
+
+def _restore_source_fields(image: dict, sop: str) -> None:
+    """Source file name and size saved by the forward mapping; without them the size is
+    unknown (the TIFF records the crop box, not the source size) and is removed."""
+    for key in SOURCE_FIELDS:
+        saved = image.pop(f"source_{key}", None)
+        if saved is not None:
+            image[key] = saved
+        elif key == "file_name":
+            image[key] = f"{sop}.dcm"
+        else:
+            image.pop(key, None)
 
 
 def _map_coco_annotation(annotation: dict, geometry: Geometry, inverse: bool, clip: bool) -> None:
