@@ -133,3 +133,13 @@ def test_errors_raise_with_stage_and_leave_no_temporary_file(tmp_path):
     assert failure.value.stage == "decode"
     dicomprep.preprocess(Path(data("CT_small.dcm")).read_bytes())
     assert temporary_files() - before == set()
+
+
+def test_options_from_a_config_mapping():
+    config = {"crop": True, "crop_max": True, "size": [40, 56], "padding": "center", "x": 1}
+    from_mapping, geometry = dicomprep.preprocess(data("CT_small.dcm"), config)
+    expected, expected_geometry = dicomprep.preprocess(
+        data("CT_small.dcm"), OPTION_SETS["crop-resize-pad"]
+    )
+    np.testing.assert_array_equal(from_mapping, expected)
+    assert geometry == expected_geometry

@@ -17,7 +17,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +32,21 @@ __all__ = ["preprocess", "temporary_dicom_path"]
 MEMORY_FOLDER = "/dev/shm"
 
 
-def preprocess(source, options: Options | None = None) -> tuple[np.ndarray, Geometry]:
+def preprocess(source, options: Options | Mapping | None = None) -> tuple[np.ndarray, Geometry]:
     """The output pixels of one DICOM file, shaped (frames, H, W, C), and their geometry.
 
     ``source`` is a path, ``bytes``/``bytearray``/``memoryview`` holding a DICOM file, or
     a binary file object (read to its end).  ``options`` are the same
-    :class:`~dicomprep.options.Options` that ``process_file`` takes (compression has no
-    effect here).  The array holds exactly the values, type and frame order the TIFF would
-    hold; ``C`` is 1 for greyscale and 3 for RGB.
+    :class:`~dicomprep.options.Options` that ``process_file`` takes, or a mapping of
+    config keys (``{"crop": True, "size": [512, 640]}``); compression has no effect
+    here.  The array holds exactly the values, type and frame order the TIFF would hold;
+    ``C`` is 1 for greyscale and 3 for RGB.
 
     Raises :class:`~dicomprep.decode.DicomError` (or its subclasses ``NotDicomError``
     and ``NoPixelDataError``) with the failing stage, as ``process_file`` reports them.
     """
+    if isinstance(options, Mapping):
+        options = Options.from_mapping(options)
     options = options or Options()
     if isinstance(source, (bytes, bytearray, memoryview)):
         with temporary_dicom_path(source) as path:
