@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ..options import Options
 from . import plots
-from .data import choose_samples, first_by_key, instance_table, load_run
+from .data import choose_samples, first_by_key, in_sample_order, instance_table, load_run
 from .images import IMAGE_FORMATS, THUMBNAIL_SIZE, Sample, record_name, render_samples
 from .page import MAX_STUDIES, page_context, render_html
 
@@ -79,7 +79,8 @@ def build_report(
         results=results,
     )
     instances = instance_table(run)
-    chosen = choose_samples(instances, samples_per_modality)
+    ordered = in_sample_order(instances)  # hashed once, for the samples and the crop plot
+    chosen = choose_samples(ordered, samples_per_modality, ordered=True)
     rows = [row for group in chosen.values() for row in group.itertuples(index=False)]
     rendered = render_samples(
         rows,
@@ -99,7 +100,7 @@ def build_report(
             print(f"sample {sample.modality} {sample.sop_instance_uid}: {state}{how}", file=log)
     _remove_stale(img_dir, [s for _, items in samples.items() for s in items])
 
-    charts = _charts(run, instances, samples, crop_fraction_files)
+    charts = _charts(run, first_by_key(ordered, crop_fraction_files, ordered=True), samples)
     context = page_context(
         run, instances, samples, charts, options, samples_per_modality, max_studies
     )
@@ -114,11 +115,11 @@ def build_report(
     }
 
 
-def _charts(run, instances, samples: dict[str, list[Sample]], crop_fraction_files: int) -> dict:
-    """The size, crop-fraction and per-modality intensity charts."""
+def _charts(run, crop_rows, samples: dict[str, list[Sample]]) -> dict:
+    """The size, crop-fraction (of ``crop_rows``) and per-modality intensity charts."""
     if not len(run.manifest):
         return {"sizes": None, "crop": None, "intensity": []}
-    fractions = plots.crop_fractions(first_by_key(instances, crop_fraction_files), run.output_root)
+    fractions = plots.crop_fractions(crop_rows, run.output_root)
     histograms = plots.intensity_histograms(
         (s.modality, s.histogram) for items in samples.values() for s in items
     )

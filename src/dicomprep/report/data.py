@@ -31,6 +31,8 @@ __all__ = [
     "Run",
     "choose_samples",
     "common_folder",
+    "first_by_key",
+    "in_sample_order",
     "instance_table",
     "load_run",
     "modality_counts",
@@ -220,30 +222,36 @@ def sample_key(sop_instance_uid: str) -> str:
     return hashlib.sha256(sop_instance_uid.encode()).hexdigest()
 
 
-def _processed(instances: pd.DataFrame) -> pd.DataFrame:
+def in_sample_order(instances: pd.DataFrame) -> pd.DataFrame:
     """The rows that became a TIFF, in :func:`sample_key` order (ties by UID)."""
+    if not len(instances):
+        return instances
     done = instances[(instances["status"] == "processed") & (instances["tiff"] != "")]
-    done = done.assign(_key=done["sop_instance_uid"].map(sample_key))
-    done = done.sort_values(["_key", "sop_instance_uid"], kind="stable")
-    return done.drop(columns="_key")
+    keys = np.asarray([sample_key(u) for u in done["sop_instance_uid"]], dtype=object)
+    order = np.lexsort((done["sop_instance_uid"].to_numpy(dtype=object), keys))
+    return done.iloc[order]
 
 
-def choose_samples(instances: pd.DataFrame, per_modality: int) -> dict[str, pd.DataFrame]:
+def choose_samples(
+    instances: pd.DataFrame, per_modality: int, *, ordered: bool = False
+) -> dict[str, pd.DataFrame]:
     """Per modality (sorted by name), the processed rows with the smallest
-    :func:`sample_key` values, in that order."""
+    :func:`sample_key` values, in that order.  ``ordered``: ``instances`` already is
+    :func:`in_sample_order`'s result (saves hashing again)."""
     if per_modality <= 0 or not len(instances):
         return {}
-    done = _processed(instances)
+    done = instances if ordered else in_sample_order(instances)
     return {
         str(modality): group.head(per_modality)
         for modality, group in done.groupby("modality", sort=True)
     }
 
 
-def first_by_key(instances: pd.DataFrame, limit: int) -> pd.DataFrame:
+def first_by_key(instances: pd.DataFrame, limit: int, *, ordered: bool = False) -> pd.DataFrame:
     """Up to ``limit`` processed rows (all modalities) with the smallest :func:`sample_key`:
-    a fixed subsample, the same on every run."""
-    return _processed(instances).head(max(limit, 0)) if len(instances) else instances
+    a fixed subsample, the same on every run (``ordered`` as for :func:`choose_samples`)."""
+    done = instances if ordered else in_sample_order(instances)
+    return done.head(max(limit, 0))
 
 
 def volume_label(source_frames: int, output_frames: int, options: Options) -> str:
