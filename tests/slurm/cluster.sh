@@ -2,8 +2,10 @@
 # A real, single-node SLURM cluster on this machine, for testing the workflow
 # with `snakemake --profile profiles/slurm`.
 #
-#   tests/slurm/cluster.sh start    install packages if needed, start munged,
-#                                   slurmctld and slurmd, wait for the node
+#   tests/slurm/cluster.sh start [--install]
+#                                   start munged, slurmctld and slurmd, wait for
+#                                   the node; exits 3 naming the missing Debian
+#                                   packages unless --install (apt-get) is given
 #   tests/slurm/cluster.sh stop [--purge]
 #                                   cancel jobs, stop the daemons, remove the
 #                                   /etc/slurm/slurm.conf symlink; --purge also
@@ -17,6 +19,10 @@
 # (not the SLURM defaults, so a real installation on the same host is not hit).
 #
 # start and stop must run as root (Debian packages, daemons running as root).
+# The ports and /etc/slurm/slurm.conf are machine-wide, so only one cluster can
+# run at a time: tests/test_slurm.py holds an flock on $MACHINE_LOCK (below)
+# from start to stop, and so should any script that starts one, e.g.
+#   flock /tmp/dicomprep-slurm.lock sh -c 'cluster.sh start && ... ; cluster.sh stop'
 # Jobs run as the submitting user; the client tools only need SLURM_CONF, and
 # /etc/slurm/slurm.conf points at our config too, because the SLURM executor
 # plugin's inner `srun` drops SLURM_CONF from the environment.
@@ -27,6 +33,7 @@ DIR=${DICOMPREP_SLURM_DIR:-/tmp/dicomprep-slurm}
 CTLD_PORT=${DICOMPREP_SLURMCTLD_PORT:-16817}
 SLURMD_PORT=${DICOMPREP_SLURMD_PORT:-16818}
 PACKAGES=(slurmctld slurmd slurm-client munge)
+MACHINE_LOCK=${DICOMPREP_SLURM_MACHINE_LOCK:-/tmp/dicomprep-slurm.lock}
 START_TIMEOUT=${DICOMPREP_SLURM_START_TIMEOUT:-30}
 
 CONF=$DIR/etc/slurm.conf
@@ -140,13 +147,18 @@ show_logs() {
 
 # --- start ---------------------------------------------------------------
 
-install_packages() {
-    local missing=() p
+missing_packages() {
+    local p
     for p in "${PACKAGES[@]}"; do
         if [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) != installed ]]; then
-            missing+=("$p")
+            printf '%s ' "$p"
         fi
     done
+}
+
+install_packages() {
+    local missing=()
+    read -r -a missing <<<"$(missing_packages)"
     ((${#missing[@]})) || return 0
     say "installing ${missing[*]} (apt-get, log in $LOG/apt.log)"
     local t0=$SECONDS
@@ -320,11 +332,23 @@ wait_idle() {
 
 cmd_start() {
     need_root start
-    local t0
+    local install=0 arg t0 missing
+    for arg in "$@"; do
+        case $arg in
+            --install) install=1 ;;
+            *) die "unknown option for start: $arg" 2 ;;
+        esac
+    done
+    missing=$(missing_packages)
+    if [[ -n $missing ]] && ((!install)); then
+        die "SLURM is not installed (missing Debian packages: ${missing% }); install them with
+  apt-get install -y --no-install-recommends ${missing% }
+or run '$0 start --install'" 3
+    fi
     t0=$(date +%s.%N)
     mkdir -p "$DIR"/{etc,run,log,state,spool/slurmd,munge/key,munge/run,munge/lib}
     touch "$MARKER"
-    install_packages
+    ((install)) && install_packages
     exec 9>"$DIR/.lock"
     flock -w 60 9 || die "another cluster.sh holds $DIR/.lock"
 
@@ -441,8 +465,9 @@ case ${1:-} in
     stop) shift; cmd_stop "$@" ;;
     status) cmd_status ;;
     env) cmd_env ;;
+    lock-path) echo "$MACHINE_LOCK" ;;
     *)
-        echo "usage: $0 start | stop [--purge] | status | env" >&2
+        echo "usage: $0 start [--install] | stop [--purge] | status | env | lock-path" >&2
         exit 2
         ;;
 esac
