@@ -27,7 +27,7 @@ def encode_frame(frame: np.ndarray, syntax: str, bits_stored: int) -> bytes:
         )
     if syntax == J2K:
         return imagecodecs.jpeg2k_encode(
-            frame, level=40, codecformat="j2k", reversible=False, bitspersample=bits_stored
+            frame, level=60, codecformat="j2k", reversible=False, bitspersample=bits_stored
         )
     if syntax == HTJ2K_LOSSLESS:
         return imagecodecs.htj2k_encode(frame)

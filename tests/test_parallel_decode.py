@@ -12,13 +12,19 @@ import pytest
 from pydicom.encaps import encapsulate
 
 from dicomprep import synthetic
+from dicomprep.codestreams import codestream_frames, decode_in_order
 from dicomprep.decode import image_info, read_header
-from dicomprep.jpeg2000 import codestream_frames, decode_in_order
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
 from dicomprep.tiff import read_frames, read_geometry
 
-from .codestream_helpers import HTJ2K_LOSSLESS, J2K_LOSSLESS, encode_frame, write_encapsulated
+from .codestream_helpers import (
+    HTJ2K_LOSSLESS,
+    J2K_LOSSLESS,
+    JPEGLS_LOSSLESS,
+    encode_frame,
+    write_encapsulated,
+)
 
 FRAMES, ROWS, COLUMNS = 9, 320, 256
 
@@ -74,7 +80,7 @@ def test_a_failing_item_raises_in_order_and_stops(codestreams):
         next(results)
 
 
-@pytest.mark.parametrize("syntax", [J2K_LOSSLESS, HTJ2K_LOSSLESS])
+@pytest.mark.parametrize("syntax", [J2K_LOSSLESS, HTJ2K_LOSSLESS, JPEGLS_LOSSLESS])
 @pytest.mark.parametrize("volume_option", ["keep", "max-intensity", "interpolate"])
 def test_volume_output_does_not_depend_on_decode_threads(tmp_path, volume, syntax, volume_option):
     ds, raw, folder = volume

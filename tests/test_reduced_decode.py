@@ -16,8 +16,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicomprep import synthetic
+from dicomprep.codestreams import codestream_frames, read_codestream, reduced_foreground_box
 from dicomprep.decode import image_info, read_header
-from dicomprep.jpeg2000 import codestream_frames, read_codestream, reduced_foreground_box
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
 from dicomprep.tiff import read_frames, read_geometry
@@ -179,16 +179,30 @@ def test_reduced_decode_of_a_real_radiograph_matches_block_averages():
 
 
 @pytest.mark.parametrize(
-    "name", ["RG1_J2KI.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm", "MR2_J2KR.dcm", "MR2_J2KI.dcm"]
+    "name",
+    [
+        "RG1_J2KI.dcm",
+        "RG3_J2KR.dcm",
+        "RG3_J2KI.dcm",
+        "MR2_J2KR.dcm",
+        "MR2_J2KI.dcm",
+        "JPEGLSNearLossless_08.dcm",
+        "JPEGLSNearLossless_16.dcm",
+        "emri_small_jpeg_2k_lossless.dcm",
+    ],
 )
 def test_full_resolution_frames_equal_pydicoms_decode(name):
     path = get_testdata_file(name)
     header, _ = read_header(path)
-    frames = codestream_frames(path, header, image_info(header))
+    info = image_info(header)
+    frames = codestream_frames(path, header, info)
+    assert frames is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        expected = pydicom.dcmread(path).pixel_array
-    assert np.array_equal(next(frames.frames([0], 0)), expected)
+        expected = pydicom.dcmread(path).pixel_array.reshape(info.num_frames, info.rows, -1)
+    decoded = np.stack(list(frames.frames(range(info.num_frames), 0)))
+    assert decoded.dtype == expected.dtype
+    assert np.array_equal(decoded, expected)
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ class Options:
     target_frames: int | None = None
     voi: str | tuple[float, float] = "auto"
     # JPEG 2000 / HTJ2K decoded at the coarsest wavelet level that still covers the output
-    # size ("auto"), or always at full resolution ("full"); see dicomprep.jpeg2000.
+    # size ("auto"), or always at full resolution ("full"); see dicomprep.codestreams.
     decode_resolution: str = "auto"
 
     def __post_init__(self) -> None:
@@ -111,11 +111,11 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 # The modules whose code decides an output's bytes.  A change to any of them invalidates
 # every output; reports, planning and the command line do not.
 OUTPUT_MODULES = (
+    "codestreams",
     "crop",
     "decode",
     "geometry",
     "intensity",
-    "jpeg2000",
     "options",
     "pad",
     "pipeline",

@@ -23,6 +23,7 @@ import numpy as np
 from pydicom import Dataset
 
 from . import crop as cropping
+from .codestreams import CodestreamFrames, codestream_frames, reduced_foreground_box, source_box
 from .decode import (
     DicomError,
     ImageInfo,
@@ -48,7 +49,6 @@ from .intensity import (
     smallest_integer_dtype,
     union_range,
 )
-from .jpeg2000 import CodestreamFrames, codestream_frames, reduced_foreground_box, source_box
 from .options import Options
 from .pad import pad, padding_offsets
 from .records import FAILED, OK, SKIPPED, FileResult
@@ -304,7 +304,7 @@ def render(
 
     JPEG 2000 / HTJ2K frames are decoded at wavelet ``level`` (frames reduced ``level``
     times by two); by default the coarsest level that covers the output size, refined when
-    the crop box turns out to need more pixels (see :mod:`dicomprep.jpeg2000`).
+    the crop box turns out to need more pixels (see :mod:`dicomprep.codestreams`).
     """
     try:
         info = image_info(ds)
