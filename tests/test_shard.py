@@ -88,9 +88,10 @@ def test_outliers_start_first_and_the_rest_keeps_path_order(tmp_path):
     assert cost["tomo"] == 6 * 128 * 96  # 10.7 x the mammograms: an outlier
     assert cost["rle"] == 4 * 128 * 80  # compressed: 4 x its pixels, 5.9 x the mammograms
     assert cost["m0"] == 96 * 72
-    run(shard_list, tmp_path, "out", workers=1)
-    journal = (tmp_path / "out.journal.jsonl").read_text().splitlines()
-    order = [Path(json.loads(line)["source"]).stem for line in journal]
+    with open(tmp_path / "shard.log", "w") as log:
+        run(shard_list, tmp_path, "out", workers=1, log=log)
+    finished = [line.split("\t") for line in (tmp_path / "shard.log").read_text().splitlines()]
+    order = [Path(fields[-1]).stem for fields in finished if fields[0] == "ok"]
     assert order == ["tomo", "m0", "m1", "m2", "m3", "m4", "m5", "rle"]
     assert sorted(order) == sorted(files)
 

@@ -118,7 +118,7 @@ def test_incremental_rerun_processes_only_new_files(tmp_path):
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())
     assert (summary["processed"], summary["converted_now"]) == (len(after), 0)
     assert len(list((tmp_path / "work" / "shards").glob("*.tsv"))) <= 5
-    assert (tmp_path / "work" / "journal" / "shards.txt").read_text() == "5\n"
+    assert (tmp_path / "work" / "journal" / "shards.txt").read_text() == "5 study\n"
     assert not (tmp_path / "work" / "journal.old").exists()
 
     snakemake(tmp_path, config=config_for(tmp_path, compression="lzw"))

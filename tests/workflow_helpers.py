@@ -127,8 +127,9 @@ def journaled_tiff_states(out: Path, work: Path) -> dict[str, tuple[int, int]]:
     After a kill, a TIFF a worker renamed into place just before it may not be recorded
     yet: a rerun converts such a file again (to the same bytes); recorded ones it keeps."""
     journals = (work / "journal").glob("*.jsonl")
-    journaled = {r["output"] for j in journals for r in read_journal(j).values()}
-    states = {k: v for k, v in tiff_states(out).items() if str(out / k) in journaled}
+    records = [r for j in journals for r in read_journal(j).values()]
+    journaled = {r["output"] for r in records if r["status"] == "ok"}  # relative to out
+    states = {k: v for k, v in tiff_states(out).items() if k in journaled}
     assert len(states) == len(journaled), "a TIFF recorded as done is missing"
     return states
 

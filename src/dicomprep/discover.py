@@ -53,6 +53,7 @@ HEADER_FIELDS = {
 }
 TEXT_COLUMNS = [
     "path",
+    "key",
     "status",
     "reason",
     "error_type",
@@ -66,6 +67,7 @@ TEXT_COLUMNS = [
 INT_COLUMNS = ["size", "mtime_ns", "rows", "columns", "number_of_frames"]
 CATALOG_COLUMNS = [
     "path",
+    "key",
     "size",
     "mtime_ns",
     "status",
@@ -101,7 +103,7 @@ def iter_source_paths(source: str | os.PathLike, follow_symlinks: bool = False) 
     if source.is_dir():
         yield from _walk(source, follow_symlinks)
     elif source.is_file() and source.suffix.lower() == ".txt":
-        for line in source.read_text().splitlines():
+        for line in source.read_text(errors="surrogateescape").splitlines():
             entry = line.strip()
             if not entry or entry.startswith("#"):
                 continue
@@ -159,6 +161,8 @@ def catalog_entry(path: str | os.PathLike) -> dict:
         reason = f"unreadable DICOM header value: {type(exc).__name__}"
         return {**row, "status": UNREADABLE, "reason": reason, "error_type": type(exc).__name__}
     row.update(header)
+    if has_pixels and not row["number_of_frames"]:
+        row["number_of_frames"] = "1"  # a single-frame image has one frame, not zero
     if not has_pixels:
         row.update(status=NO_PIXELS, reason="no pixel data (not an image object)")
         row["error_type"] = "NoPixelData"
@@ -221,28 +225,84 @@ def build_catalog(
 ) -> pd.DataFrame:
     """The catalog of ``source``, reusing rows of ``previous`` for unchanged files.
 
-    A file is unchanged when its path, size and mtime equal the previous row's.
-    Duplicates (a SOP Instance UID seen at an earlier path in sorted order) are marked.
+    A file is unchanged when its key (its path relative to the source root, see
+    :func:`source_root`), size and mtime equal a previous row's: a moved or renamed
+    source root, or the same folder given by a relative instead of an absolute path,
+    costs a walk, not a header read per file.  Duplicates (a SOP Instance UID seen at an
+    earlier path in sorted order) are marked.
     """
-    paths = sorted({str(p) for p in iter_source_paths(source, follow_symlinks)})
+    root = source_root(source)
+    found = {str(p) for p in iter_source_paths(source, follow_symlinks)}
+    undecodable = sorted(p for p in found if not _is_plain_name(p))
+    paths = sorted(found.difference(undecodable))
     stats = [_stat(p) for p in paths]
     current = pd.DataFrame(
         {
             "path": pd.Series(paths, dtype=str),
+            "key": pd.Series([relative_key(p, root) for p in paths], dtype=str),
             "size": pd.Series([s[0] for s in stats], dtype="int64"),
             "mtime_ns": pd.Series([s[1] for s in stats], dtype="int64"),
         }
     )
     reused = empty_catalog()
     if previous is not None and len(previous):
-        unchanged = previous[previous["status"] != MISSING]
-        reused = unchanged.merge(current, on=["path", "size", "mtime_ns"], how="inner")
-    fresh = current.loc[~current["path"].isin(reused["path"]), "path"].tolist()
-    new_rows = list(_map(catalog_entry, fresh, processes))
+        unchanged = previous[previous["status"] != MISSING].drop(columns="path")
+        unchanged = unchanged.drop_duplicates("key", keep="last")
+        reused = unchanged.merge(current, on=["key", "size", "mtime_ns"], how="inner")
+    fresh = current.loc[~current["path"].isin(reused["path"]), ["path", "key"]]
+    entries = _map(catalog_entry, fresh["path"].tolist(), processes)
+    new_rows = [{**row, "key": key} for row, key in zip(entries, fresh["key"], strict=True)]
+    new_rows += [_undecodable_name_row(p) for p in undecodable]
     parts = [reused] + ([pd.DataFrame(new_rows, columns=CATALOG_COLUMNS)] if new_rows else [])
     catalog = normalise(pd.concat(parts, ignore_index=True))
     catalog = catalog.sort_values("path", kind="stable").reset_index(drop=True)
     return mark_duplicates(catalog)
+
+
+def _is_plain_name(path: str) -> bool:
+    """True for a path that tables and shard lists can hold: valid UTF-8, without tabs or
+    line breaks."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return not any(c in path for c in "\t\n\r")
+
+
+def _undecodable_name_row(path: str) -> dict:
+    """The catalog row of a file whose name is not valid UTF-8 or holds a tab or line
+    break: reported, never converted (tables and shard lists hold text), with the bad
+    bytes shown as ``\\xNN``."""
+    shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    shown = shown.encode("unicode_escape").decode("ascii") if not _is_plain_name(shown) else shown
+    size, mtime_ns = _stat(path)
+    return {
+        "path": shown,
+        "key": shown,
+        "size": size,
+        "mtime_ns": mtime_ns,
+        "status": UNREADABLE,
+        "reason": "the file name is not valid UTF-8 or holds a tab or line break; "
+        "rename the file to convert it",
+        "error_type": "InvalidFileName",
+    }
+
+
+def source_root(source: str | os.PathLike) -> Path:
+    """The folder that keys of a source's files are relative to: the source itself when
+    it is a folder, else the folder of the file or of the ``.txt`` list."""
+    source = Path(source)
+    return source if source.is_dir() else source.parent
+
+
+def relative_key(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """A file's identity that survives moving the source: its path relative to ``root``
+    (POSIX style), or its absolute path when it lies outside ``root``."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return absolute.as_posix()
 
 
 def _stat(path: str) -> tuple[int, int]:
@@ -265,19 +325,19 @@ def mark_duplicates(catalog: pd.DataFrame) -> pd.DataFrame:
     """Mark later rows (sorted by path) that repeat a SOP Instance UID as duplicates.
 
     Rows previously marked duplicate are re-evaluated, so removing the first copy lets
-    the next one win.
+    the next one win.  A duplicate's reason names the first copy; shard jobs still hold
+    every copy, so that a first copy that fails to convert does not cost the image.
     """
     catalog = catalog.copy()
-    was_duplicate = catalog["status"] == DUPLICATE
+    was_duplicate = (catalog["status"] == DUPLICATE).to_numpy()
     catalog.loc[was_duplicate, ["status", "reason", "error_type"]] = [DICOM, "", ""]
     candidates = catalog[catalog["status"] == DICOM].sort_values("path", kind="stable")
     first_paths = candidates.groupby("sop_instance_uid", sort=False)["path"].transform("first")
-    dup = candidates.index[candidates["path"] != first_paths]
-    for index in dup:
-        first = first_paths.loc[index]
-        catalog.loc[index, "status"] = DUPLICATE
-        catalog.loc[index, "error_type"] = "DuplicateSOPInstanceUID"
-        catalog.loc[index, "reason"] = f"same SOP Instance UID as {first}"
+    later = candidates["path"] != first_paths
+    dup = candidates.index[later]
+    catalog.loc[dup, "status"] = DUPLICATE
+    catalog.loc[dup, "error_type"] = "DuplicateSOPInstanceUID"
+    catalog.loc[dup, "reason"] = "same SOP Instance UID as " + first_paths[later]
     return catalog
 
 
@@ -304,18 +364,8 @@ def load_catalog(path: str | os.PathLike) -> pd.DataFrame | None:
 # -- shards -------------------------------------------------------------------------
 
 
-def shard_key(path: str, source: str | os.PathLike) -> str:
-    """The stable name of a file for sharding: its path relative to a folder source."""
-    root = Path(source)
-    if root.is_dir():
-        try:
-            return Path(path).relative_to(root).as_posix()
-        except ValueError:
-            pass
-    return Path(path).as_posix()
-
-
 def shard_of(key: str, shards: int) -> int:
-    """A stable bucket in ``range(shards)`` for a file key (independent of other files)."""
+    """A stable bucket in ``range(shards)`` for a key (a Study Instance UID: every file of
+    a study, and so of a series, lands in the same shard, whatever other files exist)."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % shards

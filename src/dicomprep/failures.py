@@ -10,19 +10,23 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import pandas as pd
 
-from .discover import DICOM, REPORT_STATUS
+from .discover import DICOM, DUPLICATE, REPORT_STATUS
+from .durable import atomic_write_text
+from .records import OK, REMOVED
 
 FAILURE_COLUMNS = ["path", "status", "stage", "error_type", "message"]
 
 
 def catalog_failures(catalog: pd.DataFrame) -> list[dict]:
-    """Rows for catalog entries that are not converted (found at discovery)."""
+    """Rows for catalog entries that are not converted (found at discovery).
+
+    Duplicates are not among them: every copy goes to its shard, which reports the
+    copies that did not become the image (a failing first copy does not cost it)."""
     rows = []
-    for entry in catalog[catalog["status"] != DICOM].itertuples(index=False):
+    for entry in catalog[~catalog["status"].isin([DICOM, DUPLICATE])].itertuples(index=False):
         rows.append(
             {
                 "path": entry.path,
@@ -46,7 +50,7 @@ def result_failures(results: Iterable[Mapping]) -> list[dict]:
             "message": r["message"],
         }
         for r in results
-        if r["status"] != "ok"
+        if r["status"] not in (OK, REMOVED)
     ]
 
 
@@ -59,14 +63,8 @@ def failures_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
 
 def write_failures(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the failures table as CSV, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        df.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = df.to_csv(index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+    atomic_write_text(path, text)
 
 
 def counts(processed: int, failures: pd.DataFrame) -> dict[str, int]:

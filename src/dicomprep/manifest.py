@@ -1,15 +1,17 @@
-"""The manifest: one row per output TIFF (SPEC §4).
+"""The manifest: one row per output TIFF.
 
 Columns, in order: ``study_instance_uid, sop_instance_uid, path, inode, width, height,
-channels, num_frames``; rows sorted by (study_instance_uid, sop_instance_uid) as plain
-strings.  ``path`` is relative to the dataset root, POSIX style; ``inode`` lets readers
-visit the files in on-disk order.  The table is written as CSV or Parquet, atomically and
-with the same bytes for the same table.
+channels, num_frames``, then the trailing ``series_instance_uid, slices, source``; rows
+sorted by (study_instance_uid, sop_instance_uid) as plain strings.  ``path`` is relative
+to the dataset root, POSIX style; ``inode`` lets readers visit the files in on-disk
+order; ``slices`` counts the source files in the output (1 for a file); ``source`` is the
+source file the TIFF came from, relative to the source root (empty when the manifest was
+rebuilt from a folder of TIFFs alone).  The table is written as CSV or Parquet,
+atomically and with the same bytes for the same table.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dicomprep.durable import atomic_write_bytes
 from dicomprep.tiff import read_layout
 from dicomprep.uids import is_valid_uid
 
@@ -39,9 +42,14 @@ MANIFEST_COLUMNS = [
     "height",
     "channels",
     "num_frames",
+    "series_instance_uid",
+    "slices",
+    "source",
 ]
-TEXT_COLUMNS = ("study_instance_uid", "sop_instance_uid", "path")
-INT_COLUMNS = ("inode", "width", "height", "channels", "num_frames")
+TEXT_COLUMNS = ("study_instance_uid", "sop_instance_uid", "path", "series_instance_uid", "source")
+INT_COLUMNS = ("inode", "width", "height", "channels", "num_frames", "slices")
+# Trailing columns and their value where a table predates them or cannot know them.
+TRAILING_DEFAULTS = {"series_instance_uid": "", "slices": 1, "source": ""}
 SORT_COLUMNS = ["study_instance_uid", "sop_instance_uid"]
 
 TIFF_SUFFIX = ".tiff"
@@ -51,6 +59,7 @@ _TEXT_DTYPE = pd.StringDtype()
 
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Columns in order, int64 numbers, string text, sorted by (study, sop), 0..n-1 index."""
+    df = df.assign(**{c: v for c, v in TRAILING_DEFAULTS.items() if c not in df.columns})
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"manifest is missing columns: {', '.join(missing)}")
@@ -70,9 +79,10 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
 def manifest_frame(rows: Iterable[dict]) -> pd.DataFrame:
     """The manifest table built from records with the MANIFEST_COLUMNS keys.
 
-    Extra keys are ignored; a missing key is an error.
+    Extra keys are ignored; a missing key is an error, except for the trailing columns
+    (:data:`TRAILING_DEFAULTS`).
     """
-    records = list(rows)
+    records = [{**TRAILING_DEFAULTS, **record} for record in rows]
     for i, record in enumerate(records):
         missing = [c for c in MANIFEST_COLUMNS if c not in record]
         if missing:
@@ -118,21 +128,6 @@ def scan_dataset(root) -> pd.DataFrame:
     return manifest_frame(_scan_rows(root))
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # never mask the original error
-            os.unlink(tmp)
-        raise
-
-
 def _csv_bytes(df: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
     df.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
@@ -163,7 +158,7 @@ def write_manifest(df: pd.DataFrame, path) -> None:
         data = _parquet_bytes(_normalise(df))
     else:
         raise ValueError(f"manifest path must end in .csv or .parquet, got {str(path)!r}")
-    _atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
 
 
 def read_manifest(path) -> pd.DataFrame:
@@ -171,7 +166,9 @@ def read_manifest(path) -> pd.DataFrame:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
+        header = pd.read_csv(path, nrows=0).columns
         dtypes = {c: _TEXT_DTYPE for c in TEXT_COLUMNS} | {c: "int64" for c in INT_COLUMNS}
+        dtypes = {c: t for c, t in dtypes.items() if c in header}
         df = pd.read_csv(path, dtype=dtypes, keep_default_na=False)
     elif suffix == ".parquet":
         df = pd.read_parquet(path)

@@ -1,9 +1,14 @@
 """Planning a workflow run: update the catalog and split the DICOM files into shards.
 
-Called once per run by the workflow's main process.  Shard lists are rewritten only
-when their content changes, so Snakemake reruns exactly the shards that gained, lost or
-changed files.  The list of non-empty shards is saved beside them so that cluster jobs
-never walk the source again.
+Called once per run by the workflow's main process.  Files are bucketed by study (every
+copy of a SOP Instance UID by the study of its first copy), so all files of a study, and
+of a series, are in one shard and new studies touch few shards.  Shard lists are
+rewritten only when their content changes, so Snakemake reruns exactly the shards that
+gained, lost or changed files.  A shard that lost all its files still runs once, to
+remove the outputs of its deleted sources.  The results of the last run are checked
+against the dataset folder: a shard whose results file is damaged, or one of whose
+outputs was deleted or changed since, runs again (and redoes exactly those files).  The
+list of shards is saved beside them so that cluster jobs never walk the source again.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from math import ceil
@@ -21,14 +27,16 @@ import pandas as pd
 
 from .discover import (
     DICOM,
+    DUPLICATE,
     NOT_DICOM,
     build_catalog,
     load_catalog,
     save_catalog,
-    shard_key,
     shard_of,
 )
-from .shard_list import shard_list_text, write_if_changed
+from .durable import atomic_write_text, iter_lines
+from .records import REMOVED, DamagedStateFile, read_results
+from .shard_list import SHARD_COLUMNS, shard_list_text, write_if_changed
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,15 @@ class WorkPaths:
     def shard_list(self, shard: str) -> Path:
         return self.root / "shards" / f"{shard}.tsv"
 
+    def shard_results(self, shard: str) -> Path:
+        return self.root / "shards" / f"{shard}.results.jsonl"
+
+    def shard_rerun(self, shard: str) -> Path:
+        """An input of the shard's job whose content planning changes to make it run
+        again (Snakemake does not redo a job for a missing or damaged intermediate file
+        when the final outputs exist)."""
+        return self.root / "shards" / f"{shard}.rerun"
+
     @property
     def run_started(self) -> Path:
         """When the current (or last) run was planned, in ns since the epoch."""
@@ -62,7 +79,7 @@ class WorkPaths:
 
     @property
     def journal_shards(self) -> Path:
-        """The shard count the journals are bucketed by."""
+        """How the journals are bucketed (the shard count and the key)."""
         return self.journals / "shards.txt"
 
 
@@ -106,13 +123,16 @@ def plan_shards(
     work: str | os.PathLike,
     shards: int,
     *,
+    check_outputs: bool = True,
     follow_symlinks: bool = False,
     rediscover: bool = True,
     processes: int = 1,
 ) -> tuple[list[str], pd.DataFrame]:
-    """Update the catalog and shard lists; return the non-empty shards and the catalog.
+    """Update the catalog and shard lists; return the shards to run and the catalog.
 
-    Takes the work folder's lock first (see :func:`lock_work_folder`).
+    With ``check_outputs``, the last run's results of unchanged shards are checked
+    against the dataset folder (see :func:`stale_results`).  Takes the work folder's
+    lock first (see :func:`lock_work_folder`).
     """
     lock_work_folder(work)
     paths = WorkPaths(Path(work))
@@ -126,16 +146,91 @@ def plan_shards(
             save_catalog(catalog, paths.catalog)
     else:
         catalog = previous
-    rebucket_journals(paths, source, shards)
-    dicom = catalog[catalog["status"] == DICOM]
-    buckets = [shard_of(shard_key(p, source), shards) for p in dicom["path"]]
+    rebucket_journals(paths, shards)
+    images = catalog[catalog["status"].isin([DICOM, DUPLICATE])]
+    images = images.assign(bucket_key=bucket_keys(images))
+    buckets = pd.Series([shard_of(k, shards) for k in images["bucket_key"]], index=images.index)
     index: dict[str, dict] = {}
-    for bucket, rows in dicom.groupby(pd.Series(buckets, index=dicom.index), sort=True):
+    rewritten = set()  # shards whose list changed: they run again anyway
+    for bucket, rows in images.groupby(buckets, sort=True):
         name = shard_name(int(bucket), shards)
-        write_if_changed(paths.shard_list(name), shard_list_text(rows.assign(cost=work_cost(rows))))
+        text = shard_list_text(rows.assign(cost=work_cost(rows)))
+        if write_if_changed(paths.shard_list(name), text):
+            rewritten.add(name)
         index[name] = {"files": len(rows), "image_mb": estimate_image_mb(rows)}
+    for name in journaled_shards(paths):
+        if name not in index:  # all its sources are gone: run once to remove their outputs
+            if write_if_changed(paths.shard_list(name), "\t".join(SHARD_COLUMNS) + "\n"):
+                rewritten.add(name)
+            index[name] = {"files": 0, "image_mb": 0}
+    index = dict(sorted(index.items()))
     write_if_changed(paths.shard_index, json.dumps(index, indent=1, sort_keys=True) + "\n")
+    for name in index:
+        if not paths.shard_rerun(name).exists():
+            atomic_write_text(paths.shard_rerun(name), "0\n")
+    if check_outputs:
+        unchanged = {name: facts for name, facts in index.items() if name not in rewritten}
+        for shard, reason in stale_results(paths, unchanged).items():
+            print(f"dicomprep: shard {shard} runs again: {reason}", file=sys.stderr)
+            atomic_write_text(paths.shard_rerun(shard), f"{time.time_ns()} {reason}\n")
     return list(index), catalog
+
+
+def bucket_keys(images: pd.DataFrame) -> pd.Series:
+    """The key each image is bucketed by: its study, except that every copy of a SOP
+    Instance UID follows the first copy's study (so all copies meet in one shard)."""
+    ordered = images.sort_values("path", kind="stable")
+    first_study = ordered.groupby("sop_instance_uid", sort=False)["study_instance_uid"].transform(
+        "first"
+    )
+    return first_study.reindex(images.index)
+
+
+def journaled_shards(paths: WorkPaths) -> list[str]:
+    """Shards whose journal records finished files."""
+    if not paths.journals.is_dir():
+        return []
+    return sorted(j.stem for j in paths.journals.glob("*.jsonl") if j.stat().st_size > 0)
+
+
+def stale_results(paths: WorkPaths, index: dict) -> dict[str, str]:
+    """Shards whose results file cannot be trusted any more, with the reason: the file
+    is damaged (a torn or corrupt line, empty or short after a crash), or an output it
+    lists was deleted or changed since it was written (compared by size and mtime, no
+    TIFF is read)."""
+    stale: dict[str, str] = {}
+    for shard, facts in index.items():
+        results = paths.shard_results(shard)
+        if not results.exists():
+            if not paths.journal(shard).exists():
+                continue  # never ran yet: it runs anyway
+            stale[shard] = f"its results file {results} is missing"
+            continue
+        try:
+            rows = read_results(results)
+        except DamagedStateFile as exc:
+            stale[shard] = f"its results file is damaged ({exc})"
+            continue
+        listed = [r for r in rows if r.get("status") != REMOVED]
+        if len(listed) != facts["files"]:
+            stale[shard] = (
+                f"its results file {results} holds {len(listed)} of its {facts['files']} files"
+            )
+            continue
+        changed = [r["output"] for r in listed if r.get("status") == "ok" and not _intact(r)]
+        if changed:
+            stale[shard] = (
+                f"{len(changed)} output(s) deleted or changed since the last run, e.g. {changed[0]}"
+            )
+    return stale
+
+
+def _intact(row: dict) -> bool:
+    try:
+        st = os.stat(row["output"])
+    except (OSError, TypeError, KeyError):
+        return False
+    return st.st_size == row.get("output_size") and st.st_mtime_ns == row.get("output_mtime_ns")
 
 
 NATIVE_TRANSFER_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
@@ -152,11 +247,15 @@ def work_cost(rows: pd.DataFrame) -> pd.Series:
     return (pixels * (1 + 3 * compressed)).astype("int64")
 
 
-def rebucket_journals(paths: WorkPaths, source: str | os.PathLike, shards: int) -> None:
-    """Move journal records to the journals of their new shards when ``shards`` changed,
-    so that changing the shard count does not convert finished files again.
+JOURNAL_BUCKETING = "study"  # what journals are bucketed by, after the shard count
 
-    The new journals are written in a folder beside the old ones (the shard count last,
+
+def rebucket_journals(paths: WorkPaths, shards: int) -> None:
+    """Move journal records to the journals of their new shards when ``shards`` (or the
+    bucketing key) changed, so that changing the shard count does not convert finished
+    files again.
+
+    The new journals are written in a folder beside the old ones (the bucketing last,
     marking it complete) and then swapped in; a planner killed at any point leaves either
     the old or the new journals, and the next run finishes or repeats the move.
     """
@@ -166,29 +265,31 @@ def rebucket_journals(paths: WorkPaths, source: str | os.PathLike, shards: int) 
         complete = (fresh / "shards.txt").exists()
         (fresh if complete else retired).rename(journals)
     shutil.rmtree(retired, ignore_errors=True)
+    bucketing = f"{shards} {JOURNAL_BUCKETING}\n"
     try:
-        previous = int(paths.journal_shards.read_text())
-    except (OSError, ValueError):
-        previous = None
-    if previous == shards:
-        return
+        if paths.journal_shards.read_text() == bucketing:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
     old = sorted(journals.glob("*.jsonl")) if journals.is_dir() else []
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
     for journal in old:
         moved: dict[str, list[str]] = {}
-        with open(journal, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    key = shard_key(json.loads(line)["source"], source)
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line
-                name = shard_name(shard_of(key, shards), shards)
-                moved.setdefault(name, []).append(line if line.endswith("\n") else line + "\n")
+        for line in iter_lines(journal):
+            try:
+                record = json.loads(line)
+                key = record.get("bucket_key") or record["result"]["study_instance_uid"]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # a torn or damaged line: that file is converted again
+            if not key:
+                continue
+            name = shard_name(shard_of(key, shards), shards)
+            moved.setdefault(name, []).append(line if line.endswith("\n") else line + "\n")
         for name, lines in moved.items():
             with open(fresh / f"{name}.jsonl", "a", encoding="utf-8") as out:
                 out.writelines(lines)
-    (fresh / "shards.txt").write_text(f"{shards}\n")
+    (fresh / "shards.txt").write_text(bucketing)
     if journals.exists():
         journals.rename(retired)
     fresh.rename(journals)
@@ -206,6 +307,7 @@ def estimate_image_mb(rows: pd.DataFrame) -> int:
 
 BASE_MEM_MB = 300  # the job's own process (pandas-free imports)
 BASE_WORKER_MEM_MB = 300  # one worker process
+PARENT_KB_PER_FILE = 3  # the shard list entry, fingerprint and results row the parent holds
 
 
 def run_started_ns(work: str | os.PathLike) -> int:
@@ -233,10 +335,15 @@ def shard_resources(
     work: str | os.PathLike, shard: str, minimum_mem_mb: int, workers: int = 1
 ) -> dict[str, int]:
     """Resources of one shard job with ``workers`` processes: the interpreter and
-    libraries plus each worker's room for the shard's largest image, at least
-    ``minimum_mem_mb``."""
-    image_mb = int(_saved_index(work).get(shard, {}).get("image_mb", 0))
-    estimate = BASE_MEM_MB + workers * (BASE_WORKER_MEM_MB + image_mb)
+    libraries, what the parent holds per file, and each worker's room for the shard's
+    largest image; at least ``minimum_mem_mb``."""
+    facts = _saved_index(work).get(shard, {})
+    image_mb, files = int(facts.get("image_mb", 0)), int(facts.get("files", 0))
+    estimate = (
+        BASE_MEM_MB
+        + ceil(files * PARENT_KB_PER_FILE / 1024)
+        + workers * (BASE_WORKER_MEM_MB + image_mb)
+    )
     return {"mem_mb": max(int(minimum_mem_mb), estimate)}
 
 

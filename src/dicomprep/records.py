@@ -11,7 +11,8 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
+
+from .durable import atomic_write_text, iter_lines
 
 OK, SKIPPED, FAILED, DUPLICATE = "ok", "skipped", "failed", "duplicate"
 
@@ -38,24 +39,44 @@ class FileResult:
         return asdict(self)
 
 
-RESULT_COLUMNS = list(FileResult.__dataclass_fields__) + ["reused"]
+# A shard's results rows: the file's result and what the shard knows of it (its key
+# relative to the source root, its series, the output's size and mtime when written).
+RESULT_COLUMNS = list(FileResult.__dataclass_fields__) + [
+    "key",
+    "series_instance_uid",
+    "output_size",
+    "output_mtime_ns",
+    "reused",
+]
+REMOVED = "removed"  # an output deleted because its source is gone (not a list entry)
+
+
+class DamagedStateFile(ValueError):
+    """A state file (shard results, journal) that a crash or a person damaged."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
 
 
 def write_results(rows: Iterable[dict], path: str | os.PathLike) -> None:
-    """A shard's results (one JSON object per line, :data:`RESULT_COLUMNS`), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps({c: row.get(c) for c in RESULT_COLUMNS}) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """A shard's results (one JSON object per line, :data:`RESULT_COLUMNS`), durably."""
+    text = "".join(json.dumps({c: row.get(c) for c in RESULT_COLUMNS}) + "\n" for row in rows)
+    atomic_write_text(path, text)
 
 
 def read_results(path: str | os.PathLike) -> list[dict]:
-    """The rows :func:`write_results` wrote."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The rows :func:`write_results` wrote; :class:`DamagedStateFile` naming the file
+    when a line is not a complete record."""
+    rows = []
+    for number, line in enumerate(iter_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise DamagedStateFile(path, f"line {number} is not a complete record") from None
+        if not isinstance(row, dict) or "status" not in row or "source" not in row:
+            raise DamagedStateFile(path, f"line {number} is not a result record")
+        rows.append(row)
+    return rows

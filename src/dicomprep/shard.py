@@ -1,23 +1,32 @@
 """Shards: many files processed by one job, resumable file by file.
 
-A shard list is a small TSV (one input per line: path, size, mtime, UIDs and an estimate
-of the work) written by discovery only when its content changes, so the workflow reruns
-exactly the shards whose files changed.  :func:`run_shard` converts the files of one list
-and appends one line per finished file to the shard's journal.  A file is skipped when
-its journal line has the same fingerprint (source path, size, mtime, options and code)
-and its TIFF is still there unchanged, so a killed or repeated shard redoes only what is
-not done.
+A shard list is a small TSV (one input per line: path, key, size, mtime, UIDs and an
+estimate of the work) written by planning only when its content changes, so the workflow
+reruns exactly the shards whose files changed.  Every file of a study lands in the same
+shard, and so does every copy of a SOP Instance UID.  :func:`run_shard` converts the files
+of one list and appends one line per finished file to the shard's journal.  A file is
+skipped when its journal line has the same fingerprint (key relative to the source root,
+size, mtime, options and code) and its TIFF is still there unchanged, so a killed or
+repeated shard redoes only what is not done, and a moved source root costs nothing.
+
+Copies of one SOP Instance UID are tried in path order: the first that converts is the
+image, the others are reported as duplicates, and a copy that fails (truncated, damaged)
+does not cost the image.  When the shard ends, its journal is compacted to one record per
+listed file, and outputs whose source is gone (deleted, or replaced by a file with
+another SOP Instance UID) are removed, so the dataset folder follows the source.
 
 Files are converted in worker processes (``workers`` of them, each file handed to
-whichever worker is free; in path order, which reads the disk sequentially, except that
-files costing far more than the typical one go first, so that no large volume is left
-running alone at the end), so a decoder that crashes or a process the kernel
-kills for memory costs that file only: it is retried alone in a fresh process and, if its
-process dies again, recorded as failed.  The journal is written by the parent alone.
+whichever worker is free, a bounded number in flight; in path order, which reads the disk
+sequentially, except that files costing far more than the typical one go first, so that
+no large volume is left running alone at the end), so a decoder that crashes or a process
+the kernel kills for memory costs that file only: the files in flight when a worker died
+are retried alone, each in a fresh process, and a file whose own process dies again is
+recorded as failed.  The journal is written by the parent alone.
 
-Errors of the data (decode, transform) are recorded and the shard goes on.  Errors of the
-environment (the disk is full, the output folder is not writable) make the shard fail
-after its other files are done, so the workflow reports it and a rerun retries it.
+Errors of the data (decode, transform) are recorded (and journaled, so an unchanged
+broken file is not decoded again) and the shard goes on.  Errors of the environment (the
+disk is full, the output folder is not writable) make the shard fail after its other
+files are done, so the workflow reports it and a rerun retries it.
 """
 
 from __future__ import annotations
@@ -26,15 +35,17 @@ import hashlib
 import json
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .durable import atomic_write_text, iter_lines, open_for_append
 from .options import Options
 from .pipeline import output_path_for, process_file
-from .records import FAILED, OK, FileResult, write_results
+from .records import DUPLICATE, FAILED, OK, REMOVED, FileResult, write_results
 from .shard_list import read_shard_list
 
 
@@ -46,43 +57,88 @@ class ShardEnvironmentError(RuntimeError):
 
 
 def file_fingerprint(entry: dict, options_fingerprint: str) -> str:
-    """What a finished output depends on: the source file's identity, options and code."""
-    key = f"{entry['path']}\0{entry['size']}\0{entry['mtime_ns']}\0{options_fingerprint}"
+    """What a finished output depends on: the source file's key (its path relative to
+    the source root), size and mtime, the options and the code."""
+    key = f"{entry['key']}\0{entry['size']}\0{entry['mtime_ns']}\0{options_fingerprint}"
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def read_journal(path: Path) -> dict[str, dict]:
-    """The last complete journal record of each source path (torn lines are ignored)."""
+def read_journal(path: str | os.PathLike) -> dict[str, dict]:
+    """The last complete journal record of each source key.  Torn lines (a crash while
+    appending) and damaged bytes are skipped: what they recorded is converted again."""
     records: dict[str, dict] = {}
     try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                    records[record["source"]] = record
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue
+        for line in iter_lines(path):
+            try:
+                record = json.loads(line)
+                records[record.get("key") or record["source"]] = record
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
     except FileNotFoundError:
         pass
     return records
 
 
-def _still_done(record: dict | None, fingerprint: str) -> bool:
+def journaled_output(record: dict, output_root: str | os.PathLike) -> Path | None:
+    """Where a journal record's TIFF is (recorded relative to the output root)."""
+    output = record.get("output")
+    return Path(output_root) / output if output else None
+
+
+def _still_done(record: dict | None, fingerprint: str, output_root) -> bool:
     if not record or record.get("fingerprint") != fingerprint or record.get("status") != OK:
         return False
     try:
-        st = os.stat(record["output"])
-    except OSError:
+        st = os.stat(journaled_output(record, output_root))
+    except (OSError, TypeError):
         return False
     return st.st_size == record.get("output_size") and st.st_mtime_ns == record.get(
         "output_mtime_ns"
     )
 
 
+def _known_failure(record: dict | None, fingerprint: str) -> bool:
+    """True when the same file, options and code already failed for reasons of the data."""
+    return bool(record and record.get("fingerprint") == fingerprint and record.get("status") != OK)
+
+
+def _is_data_failure(result: FileResult) -> bool:
+    """Failures that the same input will always give (worth journaling); not a full disk
+    or a process that died (which may go another way next time)."""
+    return result.status != OK and result.stage != "write" and result.error_type != "WorkerDied"
+
+
 def remove_stale_temporaries(output: Path) -> None:
     """Delete temporaries an interrupted write of ``output`` may have left behind."""
     for stale in output.parent.glob(f".{output.name}.*.tmp"):
         stale.unlink(missing_ok=True)
+
+
+def remove_shard_temporaries(output_root: str | os.PathLike, entries: list[dict]) -> int:
+    """Delete the temporaries that interrupted writes of this shard's outputs left behind,
+    listing each study folder once (not once per file); returns how many."""
+    names: dict[str, set[str]] = {}
+    for entry in entries:
+        study, sop = entry["study_instance_uid"], entry["sop_instance_uid"]
+        if study and sop:
+            names.setdefault(study, set()).add(f"{sop}.tiff")
+    removed = 0
+    for study, outputs in names.items():
+        try:
+            with os.scandir(Path(output_root) / study) as folder:
+                stale = [
+                    e.path
+                    for e in folder
+                    if e.name.startswith(".")
+                    and e.name.endswith(".tmp")
+                    and e.name[1:].rsplit(".", 2)[0] in outputs
+                ]
+        except OSError:
+            continue
+        for path in stale:
+            Path(path).unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 # -- running ----------------------------------------------------------------------
@@ -93,6 +149,58 @@ class ShardSummary:
     processed: int = 0
     reused: int = 0
     failed: int = 0
+    removed: list[str] = field(default_factory=list)
+
+
+def copy_groups(entries: list[dict]) -> list[list[int]]:
+    """Indices of ``entries`` grouped by SOP Instance UID, each group in list (path)
+    order; the groups in the order of their first copy."""
+    groups: dict[str, list[int]] = {}
+    for index, entry in enumerate(entries):
+        groups.setdefault(entry["sop_instance_uid"] or f"\0{index}", []).append(index)
+    return list(groups.values())
+
+
+def convert_copies(
+    entries: list[dict],
+    output_root: str | os.PathLike,
+    options: Options,
+    workers: int,
+    *,
+    settled=lambda index: None,
+    log=None,
+) -> Iterator[tuple[int, FileResult]]:
+    """Convert ``entries`` (shard list entries, in path order) so that each SOP Instance
+    UID becomes one image: the first copy that converts.  Yields ``(index, result)`` for
+    each conversion, in the order they finish.
+
+    ``settled(index)`` returns the status of an entry that need not be converted (done
+    before, or known to fail), or None.  A copy that fails, or is known to, hands over to
+    the next copy of its SOP Instance UID in a later round (rounds are rare and small:
+    only damaged first copies have them).
+    """
+    groups = copy_groups(entries)
+    position = [0] * len(groups)  # the copy of each group to try next
+    while True:
+        todo: dict[int, int] = {}  # entry index -> its group
+        for g, copies in enumerate(groups):
+            while position[g] < len(copies):
+                status = settled(copies[position[g]])
+                if status is None:
+                    todo[copies[position[g]]] = g
+                    break
+                if status == OK:
+                    position[g] = len(copies)  # this copy is the image
+                    break
+                position[g] += 1  # a copy known to fail: try the next
+        if not todo:
+            return
+        order = outliers_first(list(todo), [entries[i]["cost"] for i in todo])
+        jobs = [(index, entries[index]) for index in order]
+        for index, result in convert_in_workers(jobs, output_root, options, workers, log):
+            g = todo[index]
+            position[g] = len(groups[g]) if result.status == OK else position[g] + 1
+            yield index, result
 
 
 def run_shard(
@@ -103,57 +211,175 @@ def run_shard(
     results: str | os.PathLike,
     log=None,
     workers: int = 1,
+    keep_orphans: bool = False,
 ) -> ShardSummary:
     """Convert the files of one shard list in ``workers`` processes; write their results
-    (JSON lines, one per file in list order) to ``results``."""
+    (JSON lines, one per file in list order, then one per removed output) to ``results``.
+    """
     entries = read_shard_list(shard_list)
     journal = Path(journal)
-    journal.parent.mkdir(parents=True, exist_ok=True)
     done = read_journal(journal)
     options_fp = options.fingerprint()
     fingerprints = [file_fingerprint(entry, options_fp) for entry in entries]
+    remove_shard_temporaries(output_root, entries)
     rows: list[dict | None] = [None] * len(entries)
-    summary, environment_errors, todo = ShardSummary(), [], []
-    for index, entry in enumerate(entries):
-        record = done.get(entry["path"])
-        if _still_done(record, fingerprints[index]):
-            rows[index] = {**record["result"], "reused": True}
+    kept: dict[str, dict] = {}  # the journal after this run: key -> record
+    summary, environment_errors = ShardSummary(), []
+
+    def settled(index: int) -> str | None:
+        """The status of a file the journal says is done or known to fail, else None."""
+        entry, record = entries[index], done.get(entries[index]["key"])
+        if _still_done(record, fingerprints[index], output_root):
             summary.reused += 1
+        elif _known_failure(record, fingerprints[index]):
+            summary.failed += 1
         else:
-            todo.append(index)
-    todo = outliers_first(todo, [entries[index]["cost"] for index in todo])
-    with open(journal, "a", encoding="utf-8") as out:
-        jobs = [(index, entries[index]) for index in todo]
-        for index, result in convert_in_workers(jobs, output_root, options, workers, log):
-            entry = entries[index]
-            rows[index] = {**result.to_dict(), "reused": False}
+            return None
+        rows[index] = _row(record["result"], entry, record, reused=True)
+        kept[entry["key"]] = record
+        return record["status"]
+
+    with open_for_append(journal) as out:
+        converted = convert_copies(entries, output_root, options, workers, settled=settled, log=log)
+        for index, result in converted:
+            entry, record = entries[index], None
             if result.status == OK:
                 summary.processed += 1
-                st = os.stat(result.output)
-                line = {
-                    "source": entry["path"],
-                    "fingerprint": fingerprints[index],
-                    "status": OK,
-                    "output": result.output,
-                    "output_size": st.st_size,
-                    "output_mtime_ns": st.st_mtime_ns,
-                    "result": result.to_dict(),
-                }
-                out.write(json.dumps(line, sort_keys=True) + "\n")
-                out.flush()
             else:
                 summary.failed += 1
                 if result.stage == "write":
                     environment_errors.append(f"{entry['path']}: {result.message}")
+            if result.status == OK or _is_data_failure(result):
+                record = _journal_record(entry, fingerprints[index], result, output_root)
+                out.write((json.dumps(record, sort_keys=True) + "\n").encode())
+                out.flush()
+                kept[entry["key"]] = record
+            rows[index] = _row(result.to_dict(), entry, record, reused=False)
             if log is not None:
                 print(_log_line(result), file=log, flush=True)
-    write_results(rows, Path(results))
+        os.fsync(out.fileno())
+    mark_copies(entries, rows)
+    removed = remove_orphans(done, kept, output_root, keep=keep_orphans, log=log)
+    summary.removed = [row["output"] for row in removed]
+    compact_journal(journal, kept)
+    write_results([row for row in rows if row is not None] + removed, Path(results))
     if environment_errors:
         raise ShardEnvironmentError(
             f"{len(environment_errors)} file(s) could not be written; first: "
             + environment_errors[0]
         )
     return summary
+
+
+def _journal_record(entry: dict, fingerprint: str, result: FileResult, output_root) -> dict:
+    record = {
+        "key": entry["key"],
+        "source": entry["path"],
+        "bucket_key": entry.get("bucket_key") or entry["study_instance_uid"],
+        "fingerprint": fingerprint,
+        "status": result.status,
+        "result": result.to_dict(),
+    }
+    if result.status == OK:
+        st = os.stat(result.output)
+        output = Path(os.path.relpath(result.output, output_root)).as_posix()
+        record.update(output=output, output_size=st.st_size, output_mtime_ns=st.st_mtime_ns)
+    return record
+
+
+def _row(result: dict, entry: dict, record: dict | None, reused: bool) -> dict:
+    """A results row: the file's result (with this run's source path) and what the
+    shard knows of it."""
+    record = record or {}
+    return {
+        **result,
+        "source": entry["path"],
+        "key": entry["key"],
+        "series_instance_uid": entry.get("series_instance_uid", ""),
+        "output_size": record.get("output_size"),
+        "output_mtime_ns": record.get("output_mtime_ns"),
+        "reused": reused,
+    }
+
+
+def mark_copies(entries: list[dict], rows: list) -> None:
+    """Fill in the results of the copies that were not converted: duplicates of the copy
+    that was; a failed copy's message names the copy converted instead."""
+    for copies in copy_groups(entries):
+        winner = next((i for i in copies if rows[i] and rows[i]["status"] == OK), None)
+        if winner is None:
+            continue
+        image = entries[winner]["path"]
+        for index in copies:
+            if index == winner:
+                continue
+            if rows[index] is None:
+                rows[index] = _row(
+                    FileResult(  # the same row a command line run gives
+                        source=entries[index]["path"],
+                        status=DUPLICATE,
+                        stage="discover",
+                        error_type="DuplicateSOPInstanceUID",
+                        message=f"same SOP Instance UID as {image}",
+                        study_instance_uid=entries[index]["study_instance_uid"],
+                        sop_instance_uid=entries[index]["sop_instance_uid"],
+                    ).to_dict(),
+                    entries[index],
+                    None,
+                    reused=False,
+                )
+            elif rows[index]["status"] != OK:
+                rows[index]["message"] += f" (the copy {image} was converted instead)"
+
+
+def remove_orphans(
+    before: dict[str, dict],
+    after: dict[str, dict],
+    output_root: str | os.PathLike,
+    keep: bool = False,
+    log=None,
+) -> list[dict]:
+    """Delete the outputs that journal records ``before`` this run point to and no
+    record ``after`` it does (their source was deleted, or now holds another image);
+    return a results row for each (``keep``: report them, delete nothing)."""
+    claimed = {r.get("output") for r in after.values() if r.get("status") == OK}
+    removed = []
+    for record in before.values():
+        output = record.get("output")
+        if record.get("status") != OK or not output or output in claimed:
+            continue
+        claimed.add(output)  # one row per output, even if several records named it
+        path = journaled_output(record, output_root)
+        if not path.exists():
+            continue
+        if not keep:
+            path.unlink(missing_ok=True)
+        result = record.get("result") or {}
+        removed.append(
+            {
+                "source": record.get("source", ""),
+                "key": record.get("key", ""),
+                "status": REMOVED,
+                "message": "kept (keep_orphans)" if keep else "source gone: output removed",
+                "study_instance_uid": result.get("study_instance_uid", ""),
+                "sop_instance_uid": result.get("sop_instance_uid", ""),
+                "output": str(path),
+                "reused": False,
+            }
+        )
+        if log is not None:
+            verb = "kept orphan" if keep else "removed"
+            print(f"{verb}\t{path}\t(source {record.get('key', '')} is gone)", file=log)
+    return removed
+
+
+def compact_journal(journal: Path, records: dict[str, dict]) -> None:
+    """Rewrite the journal with one record per listed file (deleted when none)."""
+    if not records:
+        journal.unlink(missing_ok=True)
+        return
+    text = "".join(json.dumps(records[key], sort_keys=True) + "\n" for key in sorted(records))
+    atomic_write_text(journal, text)
 
 
 OUTLIER_COST = 8  # times the median cost of a shard's files
@@ -175,6 +401,9 @@ def outliers_first(keys: list, costs: list[int]) -> list:
     return ordered + [k for k in keys if k not in front]
 
 
+IN_FLIGHT_PER_WORKER = 2  # files handed to the pool ahead of the workers, per worker
+
+
 def convert_in_workers(
     jobs: list[tuple[int, dict]],
     output_root: str | os.PathLike,
@@ -185,47 +414,57 @@ def convert_in_workers(
     """Convert the ``(key, shard list entry)`` pairs of ``jobs`` in up to ``workers``
     forked processes; yield ``(key, result)`` in the order the files finish.
 
-    Files go to whichever worker is free, in the order given.  When a worker process dies
-    (a crashing decoder, the out-of-memory killer), the files it and its siblings had not
-    finished are converted again one at a time, each in a process of its own, and a file
-    whose own process dies is recorded as failed.
+    Files go to whichever worker is free, in the order given, with at most
+    :data:`IN_FLIGHT_PER_WORKER` per worker handed out ahead, so the parent's work per
+    file does not grow with the number of files.  When a worker process dies (a crashing
+    decoder, the out-of-memory killer), the files that were in flight are converted
+    again one at a time, each in a process of its own (a file whose own process dies is
+    recorded as failed), and the rest go on in a fresh pool.
     """
-    if not jobs:
-        return
+    remaining = deque(jobs)
     entries = dict(jobs)
-    unfinished = []
-    for key, result in _pool_results(jobs, output_root, options, workers):
-        if result is None:
-            unfinished.append(key)
-        else:
-            yield key, result
-    if unfinished and log is not None:
-        print(f"a worker process died; converting {len(unfinished)} file(s) one by one", file=log)
-    for key in unfinished:
-        [(_, result)] = _pool_results([(key, entries[key])], output_root, options, 1)
+    suspects: list = []
+    while remaining:
+        for key, result in _pool_results(remaining, output_root, options, workers):
+            if result is None:
+                suspects.append(key)
+            else:
+                yield key, result
+    if suspects and log is not None:
+        print(f"a worker process died; converting {len(suspects)} file(s) one by one", file=log)
+    for key in suspects:
+        [(_, result)] = _pool_results(deque([(key, entries[key])]), output_root, options, 1)
         yield key, result if result is not None else _died(entries[key], output_root)
 
 
-def _pool_results(jobs, output_root, options, workers):
-    """``(key, FileResult)`` per job, ``(key, None)`` when its worker process died."""
+def _pool_results(remaining: deque, output_root, options, workers):
+    """``(key, FileResult)`` per job taken from ``remaining``; ``(key, None)`` for the
+    jobs in flight when a worker process died, after which it stops taking jobs."""
     context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(max(1, min(workers, len(jobs))), mp_context=context)
+    pool = ProcessPoolExecutor(max(1, min(workers, len(remaining))), mp_context=context)
+    window = max(1, workers) * IN_FLIGHT_PER_WORKER
+    pending: dict = {}
+    broken = False
     try:
-        pending: dict[Future, int] = {}
-        for position, (key, entry) in enumerate(jobs):
-            try:
-                pending[pool.submit(_convert, entry, output_root, options)] = key
-            except BrokenProcessPool:  # a worker died already
-                for late_key, _ in jobs[position:]:
-                    yield late_key, None
+        while pending or (remaining and not broken):
+            while remaining and not broken and len(pending) < window:
+                key, entry = remaining[0]
+                try:
+                    future = pool.submit(_convert, entry, output_root, options)
+                except BrokenProcessPool:
+                    broken = True
+                    break
+                remaining.popleft()
+                pending[future] = key
+            if not pending:
                 break
-        while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 key = pending.pop(future)
                 try:
                     yield key, future.result()
                 except BrokenProcessPool:
+                    broken = True
                     yield key, None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -248,9 +487,6 @@ def _died(entry: dict, output_root) -> FileResult:
 
 
 def _convert(entry: dict, output_root, options: Options) -> FileResult:
-    study, sop = entry["study_instance_uid"], entry["sop_instance_uid"]
-    if study and sop:
-        remove_stale_temporaries(output_path_for(output_root, study, sop))
     return process_file(entry["path"], output_root, options)
 
 

@@ -1,7 +1,9 @@
 """Shard lists: the small TSV file per shard that names its inputs.
 
-One line per input (path, size, mtime, UIDs and a relative estimate of its work), sorted
-by path.  Discovery rewrites a list only when its text changes, so Snakemake reruns
+One line per input (path, its key relative to the source root, size, mtime, UIDs, the
+study it is bucketed by and a relative estimate of its work), sorted by path.  Every copy
+of a SOP Instance UID is listed (the shard decides which one becomes the image).
+Planning rewrites a list only when its text changes, so Snakemake reruns
 exactly the shards whose files changed.  Kept free of pandas and the imaging libraries:
 both the planner and the shard jobs read and write these.
 """
@@ -12,16 +14,29 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .durable import atomic_write_text
+
 if TYPE_CHECKING:
     import pandas as pd
 
-SHARD_COLUMNS = ["path", "size", "mtime_ns", "study_instance_uid", "sop_instance_uid", "cost"]
+SHARD_COLUMNS = [
+    "path",
+    "key",
+    "size",
+    "mtime_ns",
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+    "bucket_key",
+    "cost",
+]
 
 
 def shard_list_text(rows: pd.DataFrame) -> str:
     """The TSV text of a shard list (sorted by path, deterministic).
 
-    ``rows`` holds the catalog columns of the shard's files plus ``cost``.
+    ``rows`` holds the catalog columns of the shard's files plus ``bucket_key`` and
+    ``cost``.
     """
     rows = rows.sort_values("path", kind="stable")
     lines = ["\t".join(SHARD_COLUMNS)]
@@ -37,10 +52,7 @@ def write_if_changed(path: Path, text: str) -> bool:
             return False
     except (OSError, UnicodeDecodeError):
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return True
 
 

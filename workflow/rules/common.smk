@@ -105,6 +105,12 @@ def print_summary():
     if summary.exists():
         numbers = json.loads(summary.read_text())
         print(summary_line(numbers, OUTPUT))
+        if numbers.get("removed_now"):
+            shown = ", ".join(numbers.get("removed", []))
+            print(
+                f"dicomprep: removed {numbers['removed_now']} output(s) whose source is "
+                f"gone: {shown}"
+            )
         print(
             f"dicomprep: manifest {OUTPUT}/manifest.csv, failures {OUTPUT}/failures.csv"
         )

@@ -2,6 +2,7 @@ rule preprocess_shard:
     """Convert the DICOM files of one shard; finished files are skipped on reruns."""
     input:
         shard=f"{WORK}/shards/{{shard}}.tsv",
+        rerun=f"{WORK}/shards/{{shard}}.rerun",
     output:
         results=f"{WORK}/shards/{{shard}}.results.jsonl",
     log:
@@ -17,5 +18,6 @@ rule preprocess_shard:
         code=code_hash(),
         output_root=str(OUTPUT),
         journal=lambda wildcards: f"{WORK}/journal/{wildcards.shard}.jsonl",
+        keep_orphans=config["keep_orphans"],
     script:
         "../scripts/preprocess_shard.py"

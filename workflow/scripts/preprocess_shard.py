@@ -12,9 +12,10 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         results=snakemake.output.results,  # noqa: F821
         log=log,
         workers=snakemake.threads,  # noqa: F821
+        keep_orphans=snakemake.params.keep_orphans,  # noqa: F821
     )
     print(
         f"shard done: {summary.processed} converted, {summary.reused} already done, "
-        f"{summary.failed} not converted",
+        f"{summary.failed} not converted, {len(summary.removed)} removed (source gone)",
         file=log,
     )
