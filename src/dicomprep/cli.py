@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .discover import DICOM, NOT_DICOM, SourceError, build_catalog
+from .discover import DICOM, DUPLICATE, NOT_DICOM, SourceError, build_catalog
 from .failures import (
     catalog_failures,
     counts,
@@ -21,7 +21,7 @@ from .manifest import scan_dataset, write_manifest
 from .options import COMPRESSIONS, FILTERS, PADDINGS, VOLUME_HANDLERS, Options, OptionsError
 from .pipeline import process_file
 from .records import OK, FileResult
-from .shard import convert_in_workers
+from .shard import convert_copies, mark_copies
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -179,17 +179,21 @@ def _progress(iterable, total: int):
 
 
 def convert_many(entries: list[dict], root: str, options: Options, threads: int) -> list[dict]:
-    """Convert catalog entries in ``threads`` worker processes; results in input order.
+    """Convert catalog entries (in path order) in ``threads`` worker processes; results
+    in input order.
 
-    A worker that dies (a crashing decoder, the out-of-memory killer) costs only the
-    file it held, as in a shard job.
+    As in a shard job, each SOP Instance UID becomes one image, from the first copy that
+    converts (a damaged first copy does not cost it; the other copies are reported as
+    duplicates), and a worker that dies (a crashing decoder, the out-of-memory killer)
+    costs only the file it held.
     """
-    jobs = list(enumerate(entries))
-    results: list[dict] = [{} for _ in jobs]
-    finished = convert_in_workers(jobs, root, options, max(1, threads))
-    for index, result in _progress(finished, len(jobs)):
+    entries = [{"cost": 0, **entry} for entry in entries]
+    results: list[dict | None] = [None] * len(entries)
+    finished = convert_copies(entries, root, options, max(1, threads))
+    for index, result in _progress(finished, len(entries)):
         results[index] = result.to_dict()
-    return results
+    mark_copies(entries, results)
+    return [r for r in results if r is not None]
 
 
 def preprocess_main(argv: list[str] | None = None) -> int:
@@ -215,7 +219,8 @@ def preprocess_main(argv: list[str] | None = None) -> int:
         return _single(source, output, options)
 
     todo = catalog.loc[
-        catalog["status"] == DICOM, ["path", "study_instance_uid", "sop_instance_uid"]
+        catalog["status"].isin([DICOM, DUPLICATE]),
+        ["path", "key", "study_instance_uid", "sop_instance_uid"],
     ].to_dict("records")
     results = convert_many(todo, str(output), options, args.threads)
     failures = failures_frame(catalog_failures(catalog) + result_failures(results))
