@@ -34,14 +34,19 @@ def inode_block_order(
     keys = np.asarray(inodes, dtype=np.float64)
     keys = np.where(np.isnan(keys), -1.0, keys)
     by_inode = np.argsort(keys, kind="stable")
-    blocks = [by_inode[i : i + block_size] for i in range(0, len(by_inode), block_size)]
-    rng = np.random.default_rng([int(seed), int(epoch)])
-    order = rng.permutation(len(blocks))
-    if shuffle_within:
-        blocks = [rng.permutation(block) for block in blocks]
-    if not blocks:
+    count = len(by_inode)
+    if count == 0:
         return np.empty(0, dtype=np.int64)
-    return np.concatenate([blocks[b] for b in order]).astype(np.int64)
+    blocks = -(-count // block_size)
+    padded = np.full(blocks * block_size, -1, dtype=np.int64)  # the last block may be short
+    padded[:count] = by_inode
+    table = padded.reshape(blocks, block_size)
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    table = table[rng.permutation(blocks)]
+    if shuffle_within:
+        table = rng.permuted(table, axis=1)
+    order = table.reshape(-1)
+    return order[order >= 0]
 
 
 class InodeBlockSampler:
