@@ -273,6 +273,21 @@ def test_crop_max_ignores_the_blurred_label_edges(landmark_files):
     assert foreground_box(output, crop_max=True)[2] * 2 > anatomy.right + 100  # without it
 
 
+def test_reduced_box_drops_pixels_next_to_the_maximum_only():
+    image = np.zeros((60, 80), np.uint16)
+    image[10:50, 0:30] = 20000  # anatomy on the left edge
+    image[5:9, 60:76] = 65535  # a label ...
+    image[4, 59:77] = image[9, 59:77] = 30000  # ... with blurred edges one pixel wide
+    image[4:10, 59] = image[4:10, 76] = 30000
+    image[0, 79] = 65535  # a maximum pixel in the corner
+    image[1, 78] = 100  # next to it
+    assert reduced_foreground_box(image, crop_max=True, level=1) == (0, 10, 30, 50)
+    assert reduced_foreground_box(image, crop_max=True, level=0) == (0, 1, 79, 50)
+    assert reduced_foreground_box(image, crop_max=False, level=1) == (0, 0, 80, 50)
+    image[12, 28] = 65535  # a maximum inside the anatomy hides its neighbours only
+    assert reduced_foreground_box(image, crop_max=True, level=1) == (0, 10, 30, 50)
+
+
 def test_a_small_crop_is_decoded_at_the_level_it_needs(tmp_path):
     """The whole image would allow level 2; the crop needs full resolution."""
     ds = synthetic.mammogram(rows=1024, columns=1024, label=False, seed=0)

@@ -424,8 +424,12 @@ def reduced_foreground_box(
     mask = foreground_mask(image, crop_max)
     if crop_max and level > 0:
         at_max = image == background_value_max(image.dtype)
-        if at_max.any():
-            mask &= ~_dilate(at_max, MAX_EDGE_RADIUS)
+        found = mask_box(at_max)
+        if found is not None:  # grow the maximum pixels, only around where they are
+            r = MAX_EDGE_RADIUS
+            x0, y0 = max(found[0] - r, 0), max(found[1] - r, 0)
+            x1, y1 = found[2] + r, found[3] + r
+            mask[y0:y1, x0:x1] &= ~_dilate(at_max[y0:y1, x0:x1], r)
     box = mask_box(mask)
     if box is None or not components:
         return box
