@@ -113,6 +113,7 @@ def test_every_option_changes_the_fingerprint():
         "volume": "central-slice",
         "target_frames": 4,
         "voi": "none",
+        "decode_resolution": "full",
     }
     missing = {f.name for f in fields(Options)} - set(changed)
     assert not missing, f"add a changed value for the new options {missing}"
