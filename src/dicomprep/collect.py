@@ -1,7 +1,15 @@
-"""Collecting a run: shard results to the manifest, the failures table and a summary."""
+"""Collecting a run: shard results to the manifest, the failures table and a summary.
+
+Incremental: each shard's results are turned into a table (with every output's inode and
+path relative to the dataset root) once, and cached beside the results file, keyed by
+its size and mtime; a run re-reads only the shards that ran.  So adding a few studies
+to a large dataset costs the new shards' rows plus writing the manifest, not a re-read
+and a stat of every output.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable
@@ -10,59 +18,109 @@ from pathlib import Path
 import pandas as pd
 
 from .discover import load_catalog
-from .durable import atomic_write_text
+from .durable import atomic_write_bytes, atomic_write_text
 from .failures import catalog_failures, counts, failures_frame, result_failures, write_failures
-from .manifest import manifest_frame, write_manifest
+from .manifest import MANIFEST_COLUMNS, manifest_frame, manifest_from_table, write_manifest
 from .records import OK, REMOVED, RESULT_COLUMNS
 from .records import read_results as read_shard_results
 
+# The cached table of one shard: its results plus where each output is and its inode.
+SHARD_TABLE_COLUMNS = RESULT_COLUMNS + ["path", "inode"]
+_TABLE_KEY = b"dicomprep.results"
 
-def read_results(files: Iterable[str | os.PathLike], since_ns: int = 0) -> pd.DataFrame:
-    """All shard results in one table, with ``fresh`` telling the rows of results
-    files written after ``since_ns`` (a time in ns; by default always).
+
+def shard_table(results_file: str | os.PathLike, output_root: str | os.PathLike) -> pd.DataFrame:
+    """The results of one shard as a table with ``path`` (relative to ``output_root``)
+    and ``inode`` (-1 when the output is missing) for finished files; cached beside the
+    results file (``.table.parquet``) and read from there while the results file and
+    the output root are unchanged."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    results_file = Path(results_file)
+    st = results_file.stat()
+    key = json.dumps([st.st_size, st.st_mtime_ns, str(output_root)]).encode()
+    cache = results_file.with_name(results_file.name.replace(".jsonl", ".table.parquet"))
+    try:
+        if pq.read_schema(cache).metadata.get(_TABLE_KEY) == key:
+            return pd.read_parquet(cache)
+    except (OSError, ValueError, AttributeError, pa.ArrowException):
+        pass
+    rows = read_shard_results(results_file)
+    table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    paths, inodes = [], []
+    for status, output in zip(table["status"], table["output"], strict=True):
+        path, inode = "", -1
+        if status == OK and output:
+            path = Path(os.path.relpath(output, output_root)).as_posix()
+            with contextlib.suppress(OSError):  # else removed since: not a finished TIFF
+                inode = os.stat(output).st_ino
+        paths.append(path)
+        inodes.append(inode)
+    table["path"], table["inode"] = paths, inodes
+    for column in ("width", "height", "channels", "num_frames", "output_size", "output_mtime_ns"):
+        table[column] = pd.to_numeric(table[column], errors="coerce").fillna(0).astype("int64")
+    for column in ("seconds",):
+        table[column] = pd.to_numeric(table[column], errors="coerce").fillna(0.0)
+    table["reused"] = table["reused"].fillna(False).astype(bool)
+    text = [c for c in SHARD_TABLE_COLUMNS if table[c].dtype == object]
+    table[text] = table[text].fillna("").astype(str)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), _TABLE_KEY: key})
+    sink = pa.BufferOutputStream()
+    pq.write_table(arrow, sink)
+    atomic_write_bytes(cache, sink.getvalue().to_pybytes())
+    return table
+
+
+def read_results(
+    files: Iterable[str | os.PathLike], since_ns: int = 0, output_root=None
+) -> pd.DataFrame:
+    """All shard results in one table (:func:`shard_table` of each file when
+    ``output_root`` is given), with ``fresh`` telling the rows of results files written
+    after ``since_ns`` (a time in ns; by default always).
 
     Rows of other files are marked ``reused``: their shard did not run since then.  A
     damaged file raises :class:`~dicomprep.records.DamagedStateFile` naming it (the next
     run's planning makes that shard run again).
     """
-    rows = []
+    tables = []
     for f in files:
         fresh = os.stat(f).st_mtime_ns > since_ns
-        for row in read_shard_results(f):
-            row["reused"] = bool(row.get("reused")) or not fresh
-            row["fresh"] = fresh
-            rows.append(row)
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS + ["fresh"]) if rows else pd.DataFrame()
+        if output_root is None:
+            table = pd.DataFrame(read_shard_results(f), columns=RESULT_COLUMNS)
+        else:
+            table = shard_table(f, output_root)
+        table["reused"] = table["reused"].fillna(False).astype(bool) | (not fresh)
+        table["fresh"] = fresh
+        tables.append(table)
+    tables = [t for t in tables if len(t)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
-def manifest_rows(results: pd.DataFrame, output_root: str | os.PathLike) -> list[dict]:
-    """Manifest records of the finished TIFFs (inode read from the file)."""
-    root = Path(output_root)
-    rows = []
+def manifest_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The manifest of the finished TIFFs in ``results`` (a :func:`read_results` table
+    read with an output root)."""
     if not len(results):
-        return rows
-    for r in results[results["status"] == OK].itertuples(index=False):
-        output = Path(r.output)
-        try:
-            inode = os.stat(output).st_ino
-        except OSError:
-            continue  # removed since: not a finished TIFF any more
-        rows.append(
-            {
-                "study_instance_uid": r.study_instance_uid,
-                "sop_instance_uid": r.sop_instance_uid,
-                "path": Path(os.path.relpath(output, root)).as_posix(),
-                "inode": inode,
-                "width": int(r.width),
-                "height": int(r.height),
-                "channels": int(r.channels),
-                "num_frames": int(r.num_frames),
-                "series_instance_uid": r.series_instance_uid or "",
-                "slices": 1,
-                "source": r.key or "",
-            }
-        )
-    return rows
+        return manifest_frame([])
+    done = results[(results["status"] == OK) & (results["inode"] >= 0)]
+    table = pd.DataFrame(
+        {
+            "study_instance_uid": done["study_instance_uid"],
+            "sop_instance_uid": done["sop_instance_uid"],
+            "path": done["path"],
+            "inode": done["inode"],
+            "width": done["width"],
+            "height": done["height"],
+            "channels": done["channels"],
+            "num_frames": done["num_frames"],
+            "series_instance_uid": done["series_instance_uid"],
+            "slices": 1,
+            "source": done["key"],
+        },
+        columns=MANIFEST_COLUMNS,
+    )
+    return manifest_from_table(table)
 
 
 def collect(
@@ -80,12 +138,12 @@ def collect(
     ``converted_now`` and ``seconds_now`` count the files converted by shard jobs whose
     results were written after ``run_started_ns`` (when this run was planned).
     """
-    results = read_results(results_files, since_ns=run_started_ns)
+    results = read_results(results_files, since_ns=run_started_ns, output_root=output_root)
     catalog = load_catalog(catalog_path)
-    manifest = manifest_frame(manifest_rows(results, output_root))
+    manifest = manifest_table(results)
     write_manifest(manifest, manifest_csv)
     write_manifest(manifest, manifest_parquet)
-    records = results.to_dict("records") if len(results) else []
+    records = results[results["status"] != OK].to_dict("records") if len(results) else []
     removed = [r for r in records if r["status"] == REMOVED and r["fresh"]]
     failures = failures_frame(
         (catalog_failures(catalog) if catalog is not None else []) + result_failures(records)

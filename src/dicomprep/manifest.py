@@ -91,6 +91,11 @@ def manifest_frame(rows: Iterable[dict]) -> pd.DataFrame:
     return _normalise(pd.DataFrame(data, columns=MANIFEST_COLUMNS))
 
 
+def manifest_from_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The manifest from a table with the manifest columns (others are dropped)."""
+    return _normalise(table)
+
+
 def _scan_rows(root: Path) -> Iterable[dict]:
     with os.scandir(root) as studies:
         study_entries = [e for e in studies if is_valid_uid(e.name) and e.is_dir()]

@@ -118,17 +118,36 @@ def shard_name(index: int, shards: int) -> str:
     return f"s{index:0{max(4, len(str(shards - 1)))}d}"
 
 
+FILES_PER_CLUSTER_SHARD = 2000
+
+
+def shard_count(setting: int | str, files: int, local: bool) -> int:
+    """The number of shards for ``setting`` (a number, or ``"auto"``): on one machine one
+    shard (its job runs a worker per core, and every extra job costs a start); on a
+    cluster the power of two at or above ``files`` / 2,000, so the count (and with it
+    every shard list) changes only when the data doubles."""
+    if setting != "auto":
+        return int(setting)
+    if local:
+        return 1
+    return 1 << max(0, ceil(files / FILES_PER_CLUSTER_SHARD) - 1).bit_length()
+
+
 def plan_shards(
     source: str | os.PathLike,
     work: str | os.PathLike,
-    shards: int,
+    shards: int | str,
     *,
+    local: bool = True,
     check_outputs: bool = True,
     follow_symlinks: bool = False,
     rediscover: bool = True,
     processes: int = 1,
 ) -> tuple[list[str], pd.DataFrame]:
     """Update the catalog and shard lists; return the shards to run and the catalog.
+
+    ``shards`` is a count or ``"auto"`` (see :func:`shard_count`; ``local``: jobs run on
+    this machine).
 
     With ``check_outputs``, the last run's results of unchanged shards are checked
     against the dataset folder (see :func:`stale_results`).  Takes the work folder's
@@ -146,8 +165,9 @@ def plan_shards(
             save_catalog(catalog, paths.catalog)
     else:
         catalog = previous
-    rebucket_journals(paths, shards)
     images = catalog[catalog["status"].isin([DICOM, DUPLICATE])]
+    shards = shard_count(shards, len(images), local)
+    rebucket_journals(paths, shards)
     images = images.assign(bucket_key=bucket_keys(images))
     buckets = pd.Series([shard_of(k, shards) for k in images["bucket_key"]], index=images.index)
     index: dict[str, dict] = {}

@@ -66,9 +66,15 @@ def file_fingerprint(entry: dict, options_fingerprint: str) -> str:
 def read_journal(path: str | os.PathLike) -> dict[str, dict]:
     """The last complete journal record of each source key.  Torn lines (a crash while
     appending) and damaged bytes are skipped: what they recorded is converted again."""
+    return _read_journal(path)[0]
+
+
+def _read_journal(path: str | os.PathLike) -> tuple[dict[str, dict], int]:
+    """:func:`read_journal` and the number of lines read."""
     records: dict[str, dict] = {}
+    lines = 0
     try:
-        for line in iter_lines(path):
+        for lines, line in enumerate(iter_lines(path), start=1):  # noqa: B007
             try:
                 record = json.loads(line)
                 records[record.get("key") or record["source"]] = record
@@ -76,7 +82,7 @@ def read_journal(path: str | os.PathLike) -> dict[str, dict]:
                 continue
     except FileNotFoundError:
         pass
-    return records
+    return records, lines
 
 
 def journaled_output(record: dict, output_root: str | os.PathLike) -> Path | None:
@@ -218,7 +224,7 @@ def run_shard(
     """
     entries = read_shard_list(shard_list)
     journal = Path(journal)
-    done = read_journal(journal)
+    done, journal_lines = _read_journal(journal)
     options_fp = options.fingerprint()
     fingerprints = [file_fingerprint(entry, options_fp) for entry in entries]
     remove_shard_temporaries(output_root, entries)
@@ -261,7 +267,8 @@ def run_shard(
     mark_copies(entries, rows)
     removed = remove_orphans(done, kept, output_root, keep=keep_orphans, log=log)
     summary.removed = [row["output"] for row in removed]
-    compact_journal(journal, kept)
+    if journal_lines + summary.processed + summary.failed - summary.reused > len(kept):
+        compact_journal(journal, kept)  # it holds superseded, torn or orphaned lines
     write_results([row for row in rows if row is not None] + removed, Path(results))
     if environment_errors:
         raise ShardEnvironmentError(

@@ -60,6 +60,7 @@ if workflow.is_main_process:
             config["source"],
             WORK,
             config["shards"],
+            local=workflow.local_exec,
             follow_symlinks=config["follow_symlinks"],
             rediscover=config["rediscover"],
             processes=max(1, workflow.cores or 1),
