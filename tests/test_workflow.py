@@ -98,6 +98,8 @@ def test_incremental_rerun_processes_only_new_files(tmp_path):
 
     noop = snakemake(tmp_path, config=config_for(tmp_path))
     assert "Nothing to be done" in noop.stdout + noop.stderr
+    # and it ends with the same summary lines as the run that did the work
+    assert "dicomprep: 10 processed, 3 skipped, 1 duplicate, 2 failed" in noop.stdout
     assert tiff_states(tmp_path / "out") == before
 
     for k in range(3):

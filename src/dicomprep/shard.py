@@ -446,7 +446,12 @@ def convert_in_workers(
 
 def _pool_results(remaining: deque, output_root, options, workers):
     """``(key, FileResult)`` per job taken from ``remaining``; ``(key, None)`` for the
-    jobs in flight when a worker process died, after which it stops taking jobs."""
+    jobs in flight when a worker process died, after which it stops taking jobs.
+
+    With fewer files than workers (a shard of a few tomosynthesis volumes), the spare
+    cores decode frames inside each file (``decode_threads``): two levels of parallelism
+    that together never exceed ``workers``."""
+    decode_threads = max(1, workers // max(1, len(remaining)))
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(max(1, min(workers, len(remaining))), mp_context=context)
     window = max(1, workers) * IN_FLIGHT_PER_WORKER
@@ -457,7 +462,7 @@ def _pool_results(remaining: deque, output_root, options, workers):
             while remaining and not broken and len(pending) < window:
                 key, entry = remaining[0]
                 try:
-                    future = pool.submit(_convert, entry, output_root, options)
+                    future = pool.submit(_convert, entry, output_root, options, decode_threads)
                 except BrokenProcessPool:
                     broken = True
                     break
@@ -493,8 +498,8 @@ def _died(entry: dict, output_root) -> FileResult:
     )
 
 
-def _convert(entry: dict, output_root, options: Options) -> FileResult:
-    return process_file(entry["path"], output_root, options)
+def _convert(entry: dict, output_root, options: Options, decode_threads: int = 1) -> FileResult:
+    return process_file(entry["path"], output_root, options, decode_threads=decode_threads)
 
 
 def _log_line(result: FileResult) -> str:

@@ -1,8 +1,11 @@
 import json
+import logging
 import threading
 from pathlib import Path
 
+from snakemake.common import NOTHING_TO_BE_DONE_MSG
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger as snakemake_logger
 from snakemake.utils import validate
 
 from dicomprep.discover import SourceError
@@ -115,6 +118,19 @@ def print_summary():
         print(
             f"dicomprep: manifest {OUTPUT}/manifest.csv, failures {OUTPUT}/failures.csv"
         )
+
+
+class SummaryOnNoOp(logging.Handler):
+    """Prints the run summary when Snakemake finds nothing to do (it then skips the
+    `onsuccess` hook), so a no-op rerun ends with the same lines as a real run."""
+
+    def emit(self, record):
+        if record.getMessage() == NOTHING_TO_BE_DONE_MSG and not workflow.dryrun:
+            print_summary()
+
+
+if workflow.is_main_process:
+    snakemake_logger.addHandler(SummaryOnNoOp())
 
 
 def stop_rescheduling_timers():
