@@ -114,14 +114,24 @@ def test_every_option_changes_the_fingerprint():
         "target_frames": 4,
         "voi": "none",
         "decode_resolution": "full",
+        "series": "stack",
+        "volume_format": "nifti",
+        "mip_weight": 2.0,
+        "skip_frames": 3,
     }
-    missing = {f.name for f in fields(Options)} - set(changed)
+    # spacing replaces size (both together are an error): compared without size below
+    missing = {f.name for f in fields(Options)} - set(changed) - {"spacing"}
     assert not missing, f"add a changed value for the new options {missing}"
     prints = {base.fingerprint()}
     for name, value in changed.items():
         prints.add(Options(**{**base.to_dict(), name: value}).fingerprint())
     assert len(prints) == len(changed) + 1
     assert Options(crop=True, size=(64, 80)).fingerprint() == base.fingerprint()
+    assert Options(crop=True, spacing=(0.2, 0.2)).fingerprint() != base.fingerprint()
+    assert (
+        Options(crop=True, spacing=(0.2, 0.2)).fingerprint()
+        != Options(crop=True, spacing=(0.2, 0.2, 1.0)).fingerprint()
+    )
 
 
 FINGERPRINT = "from dicomprep.options import Options; print(Options(crop=True).fingerprint())"

@@ -14,7 +14,8 @@ Boxes are ``(x0, y0, x1, y1)`` with exclusive ``x1, y1`` in the same convention.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -38,6 +39,11 @@ class Geometry:
     canvas_height: int
     active_left: int = 0
     active_top: int = 0
+    # Set when the resize followed a target pixel spacing: the exact (sx, sy) = source spacing /
+    # target spacing, which the resampling used (the sizes are rounded, the scale is not).
+    exact_scale: tuple[float, float] | None = None
+    # Set for a volume made from a stack of slices: where its pages lie in patient space.
+    volume: VolumeGeometry | None = None
 
     @classmethod
     def identity(cls, width: int, height: int) -> Geometry:
@@ -46,13 +52,28 @@ class Geometry:
 
     @property
     def scale_x(self) -> float:
-        """Resized width / crop width (DefaultScale x)."""
+        """Resized width / crop width (DefaultScale x), or the exact spacing ratio."""
+        if self.exact_scale is not None:
+            return self.exact_scale[0]
         return self.resized_width / self.crop_width
 
     @property
     def scale_y(self) -> float:
-        """Resized height / crop height (DefaultScale y)."""
+        """Resized height / crop height (DefaultScale y), or the exact spacing ratio."""
+        if self.exact_scale is not None:
+            return self.exact_scale[1]
         return self.resized_height / self.crop_height
+
+    def with_exact_scale(self, scale_x: float, scale_y: float) -> Geometry:
+        """This geometry resized by exactly ``(scale_x, scale_y)``: the resized size is
+        ``round(crop * scale)`` (at least 1) and the mapping uses the exact scale."""
+        width = max(1, round(self.crop_width * scale_x))
+        height = max(1, round(self.crop_height * scale_y))
+        return replace(self.with_resize(width, height), exact_scale=(scale_x, scale_y))
+
+    def with_volume(self, volume: VolumeGeometry | None) -> Geometry:
+        """This geometry with the patient-space placement of a volume's pages."""
+        return replace(self, volume=volume)
 
     @property
     def crop_box(self) -> tuple[int, int, int, int]:
@@ -108,6 +129,8 @@ class Geometry:
             canvas_height,
             left,
             top,
+            self.exact_scale,
+            self.volume,
         )
 
     # -- coordinate mapping -------------------------------------------------
@@ -139,3 +162,158 @@ class Geometry:
         b = np.asarray(boxes, dtype=np.float64)
         corners = self.to_source(b.reshape(b.shape[:-1] + (2, 2)))
         return corners.reshape(b.shape)
+
+    # -- volumes: (x, y, slice) <-> (x', y', page) ------------------------------
+
+    def to_output_3d(self, points) -> np.ndarray:
+        """Map source points ``(..., 3)`` of (x, y, slice index) to (x', y', page).
+
+        The slice index is the position in the stack's order (fractional values lie between
+        slices); the page follows from the slice positions (:class:`VolumeGeometry`)."""
+        p = np.asarray(points, dtype=np.float64)
+        out = np.empty_like(p)
+        out[..., :2] = self.to_output(p[..., :2])
+        out[..., 2] = self._volume().slice_to_page(p[..., 2])
+        return out
+
+    def to_source_3d(self, points) -> np.ndarray:
+        """Map output points ``(..., 3)`` of (x', y', page) back to (x, y, slice index)."""
+        p = np.asarray(points, dtype=np.float64)
+        out = np.empty_like(p)
+        out[..., :2] = self.to_source(p[..., :2])
+        out[..., 2] = self._volume().page_to_slice(p[..., 2])
+        return out
+
+    def _volume(self) -> VolumeGeometry:
+        if self.volume is None:
+            raise ValueError("this output is not a volume made from a stack of slices")
+        return self.volume
+
+    # -- the JSON record of the values the integer tags cannot hold -------------
+
+    def description(self) -> str | None:
+        """The exact scale and volume placement as JSON (None when there is neither)."""
+        if self.exact_scale is None and self.volume is None:
+            return None
+        record: dict = {"dicomprep": 1}
+        if self.exact_scale is not None:
+            record["exact_scale"] = list(self.exact_scale)
+        if self.volume is not None:
+            record["volume"] = self.volume.to_dict()
+        return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+    def with_description(self, text: str | None) -> Geometry:
+        """This geometry completed by a :meth:`description` (other text is ignored)."""
+        record = _description_record(text)
+        if record is None:
+            return self
+        scale = record.get("exact_scale")
+        volume = record.get("volume")
+        return replace(
+            self,
+            exact_scale=tuple(float(v) for v in scale) if scale is not None else None,
+            volume=VolumeGeometry.from_dict(volume) if volume is not None else None,
+        )
+
+
+def _description_record(text: str | None) -> dict | None:
+    if not text or not text.lstrip().startswith("{"):
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "dicomprep" in record else None
+
+
+@dataclass(frozen=True)
+class VolumeGeometry:
+    """Where the pages of a volume lie in patient space (DICOM LPS coordinates, mm).
+
+    ``orientation`` is ImageOrientationPatient: the direction of increasing x' (columns)
+    then of increasing y' (rows); the slice normal is their cross product.  ``origin`` is
+    the patient position of the centre of output pixel (0, 0) of page 0.  ``spacing`` is
+    the output's (x, y, z) voxel size in mm after crop and resize; z is the median distance
+    between pages.  ``slice_positions`` are the source slices' positions along the normal
+    in stack order and ``page_positions`` the pages'; ``uneven_spacing`` is true when the
+    source slices are not evenly spaced (then ``spacing[2]`` is a median, not exact, and
+    only the positions place each slice).
+    """
+
+    orientation: tuple[float, float, float, float, float, float]
+    origin: tuple[float, float, float]
+    spacing: tuple[float, float, float]
+    slice_positions: tuple[float, ...]
+    page_positions: tuple[float, ...]
+    uneven_spacing: bool = False
+
+    @property
+    def normal(self) -> np.ndarray:
+        """The slice normal: row direction x column direction."""
+        o = np.asarray(self.orientation, dtype=np.float64)
+        return np.cross(o[:3], o[3:])
+
+    def slice_to_page(self, index) -> np.ndarray:
+        """Page coordinate of (fractional) source slice ``index`` (through its position)."""
+        position = _interp(index, self.slice_positions)
+        return _inverse_interp(position, self.page_positions)
+
+    def page_to_slice(self, page) -> np.ndarray:
+        """Source slice coordinate of (fractional) ``page``."""
+        position = _interp(page, self.page_positions)
+        return _inverse_interp(position, self.slice_positions)
+
+    def affine_lps(self) -> np.ndarray:
+        """4 x 4 matrix from (x', y', page) voxel indices to LPS mm (evenly spaced pages)."""
+        o = np.asarray(self.orientation, dtype=np.float64)
+        affine = np.eye(4)
+        affine[:3, 0] = o[:3] * self.spacing[0]
+        affine[:3, 1] = o[3:] * self.spacing[1]
+        affine[:3, 2] = self.normal * self.spacing[2]
+        affine[:3, 3] = self.origin
+        return affine
+
+    def affine_ras(self) -> np.ndarray:
+        """:meth:`affine_lps` in the RAS+ world of NIfTI (x and y negated)."""
+        return np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.affine_lps()
+
+    def to_dict(self) -> dict:
+        return {
+            "orientation": list(self.orientation),
+            "origin": list(self.origin),
+            "spacing": list(self.spacing),
+            "slice_positions": list(self.slice_positions),
+            "page_positions": list(self.page_positions),
+            "uneven_spacing": bool(self.uneven_spacing),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> VolumeGeometry:
+        return cls(
+            orientation=tuple(float(v) for v in values["orientation"]),
+            origin=tuple(float(v) for v in values["origin"]),
+            spacing=tuple(float(v) for v in values["spacing"]),
+            slice_positions=tuple(float(v) for v in values["slice_positions"]),
+            page_positions=tuple(float(v) for v in values["page_positions"]),
+            uneven_spacing=bool(values.get("uneven_spacing", False)),
+        )
+
+
+def _interp(index, positions) -> np.ndarray:
+    """Position at fractional ``index`` along increasing ``positions`` (linear, extended)."""
+    p = np.asarray(positions, dtype=np.float64)
+    i = np.asarray(index, dtype=np.float64)
+    if len(p) == 1:
+        return np.full_like(i, p[0])
+    base = np.clip(np.floor(i), 0, len(p) - 2).astype(np.int64)
+    return p[base] + (i - base) * (p[base + 1] - p[base])
+
+
+def _inverse_interp(position, positions) -> np.ndarray:
+    """Fractional index of ``position`` along increasing ``positions`` (linear, extended)."""
+    p = np.asarray(positions, dtype=np.float64)
+    x = np.asarray(position, dtype=np.float64)
+    if len(p) == 1:
+        return np.zeros_like(x)
+    base = np.clip(np.searchsorted(p, x, side="right") - 1, 0, len(p) - 2)
+    return base + (x - p[base]) / (p[base + 1] - p[base])

@@ -19,9 +19,15 @@ from importlib import resources
 FILTERS = ("nearest", "triangle", "catmull-rom", "gaussian", "lanczos3")
 PADDINGS = ("zero", "top-left", "bottom-right", "center")
 COMPRESSIONS = ("packbits", "lzw", "uncompressed", "zstd", "deflate")
-VOLUME_HANDLERS = ("keep", "central-slice", "max-intensity", "interpolate")
+VOLUME_HANDLERS = ("keep", "central-slice", "max-intensity", "interpolate", "laplacian-mip")
 VOI_MODES = ("auto", "none")
 DECODE_RESOLUTIONS = ("auto", "full")
+SERIES_MODES = ("files", "stack")
+VOLUME_FORMATS = ("tiff", "nifti")
+# Frames skipped at each end before a maximum-intensity projection when `skip_frames` is not
+# given: laplacian-mip skips the noisy edge slices of a tomosynthesis volume as the Rust
+# dicom-preprocessing tool does; max-intensity keeps every frame as it always has.
+DEFAULT_SKIP_FRAMES = {"laplacian-mip": 5, "max-intensity": 0}
 
 
 class OptionsError(ValueError):
@@ -45,6 +51,15 @@ class Options:
     # JPEG 2000 / HTJ2K decoded at the coarsest wavelet level that still covers the output
     # size ("auto"), or always at full resolution ("full"); see dicomprep.codestreams.
     decode_resolution: str = "auto"
+    # Series: one output per file ("files") or one volume per stack of slices ("stack");
+    # stacks are written as TIFF or NIfTI (docs/volumes.md).
+    series: str = "files"
+    volume_format: str = "tiff"
+    # Resample to this pixel spacing [sx, sy] or voxel spacing [sx, sy, sz] in mm (not with size).
+    spacing: tuple[float, ...] | None = None
+    # laplacian-mip: weight of the MIP's detail; frames skipped at each end before the MIP.
+    mip_weight: float = 1.5
+    skip_frames: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("crop", "crop_max", "crop_components"):
@@ -55,6 +70,20 @@ class Options:
         _check_choice("compression", self.compression, COMPRESSIONS)
         _check_choice("volume", self.volume, VOLUME_HANDLERS)
         _check_choice("decode_resolution", self.decode_resolution, DECODE_RESOLUTIONS)
+        _check_choice("series", self.series, SERIES_MODES)
+        _check_choice("volume_format", self.volume_format, VOLUME_FORMATS)
+        self._check_spacing()
+        if isinstance(self.mip_weight, bool) or not isinstance(self.mip_weight, (int, float)):
+            raise OptionsError(f"mip_weight must be a number, got {self.mip_weight!r}")
+        if not 0 <= float(self.mip_weight) < float("inf"):
+            raise OptionsError(f"mip_weight must be a finite number >= 0, got {self.mip_weight}")
+        object.__setattr__(self, "mip_weight", float(self.mip_weight))
+        if self.skip_frames is not None and (
+            isinstance(self.skip_frames, bool)
+            or not isinstance(self.skip_frames, int)
+            or self.skip_frames < 0
+        ):
+            raise OptionsError(f"skip_frames must be an integer >= 0, got {self.skip_frames!r}")
         if self.size is not None:
             size = tuple(self.size)
             if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
@@ -78,13 +107,36 @@ class Options:
                 raise OptionsError(f"voi must be 'auto', 'none' or [center, width>0], got {voi!r}")
             object.__setattr__(self, "voi", window)
 
+    def _check_spacing(self) -> None:
+        if self.spacing is None:
+            return
+        try:
+            spacing = tuple(float(v) for v in self.spacing)
+        except (TypeError, ValueError):
+            spacing = ()
+        if len(spacing) not in (2, 3) or not all(0 < v < float("inf") for v in spacing):
+            raise OptionsError(
+                f"spacing must be [sx, sy] or [sx, sy, sz] in mm, each > 0, got {self.spacing!r}"
+            )
+        if self.size is not None:
+            raise OptionsError("size and spacing cannot both be set: spacing replaces size")
+        object.__setattr__(self, "spacing", spacing)
+
+    @property
+    def frames_skipped(self) -> int:
+        """Frames skipped at each end before a maximum over frames (see skip_frames)."""
+        if self.skip_frames is not None:
+            return self.skip_frames
+        return DEFAULT_SKIP_FRAMES.get(self.volume, 0)
+
     @classmethod
     def from_mapping(cls, values: Mapping) -> Options:
         """Options from a config mapping, ignoring keys that are not options."""
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in known and v is not None}
-        if "size" in kwargs:
-            kwargs["size"] = tuple(kwargs["size"])
+        for key in ("size", "spacing"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
         if isinstance(kwargs.get("voi"), list):
             kwargs["voi"] = tuple(kwargs["voi"])
         return cls(**kwargs)
@@ -92,7 +144,7 @@ class Options:
     def to_dict(self) -> dict:
         """Plain JSON-able values (lists for tuples)."""
         out = asdict(self)
-        for key in ("size", "voi"):
+        for key in ("size", "voi", "spacing"):
             if isinstance(out[key], tuple):
                 out[key] = list(out[key])
         return out
@@ -108,8 +160,8 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise OptionsError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
-# The modules whose code decides an output's bytes.  A change to any of them invalidates
-# every output; reports, planning and the command line do not.
+# The modules whose code decides an output's bytes (dotted names for subpackage modules).  A
+# change to any of them invalidates every output; reports, planning and the command line do not.
 OUTPUT_MODULES = (
     "codestreams",
     "crop",
@@ -123,6 +175,10 @@ OUTPUT_MODULES = (
     "tiff",
     "uids",
     "volume",
+    "series.nifti",
+    "series.spacing",
+    "series.stacks",
+    "series.volume_file",
 )
 
 
@@ -133,7 +189,8 @@ def code_hash() -> str:
     package = resources.files("dicomprep")
     for name in OUTPUT_MODULES:
         digest.update(name.encode())
-        digest.update((package / f"{name}.py").read_bytes())
+        *folders, module = name.split(".")  # "series.stacks" is series/stacks.py
+        digest.update(package.joinpath(*folders, f"{module}.py").read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -53,9 +53,16 @@ from .options import Options
 from .pad import pad, padding_offsets
 from .records import FAILED, OK, SKIPPED, FileResult
 from .resize import fit_size, resize
+from .series.spacing import resample_by_scale, spacing_scale
 from .tiff import write_tiff
 from .uids import describe_invalid_uid, is_valid_uid
-from .volume import central_index, interpolate_frames, max_intensity
+from .volume import (
+    central_index,
+    interpolate_frames,
+    laplacian_mip,
+    max_intensity,
+    projected_range,
+)
 
 
 def output_path_for(root: str | os.PathLike, study_uid: str, sop_uid: str) -> Path:
@@ -338,7 +345,11 @@ def render(
         single = next(mapped([order[central_index(n)]]))
         sources, count, box = (lambda: iter([single])), 1, _box_of([single], options, level)
     elif handler == "max-intensity":
-        single = max_intensity(mapped(order))
+        kept = [order[i] for i in projected_range(n, options.frames_skipped)]
+        single = max_intensity(mapped(kept))
+        sources, count, box = (lambda: iter([single])), 1, _box_of([single], options, level)
+    elif handler == "laplacian-mip":
+        single = laplacian_mip(mapped(order), n, options.mip_weight, options.frames_skipped)
         sources, count, box = (lambda: iter([single])), 1, _box_of([single], options, level)
     else:
         if n == 1:
@@ -422,12 +433,17 @@ def _finish(
         box = (0, 0, width >> level, height >> level)
     x0, y0, x1, y1 = source_box(box, level)
     geometry = Geometry.identity(width, height).with_crop(x0, y0, x1 - x0, y1 - y0)
-    if options.size is not None:
+    if options.spacing is not None:  # exact scale: source spacing / target spacing
+        geometry = geometry.with_exact_scale(*spacing_scale(info.pixel_spacing, options.spacing))
+    elif options.size is not None:
         new_w, new_h = fit_size(geometry.crop_width, geometry.crop_height, *options.size)
         geometry = geometry.with_resize(new_w, new_h)
 
     def transformed(frame: np.ndarray) -> np.ndarray:
         frame = cropping.crop(frame, box)
+        if geometry.exact_scale is not None:
+            size = geometry.resized_width, geometry.resized_height
+            return resample_by_scale(frame, *geometry.exact_scale, *size, options.filter)
         if (geometry.resized_width, geometry.resized_height) != frame.shape[1::-1]:
             frame = resize(frame, geometry.resized_width, geometry.resized_height, options.filter)
         return frame

@@ -21,7 +21,8 @@ DefaultCropOrigin is in source pixels, not relative to the active area.
 tags alone (resized size = active area size, canvas = image size).
 
 Files are written atomically and deterministically: the same pixels, geometry and options
-give the same bytes (no date, no JSON description, no version string), and a failed write
+give the same bytes (no date, no version string; a JSON description only for volumes and
+resizes to a target spacing, see :func:`read_geometry`), and a failed write
 never leaves a partial file at the target path.
 
 Resolution: tifffile always writes XResolution/YResolution.  Without a pixel spacing they
@@ -280,6 +281,7 @@ def write_tiff(
         maxworkers=1,
     )
     tags = _geometry_tags(geometry)
+    description = geometry.description()
     shape, dtype = first.shape, first.dtype
     frame = first
     del first  # hold no frame longer than its page takes to write
@@ -296,7 +298,10 @@ def write_tiff(
                             f"expected {shape} {dtype}"
                         )
                     page_number = (TAG_PAGE_NUMBER, _SHORT, 2, (index, num_frames), True)
-                    writer.write(frame, extratags=[*tags, page_number], **options)
+                    # The first page also holds what integer tags cannot: the exact scale of a
+                    # resize to a target spacing and the patient-space placement of a volume.
+                    described = {"description": description} if index == 0 and description else {}
+                    writer.write(frame, extratags=[*tags, page_number], **options, **described)
                     index += 1
                     frame = None
                     try:
@@ -398,16 +403,22 @@ def read_info(path) -> TiffInfo:
             channels=int(page.samplesperpixel),
             num_frames=len(tif.pages),
             dtype=str(page.dtype),
-            geometry=_page_geometry(page, path),
+            geometry=_page_geometry(page, path).with_description(page.description),
             resolution=_page_resolution(page),
             compression=_COMPRESSION_NAMES.get(code, tifffile.COMPRESSION(code).name.lower()),
         )
 
 
 def read_geometry(path) -> Geometry:
-    """The :class:`Geometry` recorded in the first page's tags."""
+    """The :class:`Geometry` recorded in the first page's tags.
+
+    For a volume made from a stack of slices (and a resize to a target spacing) the first
+    page's ImageDescription holds a JSON record of the values integer tags cannot carry:
+    the exact scale and the volume's :class:`~dicomprep.geometry.VolumeGeometry`
+    (spacing, orientation, origin, slice and page positions); they are returned too."""
     with tifffile.TiffFile(path) as tif:
-        return _page_geometry(tif.pages.first, path)
+        page = tif.pages.first
+        return _page_geometry(page, path).with_description(page.description)
 
 
 def read_frames(path) -> np.ndarray:

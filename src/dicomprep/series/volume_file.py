@@ -1,0 +1,339 @@
+"""One stack of single-frame slices through the pixel pipeline as one volume.
+
+:func:`process_stack` is the stack's :func:`dicomprep.pipeline.process_file`: the slices
+(in the order :func:`dicomprep.series.stacks.form_stacks` gives) are decoded one at a time
+and go through the same stages, as one volume:
+
+- **One VOI for the stack.** ``voi: auto`` uses the *first* slice's VOI LUT or window for
+  every slice (a CT series' slices usually share it; per-slice windows would make the
+  volume's grey levels inconsistent); without one, the min-max of the modality values of
+  every slice, found by a first streamed pass.  ``voi: [c, w]`` applies to all;
+  ``voi: none`` keeps modality values (Hounsfield units) exactly, each slice with its own
+  Rescale Slope / Intercept, in the smallest integer type that holds the stack's range
+  (int16 for CT).
+- **One crop box**: the union of the slices' boxes (a first pass when cropping).
+- **Volume handlers**: ``keep`` streams slice by slice (and with ``spacing: [sx, sy, sz]``
+  resamples the slice axis to ``sz`` mm at the slices' physical positions, two slices held);
+  ``central-slice`` decodes one slice; ``max-intensity`` keeps a running maximum;
+  ``interpolate`` holds two slices; ``laplacian-mip`` holds the running maximum and the
+  central slice.  The NIfTI writer holds the finished volume.
+- The output is one multi-page TIFF with the usual tags and, on its first page, the
+  volume's :class:`~dicomprep.geometry.VolumeGeometry` (:func:`dicomprep.tiff.read_geometry`),
+  or a ``.nii.gz`` (``volume_format: nifti``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import pipeline
+from ..decode import DicomError, frame_intensity, image_info, iter_frames, read_header
+from ..geometry import Geometry, VolumeGeometry
+from ..intensity import modality_range, smallest_integer_dtype, union_range
+from ..options import Options
+from ..records import FAILED, OK
+from ..tiff import write_tiff
+from ..uids import is_valid_uid
+from ..volume import (
+    central_index,
+    interpolate_at,
+    interpolate_frames,
+    interpolation_positions,
+    laplacian_mip,
+    max_intensity,
+    projected_range,
+)
+from .nifti import write_nifti
+from .spacing import slice_targets
+from .stacks import UNEVEN_TOLERANCE_MM
+
+#: The VOI elements of the first slice that every slice of a stack gets (``voi: auto``).
+VOI_KEYWORDS = (
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "WindowCenterWidthExplanation",
+    "VOILUTSequence",
+)
+PROJECTIONS = ("max-intensity", "laplacian-mip")
+EXTENSIONS = {"tiff": ".tiff", "nifti": ".nii.gz"}
+
+
+def stack_output_path(root, study_uid: str, name: str, volume_format: str = "tiff") -> Path:
+    """``{root}/{StudyInstanceUID}/{name}.tiff`` (or ``.nii.gz``); ``name`` is a Stack's."""
+    return Path(root) / study_uid / f"{name}{EXTENSIONS[volume_format]}"
+
+
+@dataclass
+class SlicePlacement:
+    """Where one source slice went: one row of slices.csv."""
+
+    sop_instance_uid: str
+    source: str
+    page: int  # the output page nearest to the slice (0 for a projection)
+    position: float  # mm along the slice normal
+
+
+@dataclass
+class StackResult:
+    """The outcome of one stack (a manifest row with ``slices`` and its slices.csv rows)."""
+
+    sources: list[str]
+    status: str = FAILED
+    stage: str = ""
+    error_type: str = ""
+    message: str = ""
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    sop_instance_uid: str = ""  # the first slice's
+    output: str = ""
+    width: int = 0
+    height: int = 0
+    channels: int = 0
+    num_frames: int = 0
+    slices: list[SlicePlacement] = field(default_factory=list)
+    geometry: Geometry | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """Plain values; ``slices`` is the number of source files, ``slice_rows`` the table."""
+        out = asdict(self)
+        out.pop("geometry")
+        out["slice_rows"] = out.pop("slices")
+        out["slices"] = len(self.sources)
+        return out
+
+
+def process_stack(
+    paths_in_order: list[str | os.PathLike],
+    output_path: str | os.PathLike,
+    options: Options | None = None,
+) -> StackResult:
+    """Convert the slices ``paths_in_order`` (increasing position) into one output.
+
+    Never raises for bad input: the result's status is ``ok`` or ``failed`` with the stage,
+    error type and a one-line message, like :func:`dicomprep.pipeline.process_file`."""
+    options = options or Options()
+    started = time.perf_counter()
+    paths = [str(p) for p in paths_in_order]
+    result = StackResult(sources=paths)
+    try:
+        if len(paths) < 2:
+            raise DicomError("transform", "a stack needs at least two slices", "NotAStack")
+        headers = [_header(p) for p in paths]
+        first = headers[0]
+        result.study_instance_uid = _safe(first.get("StudyInstanceUID", ""))
+        result.series_instance_uid = _safe(first.get("SeriesInstanceUID", ""))
+        result.sop_instance_uid = _safe(first.get("SOPInstanceUID", ""))
+        positions, orientation = slice_positions(headers)
+        rendered, page_positions = _render_stack(paths, headers, positions, options)
+        volume = _volume_geometry(rendered, first, positions, page_positions, orientation, options)
+        geometry = rendered.geometry.with_volume(volume)
+        if options.volume_format == "nifti":
+            if volume is None:
+                raise DicomError(
+                    "transform", "NIfTI output needs Pixel Spacing in the slices", "NoSpacing"
+                )
+            write_nifti(output_path, np.stack(list(rendered.frames)), volume)
+        else:
+            write_tiff(
+                output_path,
+                rendered.frames,
+                num_frames=rendered.num_frames,
+                geometry=geometry,
+                compression=options.compression,
+                resolution=rendered.resolution(),
+            )
+        result.status, result.output, result.geometry = OK, str(output_path), geometry
+        result.height, result.width = rendered.shape[:2]
+        result.channels = rendered.shape[2] if len(rendered.shape) == 3 else 1
+        result.num_frames = rendered.num_frames
+        result.slices = _placements(headers, paths, positions, geometry, rendered.num_frames)
+    except DicomError as exc:
+        result.stage, result.error_type, result.message = exc.stage, exc.error_type, str(exc)
+    except MemoryError:
+        result.stage, result.error_type = "transform", "MemoryError"
+        result.message = "out of memory while processing this stack"
+    except OSError as exc:
+        result.stage, result.error_type = "write", type(exc).__name__
+        result.message = pipeline._one_line(f"{exc.strerror or exc}: {exc.filename or ''}")
+    except Exception as exc:  # noqa: BLE001 - one bad stack must never stop a run
+        result.stage, result.error_type = "transform", type(exc).__name__
+        result.message = pipeline._one_line(str(exc))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _safe(value) -> str:
+    return str(value) if is_valid_uid(str(value)) else ""
+
+
+def _header(path: str):
+    ds, has_pixels = read_header(path)
+    if not has_pixels:
+        raise DicomError("decode", f"{path}: no pixel data", "NoPixelData")
+    if int(ds.get("NumberOfFrames") or 1) != 1:
+        raise DicomError("decode", f"{path}: a stack holds single-frame images", "MultiFrame")
+    return ds
+
+
+def slice_positions(headers) -> tuple[list[float], tuple[float, ...]]:
+    """Positions along the first slice's normal and its orientation; the slices must be
+    in strictly increasing position order and share the orientation."""
+    try:
+        orientation = tuple(float(v) for v in headers[0].ImageOrientationPatient)
+        ipps = [np.array([float(v) for v in ds.ImagePositionPatient]) for ds in headers]
+        others = [tuple(float(v) for v in ds.ImageOrientationPatient) for ds in headers]
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DicomError(
+            "decode", f"a slice lacks a usable position or orientation: {exc}", "NoGeometry"
+        ) from exc
+    if any(np.max(np.abs(np.subtract(o, orientation))) > 1e-4 for o in others):
+        raise DicomError("transform", "the slices differ in orientation", "MixedGeometry")
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = [float(np.dot(p, normal)) for p in ipps]
+    if np.any(np.diff(positions) <= 0):
+        raise DicomError(
+            "transform",
+            "slices are not in strictly increasing position order (use form_stacks)",
+            "SliceOrder",
+        )
+    return positions, orientation
+
+
+def _share_voi(headers) -> None:
+    """Give every slice the first slice's VOI elements (or none, when it has none)."""
+    first = headers[0]
+    for ds in headers[1:]:
+        for keyword in VOI_KEYWORDS:
+            if keyword in ds:
+                delattr(ds, keyword)
+            if keyword in first:
+                setattr(ds, keyword, first[keyword].value)
+
+
+def _render_stack(paths, headers, positions, options: Options):
+    """(Rendered, page positions along the normal) of a stack."""
+    infos = [image_info(ds) for ds in headers]
+    shapes = {(i.rows, i.columns, i.samples_per_pixel, i.photometric) for i in infos}
+    if len(shapes) > 1:
+        raise DicomError("transform", f"the slices differ in size or colour: {shapes}", "Mixed")
+    if options.voi == "auto":
+        _share_voi(headers)
+    mappers = [
+        pipeline._IntensityMapper(ds, info, options)
+        for ds, info in zip(headers, infos, strict=True)
+    ]
+    n = len(paths)
+
+    def decoded(k: int) -> np.ndarray:
+        return next(pipeline._staged("decode", iter_frames(paths[k], headers[k], [0])))
+
+    def mapped(indices) -> Iterator[np.ndarray]:
+        frames = (mappers[k](0, decoded(k)) for k in indices)
+        return pipeline._staged("transform", frames)
+
+    _stack_value_range(decoded, headers, mappers, options)
+    handler, everything = options.volume, list(range(n))
+    middle = central_index(n)
+    if handler in ("central-slice", *PROJECTIONS):
+        if handler == "central-slice":
+            single = next(mapped([middle]))
+        elif handler == "max-intensity":
+            single = max_intensity(mapped(projected_range(n, options.frames_skipped)))
+        else:
+            single = laplacian_mip(
+                mapped(everything), n, options.mip_weight, options.frames_skipped
+            )
+        box = pipeline._box_of([single], options)
+        rendered = pipeline._finish(iter([single]), 1, infos[0], options, box)
+        return rendered, [positions[middle]]
+    box = pipeline._volume_prepass(mapped, everything, options)
+    if handler == "interpolate":
+        targets = np.interp(
+            interpolation_positions(n, options.target_frames), np.arange(n), positions
+        )
+        frames = interpolate_frames(mapped(everything), n, options.target_frames)
+    elif options.spacing is not None and len(options.spacing) == 3:
+        targets = slice_targets(positions[0], positions[-1], options.spacing[2])
+        frames = interpolate_at(mapped(everything), positions, targets)
+    else:
+        targets, frames = np.asarray(positions), mapped(everything)
+    rendered = pipeline._finish(frames, len(targets), infos[0], options, box)
+    return rendered, [float(t) for t in targets]
+
+
+def _stack_value_range(decoded, headers, mappers, options: Options) -> None:
+    """First pass over the slices when the mapping depends on the stack's values (min-max
+    window, MONOCHROME1, the type of `voi: none`) or the slices would get different
+    types: one range of modality values and one output type for every slice."""
+    frames = [frame_intensity(ds, 0) for ds in headers]
+    dtypes = {m.dtype for m in mappers}
+    needed = any(m.needs_range(f) for m, f in zip(mappers, frames, strict=True)) or len(dtypes) > 1
+    if not needed:
+        return
+    value_range = None
+    for k, frame in enumerate(frames):
+        raw = decoded(k)
+        value_range = union_range(value_range, modality_range(pipeline._stored_range(raw), frame))
+    known = [d for d in dtypes if d is not None]
+    if options.voi == "none":
+        floating = any(d.kind == "f" for d in known)
+        dtype = np.dtype(np.float32) if floating else smallest_integer_dtype(*value_range)
+    elif known:
+        dtype = max(known, key=lambda d: d.itemsize)
+    else:
+        dtype = None  # colour: the mapper decides per slice
+    for mapper in mappers:
+        mapper.volume_range = value_range
+        if dtype is not None:
+            mapper.set_dtype(dtype)
+
+
+def _volume_geometry(rendered, first, positions, page_positions, orientation, options):
+    """Where the output's pages lie (None without Pixel Spacing)."""
+    if rendered.pixel_spacing is None:
+        return None
+    g = rendered.geometry
+    row_mm, column_mm = rendered.pixel_spacing
+    o = np.asarray(orientation)
+    normal = np.cross(o[:3], o[3:])
+    x, y = g.to_source(np.array([0.5, 0.5])) - 0.5  # source pixel indices of output (0, 0)
+    ipp = np.array([float(v) for v in first.ImagePositionPatient])
+    origin = (
+        ipp
+        + o[:3] * column_mm * x
+        + o[3:] * row_mm * y
+        + normal * (page_positions[0] - positions[0])
+    )
+    steps = np.diff(page_positions) if len(page_positions) > 1 else np.diff(positions)
+    spacing_z = float(np.median(steps))
+    uneven = bool(
+        np.any(np.abs(np.diff(positions) - np.median(np.diff(positions))) > UNEVEN_TOLERANCE_MM)
+    )
+    return VolumeGeometry(
+        orientation=tuple(float(v) for v in orientation),
+        origin=tuple(float(v) for v in origin),
+        spacing=(column_mm / g.scale_x, row_mm / g.scale_y, spacing_z),
+        slice_positions=tuple(positions),
+        page_positions=tuple(float(p) for p in page_positions),
+        uneven_spacing=uneven,
+    )
+
+
+def _placements(headers, paths, positions, geometry: Geometry, pages: int):
+    placements = []
+    for k, (ds, path, position) in enumerate(zip(headers, paths, positions, strict=True)):
+        page = 0
+        if geometry.volume is not None and pages > 1:
+            page = int(np.clip(np.rint(geometry.volume.slice_to_page(k)), 0, pages - 1))
+        placements.append(
+            SlicePlacement(_safe(ds.get("SOPInstanceUID", "")), path, page, float(position))
+        )
+    return placements
