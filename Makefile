@@ -11,7 +11,7 @@ ARGS ?=
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[workflow,test]"
+	$(BIN)/pip install --quiet -e ".[workflow,test,s3]"
 	touch $@
 
 install: $(BIN)/snakemake

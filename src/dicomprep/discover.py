@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .storage.urls import is_url
 from .uids import describe_invalid_uid, is_valid_uid
 
 # Statuses of catalog rows.  Only DICOM rows are converted.
@@ -54,6 +55,7 @@ HEADER_FIELDS = {
 TEXT_COLUMNS = [
     "path",
     "key",
+    "etag",
     "status",
     "reason",
     "error_type",
@@ -70,6 +72,7 @@ CATALOG_COLUMNS = [
     "key",
     "size",
     "mtime_ns",
+    "etag",  # objects only: ETag or version ('' for local files)
     "status",
     "reason",
     "error_type",
@@ -96,8 +99,9 @@ def iter_source_paths(source: str | os.PathLike, follow_symlinks: bool = False) 
     """Input paths of a source: a file, a folder (recursive) or a ``.txt`` list of paths.
 
     List files ignore blank lines and ``#`` comments; relative entries are resolved
-    against the list's folder.  Folders are walked in sorted order; hidden files (names
-    starting with a dot) are skipped; symlinks are followed only when asked.
+    against the list's folder; object URLs (``s3://...``) are yielded as strings.
+    Folders are walked in sorted order; hidden files (names starting with a dot) are
+    skipped; symlinks are followed only when asked.
     """
     source = Path(source)
     if source.is_dir():
@@ -106,6 +110,9 @@ def iter_source_paths(source: str | os.PathLike, follow_symlinks: bool = False) 
         for line in source.read_text(errors="surrogateescape").splitlines():
             entry = line.strip()
             if not entry or entry.startswith("#"):
+                continue
+            if is_url(entry):
+                yield entry  # an object: listed by URL, never resolved as a path
                 continue
             path = Path(entry)
             yield path if path.is_absolute() else source.parent / path
@@ -137,7 +144,7 @@ def _walk(folder: Path, follow_symlinks: bool) -> Iterator[Path]:
 def catalog_entry(path: str | os.PathLike) -> dict:
     """One catalog row for ``path``: stat, status, and header fields when DICOM."""
     # pydicom is imported where headers are read, not by everything that reads the catalog
-    from .decode import DicomError, NotDicomError, read_header
+    from .decode import read_header
 
     path = Path(path)
     row: dict = {"path": str(path), "status": DICOM, "reason": "", "error_type": ""}
@@ -146,10 +153,18 @@ def catalog_entry(path: str | os.PathLike) -> dict:
     except OSError as exc:
         return {**row, "status": MISSING, "reason": _reason(exc), "error_type": "FileNotFound"}
     row["size"], row["mtime_ns"] = stat.st_size, stat.st_mtime_ns
+    return header_row(row, lambda: read_header(path))
+
+
+def header_row(row: dict, read) -> dict:
+    """``row`` (path, size, mtime...) completed with the status and header fields that
+    ``read()`` (returning ``read_header``'s dataset and has-pixels flag) gives."""
+    from .decode import DicomError, NotDicomError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds, has_pixels = read_header(path)
+            ds, has_pixels = read()
             header = _header_fields(ds)
     except NotDicomError as exc:
         return {**row, "status": NOT_DICOM, "reason": str(exc), "error_type": exc.error_type}
@@ -222,6 +237,7 @@ def build_catalog(
     *,
     follow_symlinks: bool = False,
     processes: int = 1,
+    header_concurrency: int | None = None,
 ) -> pd.DataFrame:
     """The catalog of ``source``, reusing rows of ``previous`` for unchanged files.
 
@@ -230,28 +246,51 @@ def build_catalog(
     source root, or the same folder given by a relative instead of an absolute path,
     costs a walk, not a header read per file.  Duplicates (a SOP Instance UID seen at an
     earlier path in sorted order) are marked.
+
+    A URL source (``s3://bucket/prefix``, any fsspec protocol) is listed instead of
+    walked, its objects keyed by their key relative to the prefix and known unchanged
+    by (key, size, LastModified, ETag); their headers are read with ranged reads on
+    ``header_concurrency`` threads (see :mod:`dicomprep.storage`).
     """
-    root = source_root(source)
-    found = {str(p) for p in iter_source_paths(source, follow_symlinks)}
-    undecodable = sorted(p for p in found if not _is_plain_name(p))
-    paths = sorted(found.difference(undecodable))
-    stats = [_stat(p) for p in paths]
-    current = pd.DataFrame(
-        {
-            "path": pd.Series(paths, dtype=str),
-            "key": pd.Series([relative_key(p, root) for p in paths], dtype=str),
-            "size": pd.Series([s[0] for s in stats], dtype="int64"),
-            "mtime_ns": pd.Series([s[1] for s in stats], dtype="int64"),
-        }
-    )
+    if is_url(source):  # objects: listed, not walked (dicomprep.storage)
+        from .storage.discovery import list_source
+
+        found, undecodable, current = set(), [], list_source(str(source))
+    else:
+        root = source_root(source)
+        found = {str(p) for p in iter_source_paths(source, follow_symlinks)}
+        undecodable = sorted(p for p in found if not _is_plain_name(p))
+        objects = sorted(p for p in found if is_url(p))  # URLs in a .txt list
+        paths = sorted(found.difference(undecodable, objects))
+        stats = [_stat(p) for p in paths]
+        current = pd.DataFrame(
+            {
+                "path": pd.Series(paths, dtype=str),
+                "key": pd.Series([relative_key(p, root) for p in paths], dtype=str),
+                "size": pd.Series([s[0] for s in stats], dtype="int64"),
+                "mtime_ns": pd.Series([s[1] for s in stats], dtype="int64"),
+                "etag": pd.Series([""] * len(paths), dtype=str),
+            }
+        )
+        if objects:
+            from .storage.discovery import list_urls
+
+            current = pd.concat([current, list_urls(objects)], ignore_index=True)
     reused = empty_catalog()
     if previous is not None and len(previous):
         unchanged = previous[previous["status"] != MISSING].drop(columns="path")
         unchanged = unchanged.drop_duplicates("key", keep="last")
-        reused = unchanged.merge(current, on=["key", "size", "mtime_ns"], how="inner")
-    fresh = current.loc[~current["path"].isin(reused["path"]), ["path", "key"]]
-    entries = _map(catalog_entry, fresh["path"].tolist(), processes)
-    new_rows = [{**row, "key": key} for row, key in zip(entries, fresh["key"], strict=True)]
+        reused = unchanged.merge(current, on=["key", "size", "mtime_ns", "etag"], how="inner")
+    fresh = current.loc[~current["path"].isin(reused["path"])]
+    remote = fresh["path"].map(is_url).astype(bool)
+    entries = list(_map(catalog_entry, fresh.loc[~remote, "path"].tolist(), processes))
+    keys = fresh.loc[~remote, "key"].tolist()
+    if remote.any():
+        from .storage.discovery import object_entries
+
+        entries += object_entries(fresh[remote], header_concurrency)
+        keys += fresh.loc[remote, "key"].tolist()
+    new_rows = [{**row, "key": key} for row, key in zip(entries, keys, strict=True)]
     new_rows += [_undecodable_name_row(p) for p in undecodable]
     parts = [reused] + ([pd.DataFrame(new_rows, columns=CATALOG_COLUMNS)] if new_rows else [])
     catalog = normalise(pd.concat(parts, ignore_index=True))
