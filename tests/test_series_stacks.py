@@ -1,0 +1,181 @@
+"""Stacks of real CT/MR slices against dcm2niix and SimpleITK (GDCM ordering).
+
+The series are pydicom's CT_small / MR_small slices written with positions set here and
+shuffled on disk; the peers read the same files.  On clean series the voxels (voi: none)
+and the geometry agree; on flawed ones dicomprep reports what the peers keep silently.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from dicomprep.options import Options
+from dicomprep.series.stacks import (
+    DUPLICATE_POSITION,
+    GAP,
+    LOCALIZER,
+    MIXED_GEOMETRY,
+    SPLIT_SERIES,
+    form_stacks,
+    single_files,
+    stack_facts,
+)
+from dicomprep.series.volume_file import process_stack
+from dicomprep.tiff import read_frames, read_geometry
+
+from .series_helpers import AXIAL, OBLIQUE, write_series
+
+DCM2NIIX = Path(sys.executable).with_name("dcm2niix")
+
+
+def facts_of(folder: Path) -> list[dict]:
+    rows = []
+    for path in sorted(folder.iterdir()):
+        facts = stack_facts(pydicom.dcmread(path, stop_before_pixels=True))
+        rows.append({**facts, "path": str(path)})
+    return rows
+
+
+def dcm2niix(folder: Path, out: Path) -> list[nib.Nifti1Image]:
+    """dcm2niix's volumes (it exits non-zero on flawed series but still writes them)."""
+    out.mkdir()
+    subprocess.run(
+        [str(DCM2NIIX), "-z", "y", "-b", "n", "-f", "%j_%s", "-o", str(out), str(folder)],
+        check=False,
+        capture_output=True,
+    )
+    return [nib.load(p) for p in sorted(out.glob("*.nii.gz"))]
+
+
+def sitk_series(folder: Path, series: str) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series))
+    return reader.Execute()
+
+
+def hounsfield_volume(series: dict, order: list[str]) -> np.ndarray:
+    """Reference voxels: pydicom's pixel_array with its own rescale, slice by slice."""
+    by_uid = {ds.SOPInstanceUID: ds for ds in series["datasets"]}
+    out = []
+    for uid in order:
+        ds = pydicom.dcmread(series["paths"][uid])
+        assert ds.SOPInstanceUID == by_uid[uid].SOPInstanceUID
+        slope, intercept = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
+        out.append(ds.pixel_array * slope + intercept)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize(
+    ("source", "orientation"),
+    [("CT_small.dcm", AXIAL), ("CT_small.dcm", OBLIQUE), ("MR_small.dcm", AXIAL)],
+)
+def test_clean_series_matches_dcm2niix_and_simpleitk(tmp_path, source, orientation):
+    series = write_series(tmp_path / "in", source=source, orientation=orientation, count=10)
+    stacks, records = form_stacks(facts_of(tmp_path / "in"))
+    assert records == []
+    assert len(stacks) == 1 and stacks[0].name == series["series"]
+    stack = stacks[0]
+    expected_order = [ds.SOPInstanceUID for ds in series["datasets"]]  # written in order
+    assert list(stack.sop_instance_uids) == expected_order
+
+    tiff, nifti = tmp_path / "out.tiff", tmp_path / "out.nii.gz"
+    assert process_stack(stack.paths, tiff, Options(voi="none")).status == "ok"
+    result = process_stack(stack.paths, nifti, Options(voi="none", volume_format="nifti"))
+    assert result.status == "ok", result.message
+    pages = read_frames(tiff)
+    assert pages.dtype == np.int16
+    np.testing.assert_array_equal(pages, hounsfield_volume(series, expected_order))
+
+    # SimpleITK: voxel array (z, y, x), spacing, origin and direction in LPS
+    image = sitk_series(tmp_path / "in", series["series"])
+    np.testing.assert_array_equal(pages, sitk.GetArrayFromImage(image))
+    volume = read_geometry(tiff).volume
+    np.testing.assert_allclose(volume.spacing, image.GetSpacing(), atol=1e-3)
+    np.testing.assert_allclose(volume.origin, image.GetOrigin(), atol=1e-3)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    np.testing.assert_allclose(
+        volume.affine_lps()[:3, :3], direction * image.GetSpacing(), atol=1e-3
+    )
+    assert not volume.uneven_spacing
+
+    # dcm2niix: the same voxels and affine in RAS once both are brought to canonical order
+    (peer,) = dcm2niix(tmp_path / "in", tmp_path / "dcm2niix")
+    ours = nib.as_closest_canonical(nib.load(nifti))
+    theirs = nib.as_closest_canonical(peer)
+    np.testing.assert_array_equal(np.asarray(ours.dataobj), theirs.get_fdata())
+    np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-3)
+    np.testing.assert_allclose(nib.load(nifti).affine, volume.affine_ras(), atol=1e-9)
+
+
+def test_flawed_series_are_reported_where_the_peers_stay_silent(tmp_path):
+    series = write_series(
+        tmp_path / "in", count=10, missing=(6,), duplicate_of=3, localizer=True, name="flawed"
+    )
+    facts = facts_of(tmp_path / "in")
+    stacks, records = form_stacks(facts)
+    kinds = sorted(r.kind for r in records)
+    assert kinds == sorted([DUPLICATE_POSITION, GAP, LOCALIZER, "uneven-spacing"])
+    (stack,) = stacks
+    assert len(stack.paths) == 9 - 0  # 10 written, one missing; the duplicate left out
+    assert stack.uneven_spacing
+    duplicate = next(r for r in records if r.kind == DUPLICATE_POSITION)
+    localizer = next(r for r in records if r.kind == LOCALIZER)
+    dup_uid = duplicate.sop_instance_uids[1]
+    assert dup_uid not in stack.sop_instance_uids
+    assert single_files(facts, stacks, records) == [str(p) for p in localizer.paths]
+    gap = next(r for r in records if r.kind == GAP)
+    k5, k7 = (series["datasets"][i].SOPInstanceUID for i in (5, 6))  # slices 5 and 7
+    assert gap.sop_instance_uids == (k5, k7)
+
+    result = process_stack(stack.paths, tmp_path / "out.tiff", Options(voi="none"))
+    assert result.status == "ok"
+    volume = read_geometry(tmp_path / "out.tiff").volume
+    assert volume.uneven_spacing  # reported in the geometry as well
+    positions = np.array(volume.slice_positions)
+    assert np.diff(positions).max() == pytest.approx(5.0)
+
+    # dcm2niix puts every file, duplicate and localizer included, into its volumes (its
+    # console warns; nothing in its outputs says which slice is which); SimpleITK reads
+    # every file of the series into one volume.
+    peers = dcm2niix(tmp_path / "in", tmp_path / "dcm2niix")
+    assert sum(img.shape[2] for img in peers) == len(facts) == 11
+    image = sitk_series(tmp_path / "in", series["series"])
+    assert image.GetSize()[2] == len(facts)  # 11: the duplicate and localizer included
+
+
+def test_mixed_sizes_split_a_series_in_a_deterministic_order(tmp_path):
+    big = write_series(tmp_path / "in", source="CT_small.dcm", count=4, name="mixed")
+    small = write_series(tmp_path / "tmp", source="MR_small.dcm", count=3, name="other")
+    for k, ds in enumerate(small["datasets"]):  # MR slices put into the CT series
+        ds.SeriesInstanceUID, ds.StudyInstanceUID = big["series"], big["study"]
+        ds.save_as(tmp_path / "in" / f"mr{k}.dcm")
+    shutil.rmtree(tmp_path / "tmp")
+    stacks, records = form_stacks(facts_of(tmp_path / "in"))
+    assert [s.name for s in stacks] == [f"{big['series']}-1", f"{big['series']}-2"]
+    assert [len(s.paths) for s in stacks] == [4, 3]
+    assert [r.kind for r in records] == [SPLIT_SERIES]
+    # one MR slice alone in the series stays a single file, reported as mixed geometry
+    (tmp_path / "in" / "mr1.dcm").unlink()
+    (tmp_path / "in" / "mr2.dcm").unlink()
+    stacks, records = form_stacks(facts_of(tmp_path / "in"))
+    assert [len(s.paths) for s in stacks] == [4]
+    assert [r.kind for r in records] == [MIXED_GEOMETRY]
+
+
+def test_order_uses_position_then_instance_number_not_file_order(tmp_path):
+    write_series(tmp_path / "in", count=6, seed=3, name="order")
+    facts = facts_of(tmp_path / "in")
+    for f in facts:  # instance numbers reversed: position still decides
+        f["instance_number"] = 100 - f["instance_number"]
+    (stack,) = form_stacks(facts)[0]
+    assert list(stack.positions) == sorted(stack.positions)
+    assert np.allclose(np.diff(stack.positions), 2.5)
