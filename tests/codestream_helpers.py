@@ -1,4 +1,5 @@
-"""DICOM files whose Pixel Data holds codestreams made here (JPEG 2000, HTJ2K, JPEG-LS)."""
+"""DICOM files whose Pixel Data holds codestreams made here (JPEG 2000, HTJ2K, JPEG-LS,
+lossless JPEG)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ J2K = "1.2.840.10008.1.2.4.91"
 HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
 HTJ2K = "1.2.840.10008.1.2.4.203"
 JPEGLS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_LOSSLESS = "1.2.840.10008.1.2.4.57"
 
 
 def encode_frame(frame: np.ndarray, syntax: str, bits_stored: int) -> bytes:
@@ -33,6 +35,8 @@ def encode_frame(frame: np.ndarray, syntax: str, bits_stored: int) -> bytes:
         return imagecodecs.htj2k_encode(frame)
     if syntax == JPEGLS_LOSSLESS:
         return imagecodecs.jpegls_encode(frame)
+    if syntax == JPEG_LOSSLESS:
+        return imagecodecs.ljpeg_encode(frame, bitspersample=bits_stored)
     raise ValueError(f"no encoder for {syntax}")
 
 

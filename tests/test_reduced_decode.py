@@ -16,7 +16,13 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicomprep import synthetic
-from dicomprep.codestreams import codestream_frames, read_codestream, reduced_foreground_box
+from dicomprep.codestreams import (
+    CodestreamError,
+    codestream_frames,
+    read_codestream,
+    read_frame_header,
+    reduced_foreground_box,
+)
 from dicomprep.decode import image_info, read_header
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
@@ -25,6 +31,7 @@ from dicomprep.tiff import read_frames, read_geometry
 from .codestream_helpers import (
     HTJ2K_LOSSLESS,
     J2K_LOSSLESS,
+    JPEG_LOSSLESS,
     JPEGLS_LOSSLESS,
     frames_of,
     write_encapsulated,
@@ -91,6 +98,18 @@ def test_codestream_header_gives_size_precision_and_levels(resolutions):
     assert (header.width, header.height, header.precision) == (900, 600, 10)
     assert header.levels == resolutions - 1
     assert (header.components, header.signed, header.x_origin, header.y_origin) == (1, 0, 0, 0)
+
+
+def test_lossless_jpeg_with_a_point_transform_is_left_to_pydicom():
+    image = np.random.default_rng(0).integers(0, 4096, (40, 30)).astype(np.uint16)
+    data = bytearray(imagecodecs.ljpeg_encode(image, bitspersample=12))
+    header = read_frame_header(bytes(data), JPEG_LOSSLESS)
+    assert (header.width, header.height, header.precision, header.components) == (30, 40, 12, 1)
+    sos = data.index(b"\xff\xda")
+    components = data[sos + 4]
+    data[sos + 5 + 2 * components + 2] |= 0x01  # Al = 1: samples were shifted right by one
+    with pytest.raises(CodestreamError, match="point transform"):
+        read_frame_header(bytes(data), JPEG_LOSSLESS)
 
 
 def test_levels_asked_never_exceed_the_codestream(tmp_path):
@@ -188,6 +207,7 @@ def test_reduced_decode_of_a_real_radiograph_matches_block_averages():
         "MR2_J2KI.dcm",
         "JPEGLSNearLossless_08.dcm",
         "JPEGLSNearLossless_16.dcm",
+        "JPGLosslessP14SV1_1s_1f_8b.dcm",
         "emri_small_jpeg_2k_lossless.dcm",
     ],
 )
@@ -206,7 +226,16 @@ def test_full_resolution_frames_equal_pydicoms_decode(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["MR_small_jp2klossless.dcm", "US1_J2KR.dcm", "SC_rgb_gdcm_KY.dcm", "CT_small.dcm"]
+    "name",
+    [
+        "MR_small_jp2klossless.dcm",
+        "US1_J2KR.dcm",
+        "SC_rgb_gdcm_KY.dcm",
+        "CT_small.dcm",
+        "JPEG-LL.dcm",
+        "SC_rgb_jpeg_gdcm.dcm",
+        "JPEG2000.dcm",
+    ],
 )
 def test_signed_colour_and_other_files_are_left_to_pydicom(name):
     path = get_testdata_file(name)
@@ -315,7 +344,7 @@ def test_option_is_validated_and_part_of_the_fingerprint():
 # -- lossless codecs give the uncompressed output ---------------------------------------------
 
 
-@pytest.mark.parametrize("syntax", [J2K_LOSSLESS, HTJ2K_LOSSLESS, JPEGLS_LOSSLESS])
+@pytest.mark.parametrize("syntax", [J2K_LOSSLESS, HTJ2K_LOSSLESS, JPEGLS_LOSSLESS, JPEG_LOSSLESS])
 @pytest.mark.parametrize("size", [None, SIZE])
 def test_lossless_codecs_at_full_resolution_equal_uncompressed(tmp_path, syntax, size):
     ds = synthetic.mammogram(rows=832, columns=640, seed=2)

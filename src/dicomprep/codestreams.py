@@ -1,14 +1,15 @@
 """Compressed greyscale frames decoded straight from their codestreams with imagecodecs:
-JPEG 2000 and HTJ2K at full or reduced resolution, JPEG-LS at full resolution, on one or
-several threads.
+JPEG 2000 and HTJ2K at full or reduced resolution, JPEG-LS and lossless JPEG at full
+resolution, on one or several threads.
 
 Frames are read from the file one at a time (``pydicom.encaps.get_frame``) and decoded with
-the libraries pydicom's plugins wrap (OpenJPEG, OpenJPH, CharLS), so the values are pydicom's
+the libraries pydicom's plugins wrap (OpenJPEG, OpenJPH, CharLS) or liblj92 for lossless JPEG
+(tested against pydicom's libjpeg on real files), so the values are pydicom's
 -- for the files that qualify (:func:`codestream_frames`: unsigned greyscale whose codestream
 agrees with the header); everything else is decoded by pydicom.  Decoding directly is faster
-(JPEG-LS 3328 x 2560: 60 ms against pydicom's 0.3 s; lossless HTJ2K with OpenJPH, 25 ms, against
-OpenJPEG's 0.12 s) and imagecodecs releases the GIL, so :func:`decode_in_order` decodes the
-frames of a volume on several threads.
+(3328 x 2560, 12 bits: JPEG-LS 60 ms and lossless JPEG 60 ms against pydicom's 0.3 s;
+lossless HTJ2K with OpenJPH, 25 ms, against OpenJPEG's 0.12 s) and imagecodecs releases the
+GIL, so :func:`decode_in_order` decodes the frames of a volume on several threads.
 
 A JPEG 2000 codestream holds its image as a wavelet pyramid: decoding only the first
 ``levels - r`` resolutions gives the image reduced ``r`` times by two, at a fraction of the
@@ -73,7 +74,8 @@ JPEG2000_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91
 HTJ2K_LOSSLESS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202"})
 HTJ2K_SYNTAXES = HTJ2K_LOSSLESS_SYNTAXES | {"1.2.840.10008.1.2.4.203"}
 JPEGLS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
-CODESTREAM_SYNTAXES = JPEG2000_SYNTAXES | HTJ2K_SYNTAXES | JPEGLS_SYNTAXES
+JPEG_LOSSLESS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"})
+CODESTREAM_SYNTAXES = JPEG2000_SYNTAXES | HTJ2K_SYNTAXES | JPEGLS_SYNTAXES | JPEG_LOSSLESS_SYNTAXES
 
 #: Reduced pixels (Chebyshev distance) next to an output-maximum pixel that ``crop_max``
 #: treats as background: the 9/7 low-pass spreads an edge by at most 2 reduced pixels.
@@ -102,27 +104,42 @@ class Codestream:
 
 
 def read_frame_header(data: bytes, syntax: str) -> Codestream:
-    """The headers of one frame's codestream in ``syntax`` (JPEG-LS has no wavelet levels)."""
-    return read_jpegls(data) if syntax in JPEGLS_SYNTAXES else read_codestream(data)
+    """The headers of one frame's codestream in ``syntax`` (only JPEG 2000 has levels)."""
+    if syntax in JPEGLS_SYNTAXES:
+        return read_jpeg_frame(data, 0xFFF7)
+    if syntax in JPEG_LOSSLESS_SYNTAXES:
+        return read_jpeg_frame(data, 0xFFC3)
+    return read_codestream(data)
 
 
-def read_jpegls(data: bytes) -> Codestream:
-    """Size, components and precision from a JPEG-LS stream's SOF55 marker."""
+def read_jpeg_frame(data: bytes, sof: int) -> Codestream:
+    """Size, components and precision from the ``sof`` marker (SOF55 for JPEG-LS, SOF3 for
+    lossless JPEG) of a JPEG stream.  Lossless JPEG with a point transform (SOS ``Al``) is
+    refused: it is left to pydicom."""
     if data[:2] != b"\xff\xd8":
-        raise CodestreamError("not a JPEG-LS stream (no SOI marker)")
-    pos = 2
+        raise CodestreamError("not a JPEG stream (no SOI marker)")
+    pos, header = 2, None
     try:
         while pos + 4 <= len(data):
             marker, length = struct.unpack_from(">HH", data, pos)
-            if marker == 0xFFF7:  # SOF55: Lf, P, Y, X, Nf
+            if marker == sof:  # Lf, P, Y, X, Nf
                 precision, height, width, components = struct.unpack_from(">BHHB", data, pos + 4)
-                return Codestream(width, height, 0, 0, components, precision, False, False, 0)
+                header = Codestream(width, height, 0, 0, components, precision, False, False, 0)
+                if sof != 0xFFC3:
+                    return header
+            elif marker == 0xFFDA and header is not None:  # SOS: Ns, Ns x 2, Ss, Se, Ah/Al
+                point_transform = data[pos + 5 + 2 * data[pos + 4] + 2] & 0x0F
+                if point_transform:
+                    raise CodestreamError("lossless JPEG with a point transform")
+                return header
+            elif 0xFFC0 <= marker <= 0xFFCF and marker not in (0xFFC4, 0xFFC8, 0xFFCC):
+                raise CodestreamError(f"JPEG frame marker {marker:04X}, not {sof:04X}")
             if marker < 0xFF00:
                 break
             pos += 2 + length
-    except struct.error as exc:
-        raise CodestreamError(f"truncated JPEG-LS header: {exc}") from exc
-    raise CodestreamError("JPEG-LS stream without SOF55 marker")
+    except (struct.error, IndexError) as exc:
+        raise CodestreamError(f"truncated JPEG header: {exc}") from exc
+    raise CodestreamError(f"JPEG stream without a {sof:04X} marker and scan")
 
 
 def read_codestream(data: bytes) -> Codestream:
@@ -217,6 +234,8 @@ def decode_codestream(
     if level == 0:
         if syntax in JPEGLS_SYNTAXES:
             return imagecodecs.jpegls_decode(data)
+        if syntax in JPEG_LOSSLESS_SYNTAXES:
+            return imagecodecs.ljpeg_decode(data)
         if syntax in HTJ2K_LOSSLESS_SYNTAXES:
             return imagecodecs.htj2k_decode(data)
         return imagecodecs.jpeg2k_decode(data, numthreads=1)
