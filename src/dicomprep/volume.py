@@ -55,6 +55,8 @@ def max_intensity_skipping(
 
 #: Levels of the pyramids (the coarsest is the low-pass base), as in the Rust tool.
 PYRAMID_LEVELS = 7
+#: The coarsest level keeps at least this many pixels a side.
+MIN_BASE_SIDE = 16
 _BINOMIAL = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
 
@@ -72,10 +74,11 @@ def _reduce(image: np.ndarray) -> np.ndarray:
 
 
 def _expand(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear upsampling to ``height x width``, corners aligned (as the Rust tool does)."""
+    """Linear interpolation back to ``height x width``: coarse pixel ``i`` is fine pixel ``2i``
+    (it was sampled there by :func:`_reduce`), positions past the last one take its value."""
 
     def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos = np.arange(n_out) * ((n_in - 1) / max(n_out - 1, 1))
+        pos = np.minimum(np.arange(n_out) / 2.0, n_in - 1)
         low = np.floor(pos).astype(np.int64)
         high = np.minimum(low + 1, n_in - 1)
         return low, high, pos - low
@@ -87,9 +90,11 @@ def _expand(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def gaussian_pyramid(image: np.ndarray, levels: int = PYRAMID_LEVELS) -> list[np.ndarray]:
-    """``image`` and its successive :func:`_reduce` halvings (stops at 2 pixels a side)."""
+    """``image`` and its successive :func:`_reduce` halvings, at most ``levels`` in all and
+    none smaller than :data:`MIN_BASE_SIDE` pixels a side (a tiny base would carry the
+    brightness of the whole image into the detail bands)."""
     pyramid = [np.asarray(image, dtype=np.float64)]
-    while len(pyramid) < levels and min(pyramid[-1].shape[:2]) > 2:
+    while len(pyramid) < levels and min(pyramid[-1].shape[:2]) >= 2 * MIN_BASE_SIDE:
         pyramid.append(_reduce(pyramid[-1]))
     return pyramid
 

@@ -332,7 +332,9 @@ def _placements(headers, paths, positions, geometry: Geometry, pages: int):
     for k, (ds, path, position) in enumerate(zip(headers, paths, positions, strict=True)):
         page = 0
         if geometry.volume is not None and pages > 1:
-            page = int(np.clip(np.rint(geometry.volume.slice_to_page(k)), 0, pages - 1))
+            # nearest page; halfway between two pages, the later one
+            exact = round(float(geometry.volume.slice_to_page(k)), 3)
+            page = int(np.clip(np.floor(exact + 0.5), 0, pages - 1))
         placements.append(
             SlicePlacement(_safe(ds.get("SOPInstanceUID", "")), path, page, float(position))
         )
