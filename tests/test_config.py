@@ -30,7 +30,7 @@ def flatten(mapping: dict, prefix: str = "") -> dict:
     """{"report": {"samples_per_modality": 24}} -> {"report.samples_per_modality": 24}."""
     out = {}
     for key, value in mapping.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty mapping is a value ({})
             out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value

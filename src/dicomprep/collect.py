@@ -23,6 +23,15 @@ from .failures import catalog_failures, counts, failures_frame, result_failures,
 from .manifest import MANIFEST_COLUMNS, manifest_frame, manifest_from_table, write_manifest
 from .records import OK, REMOVED, RESULT_COLUMNS
 from .records import read_results as read_shard_results
+from .storage.urls import is_url, relative_url
+
+
+def output_exists(url: str) -> bool:
+    """Whether an output object is still there (from a listing of its folder)."""
+    from .storage.transfer import output_exists as listed
+
+    return listed(url)
+
 
 # The cached table of one shard: its results plus where each output is and its inode.
 SHARD_TABLE_COLUMNS = RESULT_COLUMNS + ["path", "inode"]
@@ -51,13 +60,16 @@ def shard_table(results_file: str | os.PathLike, output_root: str | os.PathLike)
     paths, inodes = [], []
     for status, output in zip(table["status"], table["output"], strict=True):
         path, inode = "", -1
-        if status == OK and output:
+        if status == OK and output and is_url(output):  # an object: no inode (left empty)
+            path = relative_url(output, str(output_root))
+            inode = None if output_exists(output) else -1
+        elif status == OK and output:
             path = Path(os.path.relpath(output, output_root)).as_posix()
             with contextlib.suppress(OSError):  # else removed since: not a finished TIFF
                 inode = os.stat(output).st_ino
         paths.append(path)
         inodes.append(inode)
-    table["path"], table["inode"] = paths, inodes
+    table["path"], table["inode"] = paths, pd.array(inodes, dtype="Int64")
     for column in ("width", "height", "channels", "num_frames", "output_size", "output_mtime_ns"):
         table[column] = pd.to_numeric(table[column], errors="coerce").fillna(0).astype("int64")
     for column in ("seconds",):
@@ -103,7 +115,7 @@ def manifest_table(results: pd.DataFrame) -> pd.DataFrame:
     read with an output root)."""
     if not len(results):
         return manifest_frame([])
-    done = results[(results["status"] == OK) & (results["inode"] >= 0)]
+    done = results[(results["status"] == OK) & (results["inode"].fillna(0) >= 0)]
     table = pd.DataFrame(
         {
             "study_instance_uid": done["study_instance_uid"],

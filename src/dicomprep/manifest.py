@@ -4,10 +4,11 @@ Columns, in order: ``study_instance_uid, sop_instance_uid, path, inode, width, h
 channels, num_frames``, then the trailing ``series_instance_uid, slices, source``; rows
 sorted by (study_instance_uid, sop_instance_uid) as plain strings.  ``path`` is relative
 to the dataset root, POSIX style; ``inode`` lets readers visit the files in on-disk
-order; ``slices`` counts the source files in the output (1 for a file); ``source`` is the
-source file the TIFF came from, relative to the source root (empty when the manifest was
-rebuilt from a folder of TIFFs alone).  The table is written as CSV or Parquet,
-atomically and with the same bytes for the same table.
+order (empty, a missing value of a nullable ``Int64`` column, for outputs in object
+storage, which have none); ``slices`` counts the source files in the output (1 for a
+file); ``source`` is the source file the TIFF came from, relative to the source root
+(empty when the manifest was rebuilt from a folder of TIFFs alone).  The table is
+written as CSV or Parquet, atomically and with the same bytes for the same table.
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(f"manifest column {column!r} has missing values")
         out[column] = out[column].astype(_TEXT_DTYPE)
     for column in INT_COLUMNS:
-        if out[column].isna().any():
+        missing = out[column].isna()
+        if column == "inode" and missing.any():  # outputs in object storage have none
+            out[column] = out[column].astype("Int64")
+            continue
+        if missing.any():
             raise ValueError(f"manifest column {column!r} has missing values")
         out[column] = out[column].astype("int64")
     out = out.sort_values(SORT_COLUMNS, kind="stable", ignore_index=True)
@@ -173,8 +178,8 @@ def read_manifest(path) -> pd.DataFrame:
     if suffix == ".csv":
         header = pd.read_csv(path, nrows=0).columns
         dtypes = {c: _TEXT_DTYPE for c in TEXT_COLUMNS} | {c: "int64" for c in INT_COLUMNS}
-        dtypes = {c: t for c, t in dtypes.items() if c in header}
-        df = pd.read_csv(path, dtype=dtypes, keep_default_na=False)
+        dtypes = {c: t for c, t in dtypes.items() if c in header} | {"inode": "Int64"}
+        df = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values={"inode": [""]})
     elif suffix == ".parquet":
         df = pd.read_parquet(path)
     else:

@@ -37,6 +37,7 @@ from .discover import (
 from .durable import atomic_write_text, iter_lines
 from .records import REMOVED, DamagedStateFile, read_results
 from .shard_list import SHARD_COLUMNS, shard_list_text, write_if_changed
+from .storage.urls import is_url
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,10 @@ def stale_results(paths: WorkPaths, index: dict) -> dict[str, str]:
 
 
 def _intact(row: dict) -> bool:
+    if is_url(row.get("output")):  # an object: same size and LastModified, from a listing
+        from .storage.transfer import output_intact
+
+        return output_intact(row["output"], row.get("output_size"), row.get("output_mtime_ns"))
     try:
         st = os.stat(row["output"])
     except (OSError, TypeError, KeyError):

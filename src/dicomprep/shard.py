@@ -47,6 +47,9 @@ from .options import Options
 from .pipeline import output_path_for, process_file
 from .records import DUPLICATE, FAILED, OK, REMOVED, FileResult, write_results
 from .shard_list import read_shard_list
+from .storage.urls import is_url, join_url, relative_url
+
+STORAGE_UNAVAILABLE = "StorageUnavailable"  # an object unreachable after retries
 
 
 class ShardEnvironmentError(RuntimeError):
@@ -85,15 +88,23 @@ def _read_journal(path: str | os.PathLike) -> tuple[dict[str, dict], int]:
     return records, lines
 
 
-def journaled_output(record: dict, output_root: str | os.PathLike) -> Path | None:
-    """Where a journal record's TIFF is (recorded relative to the output root)."""
+def journaled_output(record: dict, output_root: str | os.PathLike) -> Path | str | None:
+    """Where a journal record's TIFF is (recorded relative to the output root); a URL
+    string for an output root in object storage."""
     output = record.get("output")
+    if output and is_url(output_root):
+        return join_url(str(output_root), output)
     return Path(output_root) / output if output else None
 
 
 def _still_done(record: dict | None, fingerprint: str, output_root) -> bool:
     if not record or record.get("fingerprint") != fingerprint or record.get("status") != OK:
         return False
+    if is_url(output_root):  # an object: same size and LastModified
+        from .storage.transfer import output_intact
+
+        output = journaled_output(record, output_root)
+        return output_intact(output, record.get("output_size"), record.get("output_mtime_ns"))
     try:
         st = os.stat(journaled_output(record, output_root))
     except (OSError, TypeError):
@@ -111,7 +122,11 @@ def _known_failure(record: dict | None, fingerprint: str) -> bool:
 def _is_data_failure(result: FileResult) -> bool:
     """Failures that the same input will always give (worth journaling); not a full disk
     or a process that died (which may go another way next time)."""
-    return result.status != OK and result.stage != "write" and result.error_type != "WorkerDied"
+    return (
+        result.status != OK
+        and result.stage != "write"
+        and result.error_type not in ("WorkerDied", STORAGE_UNAVAILABLE)
+    )
 
 
 def remove_stale_temporaries(output: Path) -> None:
@@ -287,7 +302,13 @@ def _journal_record(entry: dict, fingerprint: str, result: FileResult, output_ro
         "status": result.status,
         "result": result.to_dict(),
     }
-    if result.status == OK:
+    if result.status == OK and is_url(result.output):  # an object: its size and LastModified
+        from .storage.transfer import output_facts
+
+        facts = output_facts(result.output)
+        output = relative_url(result.output, str(output_root))
+        record.update(output=output, output_size=facts.size, output_mtime_ns=facts.mtime_ns)
+    elif result.status == OK:
         st = os.stat(result.output)
         output = Path(os.path.relpath(result.output, output_root)).as_posix()
         record.update(output=output, output_size=st.st_size, output_mtime_ns=st.st_mtime_ns)
@@ -357,9 +378,16 @@ def remove_orphans(
             continue
         claimed.add(output)  # one row per output, even if several records named it
         path = journaled_output(record, output_root)
-        if not path.exists():
+        if is_url(output_root):  # an object
+            from .storage.transfer import output_exists, remove_output
+
+            if not output_exists(path):
+                continue
+            if not keep:
+                remove_output(path)
+        elif not path.exists():
             continue
-        if not keep:
+        elif not keep:
             path.unlink(missing_ok=True)
         result = record.get("result") or {}
         removed.append(
@@ -499,6 +527,10 @@ def _died(entry: dict, output_root) -> FileResult:
 
 
 def _convert(entry: dict, output_root, options: Options, decode_threads: int = 1) -> FileResult:
+    if is_url(entry["path"]) or is_url(output_root):  # object storage: fetch / put
+        from .storage.transfer import convert_entry
+
+        return convert_entry(entry, output_root, options, decode_threads)
     return process_file(entry["path"], output_root, options, decode_threads=decode_threads)
 
 

@@ -13,7 +13,7 @@ rule collect:
     conda:
         "../../envs/dicomprep.yaml"
     params:
-        output_root=lambda wildcards, output: Path(output.manifest_csv).parent,
+        output_root=OUTPUT_ROOT,
         work=lambda wildcards, input: Path(input.catalog).parent,
     script:
         "../scripts/collect.py"

@@ -18,6 +18,8 @@ from dicomprep.options import (
     coerce_command_line_values,
     load_schema,
 )
+from dicomprep.storage import is_url
+from dicomprep.storage.objects import configure as configure_storage
 from dicomprep.plan import (
     WorkFolderLocked,
     non_dicom_paths,
@@ -39,8 +41,13 @@ try:
 except OptionsError as exc:
     raise WorkflowError(f"config: {exc}")
 
-OUTPUT = Path(config["output"])
 WORK = Path(config["work"])
+# Object storage (docs/object-storage.md): the options reach the shard jobs through the
+# environment; with `output` a URL the TIFFs go to the bucket and the manifest, failures
+# table and report to {work}/dataset.
+configure_storage(config["storage_options"], config["header_concurrency"])
+OUTPUT_ROOT = str(config["output"])
+OUTPUT = WORK / "dataset" if is_url(OUTPUT_ROOT) else Path(OUTPUT_ROOT)
 
 
 def available_cores():

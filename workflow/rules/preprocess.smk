@@ -16,7 +16,7 @@ rule preprocess_shard:
     params:
         options=OPTIONS.to_dict(),
         code=code_hash(),
-        output_root=str(OUTPUT),
+        output_root=OUTPUT_ROOT,
         journal=lambda wildcards: f"{WORK}/journal/{wildcards.shard}.jsonl",
         keep_orphans=config["keep_orphans"],
     script:

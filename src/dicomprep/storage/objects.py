@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,12 +24,19 @@ from .retry import DEFAULT_POLICY, RetryPolicy, with_retries
 from .urls import join_url, protocol_of, relative_url
 
 OPTIONS_VARIABLE = "DICOMPREP_STORAGE_OPTIONS"
+S3_CONNECTIONS = 64  # connections botocore keeps per client, unless storage_options say
 
 
-def configure(storage_options: Mapping | None) -> None:
-    """Make ``storage_options`` the default of this process and of every process it starts
-    (shard jobs, their workers), through the :data:`OPTIONS_VARIABLE` environment variable."""
+CONCURRENCY_VARIABLE = "DICOMPREP_HEADER_CONCURRENCY"
+
+
+def configure(storage_options: Mapping | None, header_concurrency: int | None = None) -> None:
+    """Make ``storage_options`` (and the number of threads reading headers) the default of
+    this process and of every process it starts (shard jobs, their workers), through the
+    :data:`OPTIONS_VARIABLE` and :data:`CONCURRENCY_VARIABLE` environment variables."""
     os.environ[OPTIONS_VARIABLE] = json.dumps(dict(storage_options or {}), sort_keys=True)
+    if header_concurrency:
+        os.environ[CONCURRENCY_VARIABLE] = str(int(header_concurrency))
 
 
 def configured_options() -> dict:
@@ -48,6 +54,10 @@ def filesystem(url: str, storage_options: Mapping | None = None):
     from fsspec.core import url_to_fs
 
     options = configured_options() if storage_options is None else dict(storage_options)
+    if protocol_of(url) in ("s3", "s3a"):  # room for every header-reading thread
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("max_pool_connections", S3_CONNECTIONS)
+        options["config_kwargs"] = config
     return url_to_fs(url, **options)
 
 
@@ -176,12 +186,11 @@ def put_file(
     url: str,
     storage_options: Mapping | None = None,
     policy: RetryPolicy = DEFAULT_POLICY,
-) -> ObjectFacts:
+) -> None:
     """Upload a finished local file as the object ``url`` (one PUT; readers see the old
-    object or the new one, never part of it) and return the new object's facts."""
+    object or the new one, never part of it)."""
     fs, path = filesystem(url, storage_options)
     with_retries(lambda: fs.put_file(str(local), path), policy)
-    return object_facts(url, storage_options, policy)
 
 
 def remove_object(
@@ -217,16 +226,6 @@ def _canonical(url: str) -> str:
     """The URL as fsspec names listed objects (``s3://bucket/key``)."""
     protocol = protocol_of(url)
     return f"{protocol}://{url[len(protocol) + 3 :].strip('/')}" if protocol else url
-
-
-def iter_chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def jitter_rng(seed: str) -> random.Random:
-    """A random source for retry pauses, different per process."""
-    return random.Random(f"{seed}{os.getpid()}")
 
 
 __all__ = [

@@ -1,0 +1,126 @@
+"""Shard jobs on objects: a source object is fetched into a local temporary file,
+converted by :func:`dicomprep.pipeline.process_file` and the temporary removed; a TIFF
+bound for a bucket is written to a local temporary folder and put once (one PUT per
+finished file: readers see the whole object or none).
+
+Each worker process holds at most the one object it converts (shard jobs hand files to
+their workers a few at a time), so a shard never copies its source to local disk.
+Transient errors are retried (:mod:`.retry`); an object that is gone or refused is a
+failure of stage ``read``; one still unreachable after the retries is a failure that is
+not remembered (error type :data:`UNAVAILABLE`), so the next run tries it again.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .objects import ObjectFacts, fetch_to_file, list_objects, object_facts, put_file
+from .objects import remove_object as _remove_object
+from .retry import is_transient
+from .urls import is_url, join_url
+
+UNAVAILABLE = "StorageUnavailable"  # retried on the next run, never journaled
+LISTING_TTL_SECONDS = 60
+
+
+def read_failure_type(exc: BaseException) -> str:
+    """The error type of a source object that could not be fetched."""
+    if isinstance(exc, FileNotFoundError):
+        return "NotFound"
+    if isinstance(exc, PermissionError):
+        return "AccessDenied"
+    return UNAVAILABLE if is_transient(exc) else type(exc).__name__
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_threads: int = 1):
+    """The :class:`~dicomprep.records.FileResult` of one shard list entry whose source
+    or output root (or both) is a URL; ``result.output`` is the output's URL then."""
+    from ..pipeline import process_file
+    from ..records import FAILED, OK, FileResult
+
+    source, output_root = entry["path"], str(output_root)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dicomprep-object-") as scratch:
+        local = source
+        if is_url(source):
+            local = Path(scratch) / "source.dcm"
+            try:
+                fetch_to_file(source, local)
+            except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
+                return FileResult(
+                    source=source,
+                    status=FAILED,
+                    stage="read",
+                    error_type=read_failure_type(exc),
+                    message=f"cannot fetch the object: {_one_line(exc)}",
+                    study_instance_uid=entry.get("study_instance_uid", ""),
+                    sop_instance_uid=entry.get("sop_instance_uid", ""),
+                    seconds=time.perf_counter() - started,
+                )
+        remote_output = is_url(output_root)
+        target_root = Path(scratch) / "out" if remote_output else output_root
+        result = process_file(local, target_root, options, decode_threads=decode_threads)
+        result.source = source
+        if result.status == OK and remote_output:
+            relative = Path(result.output).relative_to(target_root).as_posix()
+            url = join_url(output_root, relative)
+            try:
+                put_file(result.output, url)
+                result.output = url
+            except Exception as exc:  # noqa: BLE001 - the shard fails for it, a rerun retries
+                result.status, result.stage, result.output = FAILED, "write", ""
+                result.error_type = read_failure_type(exc)
+                result.message = f"cannot put the output object {url}: {_one_line(exc)}"
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def output_facts(url: str) -> ObjectFacts:
+    """The facts of a just-written output object (a HEAD request)."""
+    return object_facts(url)
+
+
+_listings: dict[str, tuple[float, dict[str, ObjectFacts]]] = {}
+
+
+def listed_facts(url: str) -> ObjectFacts | None:
+    """An object's facts from a listing of its folder (one listing request per thousand
+    objects, kept :data:`LISTING_TTL_SECONDS`), or None when it is not there."""
+    folder = url.rsplit("/", 1)[0]
+    now = time.monotonic()
+    listed_at, objects = _listings.get(folder, (0.0, {}))
+    if now - listed_at > LISTING_TTL_SECONDS:
+        objects = {o.url: o for o in list_objects(folder)}
+        _listings[folder] = (now, objects)
+    return objects.get(url)
+
+
+def output_intact(url: str, size, mtime_ns) -> bool:
+    """True when the output object is still the one recorded (same size and
+    LastModified); False when it is gone, changed, or cannot be listed."""
+    try:
+        facts = listed_facts(url)
+    except Exception:  # noqa: BLE001 - unknown counts as changed: converted again
+        return False
+    return facts is not None and facts.size == size and facts.mtime_ns == mtime_ns
+
+
+def output_exists(url: str) -> bool:
+    try:
+        return listed_facts(url) is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def remove_output(url: str) -> bool:
+    """Delete an output object; False when it was not there."""
+    _listings.pop(url.rsplit("/", 1)[0], None)
+    return _remove_object(url)
