@@ -18,7 +18,16 @@ from .failures import (
     write_failures,
 )
 from .manifest import scan_dataset, write_manifest
-from .options import COMPRESSIONS, FILTERS, PADDINGS, VOLUME_HANDLERS, Options, OptionsError
+from .options import (
+    COMPRESSIONS,
+    FILTERS,
+    PADDINGS,
+    SERIES_MODES,
+    VOLUME_FORMATS,
+    VOLUME_HANDLERS,
+    Options,
+    OptionsError,
+)
 from .pipeline import process_file
 from .records import OK, FileResult
 from .shard import convert_copies, mark_copies
@@ -32,6 +41,18 @@ def _size(text: str) -> tuple[int, int]:
     if width <= 0 or height <= 0:
         raise argparse.ArgumentTypeError("width and height must be positive")
     return width, height
+
+
+def _spacing(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (2, 3) or not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected SX,SY or SX,SY,SZ in mm, each > 0 (e.g. 0.2,0.2), got {text!r}"
+        )
+    return values
 
 
 def _voi(text: str) -> str | tuple[float, float]:
@@ -89,12 +110,19 @@ def preprocess_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="crop to the largest connected foreground region",
     )
-    p.add_argument(
+    resize_to = p.add_mutually_exclusive_group()
+    resize_to.add_argument(
         "-s",
         "--size",
         type=_size,
         metavar="W,H",
         help="resize to fit W x H (aspect kept), then pad (default: off, keep the size)",
+    )
+    resize_to.add_argument(
+        "--spacing",
+        type=_spacing,
+        metavar="SX,SY[,SZ]",
+        help="resample to this pixel (voxel) spacing in mm, instead of -s",
     )
     p.add_argument(
         "-f",
@@ -136,6 +164,31 @@ def preprocess_parser() -> argparse.ArgumentParser:
         help="frames for --volume-handler interpolate (default: none)",
     )
     p.add_argument(
+        "--series",
+        choices=SERIES_MODES,
+        default="files",
+        help="files: one output per file; stack: one volume per series' stack of slices",
+    )
+    p.add_argument(
+        "--volume-format",
+        choices=VOLUME_FORMATS,
+        default="tiff",
+        help="how stacks are written (--series stack)",
+    )
+    p.add_argument(
+        "--mip-weight",
+        type=float,
+        default=1.5,
+        metavar="W",
+        help="laplacian-mip: weight of the MIP's detail",
+    )
+    p.add_argument(
+        "--skip-frames",
+        type=int,
+        metavar="N",
+        help="frames skipped at each end before a MIP (default: 5 laplacian-mip, 0 max-intensity)",
+    )
+    p.add_argument(
         "--voi",
         type=_voi,
         default="auto",
@@ -167,6 +220,11 @@ def options_from_args(args: argparse.Namespace) -> Options:
         volume=args.volume_handler,
         target_frames=args.target_frames,
         voi=args.voi,
+        series=args.series,
+        volume_format=args.volume_format,
+        spacing=args.spacing,
+        mip_weight=args.mip_weight,
+        skip_frames=args.skip_frames,
     )
 
 
@@ -222,15 +280,125 @@ def preprocess_main(argv: list[str] | None = None) -> int:
         catalog["status"].isin([DICOM, DUPLICATE]),
         ["path", "key", "study_instance_uid", "sop_instance_uid"],
     ].to_dict("records")
+    stack_failures, stacked = [], 0
+    if options.series == "stack":
+        todo, stack_failures, stacked = convert_stacks(todo, output, options, args.threads)
     results = convert_many(todo, str(output), options, args.threads)
-    failures = failures_frame(catalog_failures(catalog) + result_failures(results))
-    processed = sum(1 for r in results if r["status"] == OK)
+    failures = failures_frame(catalog_failures(catalog) + result_failures(results) + stack_failures)
+    processed = sum(1 for r in results if r["status"] == OK) + stacked
     write_failures(failures, output / "failures.csv")
     numbers = counts(processed, failures)
     print(summary_line(numbers, output), file=sys.stderr)
     if len(failures):
         print(f"dicomprep: not converted: see {output / 'failures.csv'}", file=sys.stderr)
     return 1 if numbers["failed"] else 0
+
+
+def convert_stacks(
+    entries: list[dict], output: Path, options: Options, threads: int
+) -> tuple[list[dict], list[dict], int]:
+    """Form stacks from the headers of ``entries`` and convert each into one volume.
+
+    Returns the entries left to convert one by one, failure rows (failed stacks, slices left
+    out as duplicate positions, copies of stacked slices) and the number of stacks written;
+    writes ``series_report.csv`` and ``slices.csv`` under ``output``."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .decode import read_header
+    from .series.stacks import DUPLICATE_POSITION, REPORT_COLUMNS, form_stacks, stack_facts
+    from .series.volume_file import process_stack, stack_output_path
+    from .uids import is_valid_uid
+
+    facts, firsts = [], {}
+    for entry in entries:
+        if entry["sop_instance_uid"] in firsts:
+            continue
+        firsts[entry["sop_instance_uid"]] = entry["path"]
+        try:
+            ds, has_pixels = read_header(entry["path"])
+        except Exception:  # noqa: BLE001 - the file's own conversion reports it
+            continue
+        if has_pixels and is_valid_uid(str(ds.get("StudyInstanceUID", ""))):
+            study = str(ds.StudyInstanceUID)
+            facts.append({**stack_facts(ds), "path": entry["path"], "study": study})
+    study_of = {f["path"]: f["study"] for f in facts}
+    stacks, records = form_stacks(facts)
+    stacks = [s for s in stacks if is_valid_uid(s.series_instance_uid)]
+    jobs = [
+        (
+            list(s.paths),
+            stack_output_path(output, study_of[s.paths[0]], s.name, options.volume_format),
+            options,
+        )
+        for s in stacks
+    ]
+    if threads > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=threads) as pool:
+            results = list(pool.map(process_stack, *zip(*jobs, strict=True)))
+    else:
+        results = [process_stack(*job) for job in jobs]
+
+    taken = {p for s in stacks for p in s.paths}
+    taken_uids = {uid for s in stacks for uid in s.sop_instance_uids}
+    failures, slice_rows = [], []
+    for result in results:
+        for path in result.sources if result.status != OK else ():
+            failures.append(
+                {
+                    "path": path,
+                    "status": result.status,
+                    "stage": result.stage,
+                    "error_type": result.error_type,
+                    "message": result.message,
+                }
+            )
+        relative = os.path.relpath(result.output, output) if result.output else ""
+        slice_rows += [
+            {
+                "sop_instance_uid": placed.sop_instance_uid,
+                "path": relative,
+                "page": placed.page,
+                "position": placed.position,
+            }
+            for placed in result.slices
+        ]
+    for record in records:
+        if record.kind == DUPLICATE_POSITION:
+            taken.update(record.paths)
+            failures += [
+                {
+                    "path": path,
+                    "status": "duplicate",
+                    "stage": "transform",
+                    "error_type": DUPLICATE_POSITION,
+                    "message": record.message,
+                }
+                for path in record.paths
+            ]
+    for entry in entries:  # further copies of stacked slices
+        uid = entry["sop_instance_uid"]
+        if entry["path"] not in taken and uid in taken_uids:
+            taken.add(entry["path"])
+            failures.append(
+                {
+                    "path": entry["path"],
+                    "status": "duplicate",
+                    "stage": "discover",
+                    "error_type": "DuplicateSOPInstanceUID",
+                    "message": f"another copy of {uid} ({firsts[uid]}) is in a stack",
+                }
+            )
+    output.mkdir(parents=True, exist_ok=True)
+    import pandas as pd
+
+    pd.DataFrame([r.to_row() for r in records], columns=REPORT_COLUMNS).to_csv(
+        output / "series_report.csv", index=False
+    )
+    pd.DataFrame(slice_rows, columns=["sop_instance_uid", "path", "page", "position"]).to_csv(
+        output / "slices.csv", index=False
+    )
+    left = [e for e in entries if e["path"] not in taken]
+    return left, failures, sum(1 for r in results if r.status == OK)
 
 
 def _single(source: Path, output: Path, options: Options) -> int:
