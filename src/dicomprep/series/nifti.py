@@ -19,10 +19,22 @@ from ..geometry import VolumeGeometry
 
 
 def nifti_array(pages: np.ndarray) -> np.ndarray:
-    """(pages, rows, columns) to NIfTI's (columns, rows, pages) order."""
+    """(pages, rows, columns) to NIfTI's (columns, rows, pages) order: a view, which for a
+    C-ordered volume is Fortran-ordered, the order NIfTI stores (no copy is made)."""
     if pages.ndim != 3:
         raise ValueError(f"NIfTI output needs a grey-level volume, got shape {pages.shape}")
-    return np.ascontiguousarray(pages.transpose(2, 1, 0))
+    return pages.transpose(2, 1, 0)
+
+
+def stacked(frames, count: int) -> np.ndarray:
+    """The ``count`` frames of a stream in one (pages, rows, columns) array, filled in place."""
+    frames = iter(frames)
+    first = next(frames)
+    volume = np.empty((count, *first.shape), dtype=first.dtype)
+    volume[0] = first
+    for index, frame in enumerate(frames, start=1):
+        volume[index] = frame
+    return volume
 
 
 def write_nifti(path, pages: np.ndarray, volume: VolumeGeometry) -> None:

@@ -49,7 +49,7 @@ from ..volume import (
     max_intensity,
     projected_range,
 )
-from .nifti import write_nifti
+from .nifti import stacked, write_nifti
 from .spacing import slice_targets
 from .stacks import UNEVEN_TOLERANCE_MM
 
@@ -140,7 +140,7 @@ def process_stack(
                 raise DicomError(
                     "transform", "NIfTI output needs Pixel Spacing in the slices", "NoSpacing"
                 )
-            write_nifti(output_path, np.stack(list(rendered.frames)), volume)
+            write_nifti(output_path, stacked(rendered.frames, rendered.num_frames), volume)
         else:
             write_tiff(
                 output_path,
