@@ -246,6 +246,7 @@ def run_shard(
     rows: list[dict | None] = [None] * len(entries)
     kept: dict[str, dict] = {}  # the journal after this run: key -> record
     summary, environment_errors = ShardSummary(), []
+    appended = 0  # journal lines this run adds
 
     def settled(index: int) -> str | None:
         """The status of a file the journal says is done or known to fail, else None."""
@@ -274,6 +275,7 @@ def run_shard(
                 record = _journal_record(entry, fingerprints[index], result, output_root)
                 out.write((json.dumps(record, sort_keys=True) + "\n").encode())
                 out.flush()
+                appended += 1
                 kept[entry["key"]] = record
             rows[index] = _row(result.to_dict(), entry, record, reused=False)
             if log is not None:
@@ -282,7 +284,7 @@ def run_shard(
     mark_copies(entries, rows)
     removed = remove_orphans(done, kept, output_root, keep=keep_orphans, log=log)
     summary.removed = [row["output"] for row in removed]
-    if journal_lines + summary.processed + summary.failed - summary.reused > len(kept):
+    if journal_lines + appended > len(kept):
         compact_journal(journal, kept)  # it holds superseded, torn or orphaned lines
     write_results([row for row in rows if row is not None] + removed, Path(results))
     if environment_errors:
