@@ -50,7 +50,7 @@ from dicomprep.options import COMPRESSIONS, FILTERS, Options
 from dicomprep.pad import pad, padding_offsets
 from dicomprep.pipeline import process_file
 from dicomprep.resize import fit_size, resize
-from dicomprep.tiff import read_frames, write_tiff
+from dicomprep.tiff import read_frames, read_geometry, write_tiff
 
 TARGET_MS = 60.0
 OPTIONS = Options(
@@ -346,7 +346,7 @@ def bench_quality(tmp: Path, seeds: int) -> list[str]:
             source = write_syntax(
                 ds, tmp / f"q{seed}{laterality}.dcm", SYNTAXES["JPEG 2000 lossless"]
             )
-            outputs = {}
+            outputs, geometries = {}, {}
             for key, options in (
                 ("auto", with_options(decode_resolution="auto")),
                 ("full", with_options(decode_resolution="full")),
@@ -357,13 +357,15 @@ def bench_quality(tmp: Path, seeds: int) -> list[str]:
                 if result.status != "ok":
                     raise SystemExit(result.message)
                 outputs[key] = read_frames(out)[0]
+                geometries[key] = read_geometry(out)
             full = outputs["full"]
             difference = np.abs(outputs["auto"].astype(np.int64) - full)
             filters = np.abs(outputs["full catmull-rom"].astype(np.int64) - full)
             lines.append(
                 f"| mammogram seed {seed} {laterality} | {psnr(outputs['auto'], full):6.1f} | "
                 f"{int(difference.max()):6d} | {np.percentile(difference, 99):6.0f} | "
-                f"{psnr(outputs['full catmull-rom'], full):6.1f} | {int(filters.max()):6d} |"
+                f"{psnr(outputs['full catmull-rom'], full):6.1f} | {int(filters.max()):6d} | "
+                f"{geometries['auto'] == geometries['full']} |"
             )
     return lines
 
@@ -424,8 +426,8 @@ def print_syntaxes(rows, medians, quality, threads, frames) -> None:
         )
     print("\nReduced-resolution (auto) vs full decoding, JPEG 2000 lossless, output uint16 units;")
     print("for scale, the last two columns compare two resize filters (catmull-rom vs triangle)")
-    print("| image | PSNR dB | max abs | p99 abs | filters PSNR dB | filters max abs |")
-    print("|---|---|---|---|---|---|")
+    print("| image | PSNR dB | max abs | p99 abs | filters PSNR dB | filters max abs | same tags |")
+    print("|---|---|---|---|---|---|---|")
     for line in quality:
         print(line)
     if threads is None:
