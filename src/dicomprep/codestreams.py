@@ -224,10 +224,11 @@ def decode_codestream(
 ) -> np.ndarray:
     """The greyscale image of ``data`` reduced ``level`` times by two, in stored values.
 
-    Level 0 is the full image (OpenJPH for lossless HTJ2K, OpenJPEG otherwise, both through
-    imagecodecs); other levels are decoded by OpenJPEG through Pillow, whose 16-bit mode scales
-    samples of ``precision < 16`` bits up by ``16 - precision`` bits (undone here), and clamped
-    to ``bits_stored`` bits (the low-pass overshoots at sharp edges).
+    Level 0 is the full image, decoded through imagecodecs: CharLS for JPEG-LS, liblj92 for
+    lossless JPEG, OpenJPH for lossless HTJ2K, OpenJPEG for the rest.  Other levels are decoded
+    by OpenJPEG through Pillow, whose 16-bit mode scales samples of ``precision < 16`` bits up
+    by ``16 - precision`` bits (undone here), and clamped to ``bits_stored`` bits (the low-pass
+    overshoots at sharp edges).
     """
     import imagecodecs
 
@@ -271,7 +272,7 @@ def pillow_can_reduce(width: int, height: int, level: int) -> bool:
 
 @dataclass(frozen=True)
 class CodestreamFrames:
-    """The encapsulated JPEG 2000 / HTJ2K frames of one greyscale file."""
+    """The encapsulated frames of one greyscale file that this module decodes."""
 
     path: str
     info: ImageInfo
@@ -304,15 +305,9 @@ class CodestreamFrames:
 
     def frame_bytes(self, indices: Iterable[int]) -> Iterator[bytes]:
         """The codestream of each frame in ``indices``, read from the file one at a time."""
-        with open(self.path, "rb") as f:
-            for index in indices:
-                f.seek(self.value_start)
-                yield get_frame(
-                    f,
-                    index,
-                    number_of_frames=self.info.num_frames,
-                    extended_offsets=self.extended_offsets,
-                )
+        return read_frame_bytes(
+            self.path, self.value_start, indices, self.info.num_frames, self.extended_offsets
+        )
 
     def decode(self, data: bytes, level: int) -> np.ndarray:
         """One frame at ``level``, in the type pydicom gives (uint8/uint16 by BitsAllocated),
@@ -344,6 +339,23 @@ class CodestreamFrames:
         return decode_in_order(self.frame_bytes(indices), lambda d: self.decode(d, level), threads)
 
 
+def read_frame_bytes(
+    path: str | os.PathLike,
+    value_start: int,
+    indices: Iterable[int],
+    num_frames: int,
+    extended_offsets: tuple | None = None,
+) -> Iterator[bytes]:
+    """The codestreams of frames ``indices`` of encapsulated Pixel Data whose items start at
+    file offset ``value_start``, read one at a time (``pydicom.encaps.get_frame``)."""
+    with open(path, "rb") as f:
+        for index in indices:
+            f.seek(value_start)
+            yield get_frame(
+                f, index, number_of_frames=num_frames, extended_offsets=extended_offsets
+            )
+
+
 def _pixel_value_start(path: str | os.PathLike, position: int) -> int:
     """File offset of the first item of encapsulated Pixel Data whose element starts at
     ``position`` (raises CodestreamError when the element is not encapsulated)."""
@@ -360,9 +372,9 @@ def codestream_frames(
 ) -> CodestreamFrames | None:
     """The frames of ``path`` as codestreams when this module can decode them, else None.
 
-    Only greyscale unsigned JPEG 2000 / HTJ2K whose first codestream matches the header (one
-    component, no sub-sampling, origin 0, Rows x Columns, precision up to 16 bits and up to
-    BitsStored when the file is lossy) qualifies; everything else goes to pydicom.
+    Only unsigned greyscale files in :data:`CODESTREAM_SYNTAXES` whose first codestream agrees
+    with the header (one component, no sub-sampling, origin 0, Rows x Columns, a precision from
+    BitsStored up to 16 bits) qualify; everything else goes to pydicom.
     """
     if (
         info.transfer_syntax not in CODESTREAM_SYNTAXES
@@ -378,8 +390,7 @@ def codestream_frames(
         offsets = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
     try:
         start = _pixel_value_start(path, ds.pixel_element_position)
-        frames = CodestreamFrames(str(path), info, start, _EMPTY, offsets)
-        first = next(frames.frame_bytes([0]))
+        first = next(read_frame_bytes(path, start, [0], info.num_frames, offsets))
         header = read_frame_header(first, info.transfer_syntax)
     except Exception:  # noqa: BLE001 - anything unusual goes to pydicom
         return None
@@ -394,9 +405,6 @@ def codestream_frames(
     ):
         return None
     return CodestreamFrames(str(path), info, start, header, offsets)
-
-
-_EMPTY = Codestream(0, 0, 0, 0, 0, 0, False, False, 0)
 
 
 # -- parallel decoding --------------------------------------------------------------------------
