@@ -179,3 +179,26 @@ def test_order_uses_position_then_instance_number_not_file_order(tmp_path):
     (stack,) = form_stacks(facts)[0]
     assert list(stack.positions) == sorted(stack.positions)
     assert np.allclose(np.diff(stack.positions), 2.5)
+
+
+def test_stack_outputs_are_deterministic_and_interpolate_keeps_positions(tmp_path):
+    write_series(tmp_path / "in", count=5, name="det")
+    (stack,), _ = form_stacks(facts_of(tmp_path / "in"))
+    for name in ("a.tiff", "b.tiff"):
+        assert process_stack(stack.paths, tmp_path / name, Options(crop=True)).status == "ok"
+    assert (tmp_path / "a.tiff").read_bytes() == (tmp_path / "b.tiff").read_bytes()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        options = Options(voi="none", volume_format="nifti")
+        assert process_stack(stack.paths, tmp_path / name, options).status == "ok"
+    assert (tmp_path / "a.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()
+
+    options = Options(voi="none", volume="interpolate", target_frames=9)
+    result = process_stack(stack.paths, tmp_path / "i.tiff", options)
+    volume = read_geometry(tmp_path / "i.tiff").volume
+    assert result.num_frames == 9
+    assert np.allclose(np.diff(volume.page_positions), 1.25)  # 5 slices 2.5 mm apart
+    assert volume.spacing[2] == pytest.approx(1.25)
+    assert [s.page for s in result.slices] == [0, 2, 4, 6, 8]
+    pages = read_frames(tmp_path / "i.tiff").astype(np.float64)
+    hu = np.stack([pydicom.dcmread(p).pixel_array * 1.0 - 1024 for p in stack.paths])
+    np.testing.assert_allclose(pages[1], np.rint((hu[0] + hu[1]) / 2), atol=0.5)
