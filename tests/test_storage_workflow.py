@@ -47,8 +47,12 @@ def write_mammogram(path: Path, study: int, seed: int) -> Path:
 
 def run(workdir: Path, source, output, **extra) -> dict:
     config = {"source": source, "output": output, "work": workdir / "work", **OPTIONS, **extra}
-    snakemake(workdir, config=config, timeout=600)
-    return json.loads((workdir / "work" / "summary.json").read_text())
+    proc = snakemake(workdir, config=config, timeout=600)
+    summary = json.loads((workdir / "work" / "summary.json").read_text())
+    summary["log"] = "\n".join(  # why jobs ran, for assertion messages
+        line for line in proc.stderr.splitlines() if "reason" in line or "dicomprep" in line
+    )
+    return summary
 
 
 def comparable(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -154,7 +158,9 @@ def test_outputs_go_to_a_bucket_one_object_each(on_disk, moto_server, bucket, tm
         comparable(manifest), comparable(read_manifest(on_disk / "out" / "manifest.csv"))
     )
     # a rerun converts nothing; an output deleted from the bucket is converted again
-    assert run(tmp_path, on_disk / "src", output)["converted_now"] == 0
+    summary = run(tmp_path, on_disk / "src", output)
+    assert summary["converted_now"] == 0, summary["log"]
     fs.rm_file(f"{bucket}/dataset/{manifest['path'][0]}")
-    assert run(tmp_path, on_disk / "src", output)["converted_now"] == 1
+    summary = run(tmp_path, on_disk / "src", output)
+    assert summary["converted_now"] == 1, summary["log"]
     assert fs.cat_file(f"{bucket}/dataset/{manifest['path'][0]}") == expected[manifest["path"][0]]

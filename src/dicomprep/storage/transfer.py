@@ -105,12 +105,15 @@ def listed_facts(url: str) -> ObjectFacts | None:
 
 def output_intact(url: str, size, mtime_ns) -> bool:
     """True when the output object is still the one recorded (same size and
-    LastModified); False when it is gone, changed, or cannot be listed."""
+    LastModified, to the second: a HEAD answer has no finer time than that, a listing
+    has); False when it is gone, changed, or cannot be listed."""
     try:
         facts = listed_facts(url)
     except Exception:  # noqa: BLE001 - unknown counts as changed: converted again
         return False
-    return facts is not None and facts.size == size and facts.mtime_ns == mtime_ns
+    if facts is None or facts.size != size or not isinstance(mtime_ns, int):
+        return False
+    return facts.mtime_ns // 10**9 == mtime_ns // 10**9
 
 
 def output_exists(url: str) -> bool:
