@@ -302,7 +302,7 @@ def test_crop_max_ignores_the_blurred_label_edges(landmark_files):
     assert foreground_box(output, crop_max=True)[2] * 2 > anatomy.right + 100  # without it
 
 
-def test_reduced_box_drops_pixels_next_to_the_maximum_only():
+def test_reduced_box_drops_blends_of_the_maximum_and_background_only():
     image = np.zeros((60, 80), np.uint16)
     image[10:50, 0:30] = 20000  # anatomy on the left edge
     image[5:9, 60:76] = 65535  # a label ...
@@ -313,8 +313,24 @@ def test_reduced_box_drops_pixels_next_to_the_maximum_only():
     assert reduced_foreground_box(image, crop_max=True, level=1) == (0, 10, 30, 50)
     assert reduced_foreground_box(image, crop_max=True, level=0) == (0, 1, 79, 50)
     assert reduced_foreground_box(image, crop_max=False, level=1) == (0, 0, 80, 50)
-    image[12, 28] = 65535  # a maximum inside the anatomy hides its neighbours only
+    image[10:50, 30:34] = 65535  # a saturated region bordering the anatomy keeps it
     assert reduced_foreground_box(image, crop_max=True, level=1) == (0, 10, 30, 50)
+    image[10:50, 26:30] = 65535  # the anatomy's last columns saturated: the box ends before
+    assert reduced_foreground_box(image, crop_max=True, level=1) == (0, 10, 26, 50)
+
+
+def test_a_radiograph_whose_anatomy_borders_saturation_keeps_its_box(tmp_path):
+    """RG3_J2KR: 44 % of the output is at the maximum, next to the anatomy (collimation)."""
+    source = get_testdata_file("RG3_J2KR.dcm")
+    reduced = read_geometry(convert(tmp_path, source, "auto", size=(256, 320)))
+    full = read_geometry(
+        convert(tmp_path, source, "full", size=(256, 320), decode_resolution="full")
+    )
+    block = 4  # level 2
+    assert all(v % block == 0 for v in reduced.crop_box)
+    assert reduced.crop_box != full.crop_box  # the reduced path ran
+    # ragged edges: sides move by at most two blocks (never the whole saturated border)
+    assert np.abs(np.subtract(reduced.crop_box, full.crop_box)).max() <= 2 * block
 
 
 def test_a_small_crop_is_decoded_at_the_level_it_needs(tmp_path):
