@@ -41,6 +41,8 @@ What differs from decoding at full resolution and resizing:
 - where the foreground's edge is ragged (scattered single pixels, as on the edge of a
   collimated radiograph) the low-pass averages those pixels away and the side moves inwards
   by a few blocks (8 and 5 source pixels at level 2 on pydicom's ``RG3_J2KR``);
+- a range taken from the data (``voi: auto`` without window or VOI LUT, ``voi: none``) is
+  the reduced frame's, whose extremes the low-pass trims slightly;
 - the values are the wavelet low-pass (a 5- or 9-tap filter per level) rather than the
   resize filter, and its taps are centred on the first source pixel of each block, so image
   content sits ``(2^r - 1) / 2`` source pixels (less than half an output pixel) from where
