@@ -70,9 +70,19 @@ def shard_table(results_file: str | os.PathLike, output_root: str | os.PathLike)
         paths.append(path)
         inodes.append(inode)
     table["path"], table["inode"] = paths, pd.array(inodes, dtype="Int64")
-    for column in ("width", "height", "channels", "num_frames", "output_size", "output_mtime_ns"):
+    for column in (
+        "width",
+        "height",
+        "channels",
+        "num_frames",
+        "output_size",
+        "output_mtime_ns",
+        "page",
+        "slices",
+    ):
         table[column] = pd.to_numeric(table[column], errors="coerce").fillna(0).astype("int64")
-    for column in ("seconds",):
+    table["slices"] = table["slices"].clip(lower=1)
+    for column in ("seconds", "position"):
         table[column] = pd.to_numeric(table[column], errors="coerce").fillna(0.0)
     table["reused"] = table["reused"].fillna(False).astype(bool)
     text = [c for c in SHARD_TABLE_COLUMNS if table[c].dtype == object]
@@ -116,6 +126,10 @@ def manifest_table(results: pd.DataFrame) -> pd.DataFrame:
     if not len(results):
         return manifest_frame([])
     done = results[(results["status"] == OK) & (results["inode"].fillna(0) >= 0)]
+    # a stack is one output: its row is its first slice's (the lowest position)
+    done = done.sort_values("position", kind="stable")
+    first_slice = ~done.duplicated(subset="output", keep="first")
+    done = done[(done["stack"] == "") | first_slice]
     table = pd.DataFrame(
         {
             "study_instance_uid": done["study_instance_uid"],
@@ -127,12 +141,68 @@ def manifest_table(results: pd.DataFrame) -> pd.DataFrame:
             "channels": done["channels"],
             "num_frames": done["num_frames"],
             "series_instance_uid": done["series_instance_uid"],
-            "slices": 1,
+            "slices": done["slices"],
             "source": done["key"],
         },
         columns=MANIFEST_COLUMNS,
     )
     return manifest_from_table(table)
+
+
+def series_failures(series_report: str | os.PathLike) -> list[dict]:
+    """Failures rows for the slices left out of their stack because another slice lies
+    at the same position (they are in no shard list, so no shard reports them)."""
+    from .series.stacks import DUPLICATE_POSITION
+
+    report = pd.read_csv(series_report, dtype=str, keep_default_na=False)
+    if "kind" not in report.columns:
+        return []
+    left_out = report[(report["kind"] == DUPLICATE_POSITION) & (report["paths"] != "")]
+    return [
+        {
+            "path": record.paths,  # one path: the slice left out
+            "status": "duplicate",
+            "stage": "transform",
+            "error_type": DUPLICATE_POSITION,
+            "message": record.message,
+        }
+        for record in left_out.itertuples()
+    ]
+
+
+SLICES_COLUMNS = ["sop_instance_uid", "path", "page", "position", "source"]
+
+
+def slices_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Where every slice of a stack went (``slices.csv``): its SOP Instance UID, the
+    output's path relative to the dataset root, the page nearest to it and its position
+    (mm along the slice normal), sorted by path then page."""
+    if not len(results):
+        return pd.DataFrame(columns=SLICES_COLUMNS)
+    slices = results[(results["status"] == OK) & (results["stack"] != "")]
+    table = pd.DataFrame(
+        {
+            "sop_instance_uid": slices["sop_instance_uid"],
+            "path": slices["path"],
+            "page": slices["page"],
+            "position": slices["position"],
+            "source": slices["key"],
+        },
+        columns=SLICES_COLUMNS,
+    )
+    return table.sort_values(["path", "page", "position"], kind="stable", ignore_index=True)
+
+
+def _write_table(table: pd.DataFrame, csv_path, parquet_path=None) -> None:
+    """A table as CSV (and Parquet), each written atomically."""
+    atomic_write_text(csv_path, table.to_csv(index=False, lineterminator="\n"))
+    if parquet_path is not None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), sink)
+        atomic_write_bytes(parquet_path, sink.getvalue().to_pybytes())
 
 
 def collect(
@@ -144,6 +214,11 @@ def collect(
     failures_csv: str | os.PathLike,
     summary_json: str | os.PathLike,
     run_started_ns: int = 0,
+    *,
+    slices_csv: str | os.PathLike | None = None,
+    slices_parquet: str | os.PathLike | None = None,
+    series_report: str | os.PathLike | None = None,
+    series_report_csv: str | os.PathLike | None = None,
 ) -> dict[str, int]:
     """Write manifest (CSV + Parquet), failures and a JSON summary; return the counts.
 
@@ -155,10 +230,19 @@ def collect(
     manifest = manifest_table(results)
     write_manifest(manifest, manifest_csv)
     write_manifest(manifest, manifest_parquet)
+    if slices_csv is not None:
+        _write_table(slices_table(results), slices_csv, slices_parquet)
+    report_rows = []
+    if series_report_csv is not None:
+        text = Path(series_report).read_text() if series_report else ""
+        atomic_write_text(series_report_csv, text or "kind\n")
+        report_rows = series_failures(series_report) if series_report else []
     records = results[results["status"] != OK].to_dict("records") if len(results) else []
     removed = [r for r in records if r["status"] == REMOVED and r["fresh"]]
     failures = failures_frame(
-        (catalog_failures(catalog) if catalog is not None else []) + result_failures(records)
+        (catalog_failures(catalog) if catalog is not None else [])
+        + result_failures(records)
+        + report_rows
     )
     write_failures(failures, failures_csv)
     numbers = counts(len(manifest), failures)

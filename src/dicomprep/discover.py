@@ -65,8 +65,12 @@ TEXT_COLUMNS = [
     "modality",
     "transfer_syntax",
     "photometric_interpretation",
+    "sop_class_uid",
+    "image_orientation",
+    "image_position",
+    "pixel_spacing",
 ]
-INT_COLUMNS = ["size", "mtime_ns", "rows", "columns", "number_of_frames"]
+INT_COLUMNS = ["size", "mtime_ns", "rows", "columns", "number_of_frames", "instance_number"]
 CATALOG_COLUMNS = [
     "path",
     "key",
@@ -85,6 +89,13 @@ CATALOG_COLUMNS = [
     "number_of_frames",
     "transfer_syntax",
     "photometric_interpretation",
+    # where the image lies, for stacking the slices of a series (numbers joined by "\\",
+    # as in DICOM; empty when absent)
+    "sop_class_uid",
+    "image_orientation",
+    "image_position",
+    "instance_number",
+    "pixel_spacing",
 ]
 
 
@@ -207,7 +218,53 @@ def _header_fields(ds) -> dict[str, str]:
         fields[column] = "" if value is None else str(value).strip()
     meta = getattr(ds, "file_meta", None)
     fields["transfer_syntax"] = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    fields.update(_placement_fields(ds))
     return fields
+
+
+def _placement_fields(ds) -> dict[str, str]:
+    """Where an image lies (what stacking a series needs), as catalog text."""
+    from .series.stacks import stack_facts
+
+    facts = stack_facts(ds)
+
+    def joined(values) -> str:
+        return "" if values is None else "\\".join(repr(float(v)) for v in values)
+
+    return {
+        "sop_class_uid": facts["sop_class_uid"],
+        "image_orientation": joined(facts["image_orientation"]),
+        "image_position": joined(facts["image_position"]),
+        "instance_number": "" if facts["instance_number"] is None else facts["instance_number"],
+        "pixel_spacing": joined(facts["pixel_spacing"]),
+    }
+
+
+def placement_facts(rows: pd.DataFrame) -> list[dict]:
+    """The header facts of catalog rows in the form stacking wants (numbers parsed)."""
+
+    def floats(text: str):
+        return tuple(float(v) for v in text.split("\\")) if text else None
+
+    facts = []
+    for r in rows.itertuples(index=False):
+        facts.append(
+            {
+                "path": r.path,
+                "sop_instance_uid": r.sop_instance_uid,
+                "series_instance_uid": r.series_instance_uid,
+                "rows": int(r.rows),
+                "columns": int(r.columns),
+                "photometric_interpretation": r.photometric_interpretation,
+                "sop_class_uid": r.sop_class_uid,
+                "image_orientation": floats(r.image_orientation),
+                "image_position": floats(r.image_position),
+                "instance_number": int(r.instance_number),
+                "pixel_spacing": floats(r.pixel_spacing),
+                "number_of_frames": max(1, int(r.number_of_frames)),
+            }
+        )
+    return facts
 
 
 def _reason(exc: OSError) -> str:
@@ -403,11 +460,15 @@ def save_catalog(catalog: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def load_catalog(path: str | os.PathLike) -> pd.DataFrame | None:
-    """The saved catalog, or None when there is none (or it is unreadable)."""
+    """The saved catalog, or None when there is none, it is unreadable, or it lacks
+    columns this version keeps (its headers are then read again, once)."""
     try:
-        return normalise(pd.read_parquet(path))
+        catalog = pd.read_parquet(path)
     except (OSError, ValueError):
         return None
+    if not set(CATALOG_COLUMNS) <= set(catalog.columns):
+        return None
+    return normalise(catalog)
 
 
 # -- shards -------------------------------------------------------------------------

@@ -13,7 +13,9 @@ list of shards is saved beside them so that cluster jobs never walk the source a
 
 from __future__ import annotations
 
+import csv
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -31,6 +33,7 @@ from .discover import (
     NOT_DICOM,
     build_catalog,
     load_catalog,
+    placement_facts,
     save_catalog,
     shard_of,
 )
@@ -59,6 +62,11 @@ class WorkPaths:
 
     def shard_results(self, shard: str) -> Path:
         return self.root / "shards" / f"{shard}.results.jsonl"
+
+    @property
+    def series_report(self) -> Path:
+        """What did not fit a stack (``series: stack``), copied to the dataset by collect."""
+        return self.root / "series_report.csv"
 
     def shard_rerun(self, shard: str) -> Path:
         """An input of the shard's job whose content planning changes to make it run
@@ -139,6 +147,7 @@ def plan_shards(
     work: str | os.PathLike,
     shards: int | str,
     *,
+    series: str = "files",
     local: bool = True,
     check_outputs: bool = True,
     follow_symlinks: bool = False,
@@ -148,7 +157,8 @@ def plan_shards(
     """Update the catalog and shard lists; return the shards to run and the catalog.
 
     ``shards`` is a count or ``"auto"`` (see :func:`shard_count`; ``local``: jobs run on
-    this machine).
+    this machine).  With ``series="stack"`` the slices of each series are formed into
+    stacks (see :func:`plan_stacks`), each converted as one volume by its shard.
 
     With ``check_outputs``, the last run's results of unchanged shards are checked
     against the dataset folder (see :func:`stale_results`).  Takes the work folder's
@@ -167,6 +177,7 @@ def plan_shards(
     else:
         catalog = previous
     images = catalog[catalog["status"].isin([DICOM, DUPLICATE])]
+    images = plan_stacks(images, paths, series)
     shards = shard_count(shards, len(images), local)
     rebucket_journals(paths, shards)
     images = images.assign(bucket_key=bucket_keys(images))
@@ -197,14 +208,55 @@ def plan_shards(
     return list(index), catalog
 
 
+def plan_stacks(images: pd.DataFrame, paths: WorkPaths, series: str) -> pd.DataFrame:
+    """``images`` with the ``stack`` and ``slice`` of each file, and without the slices
+    that repeat a position in their stack; writes ``series_report.csv`` (what did not
+    fit a stack) to the work folder.  With ``series="files"`` no file is a stack's."""
+    records = []
+    images = images.assign(stack="", slice=0)
+    if series == "stack":
+        from .series.stacks import DUPLICATE_POSITION, form_stacks
+
+        first_copies = images[images["status"] == DICOM]
+        stacks, records = form_stacks(placement_facts(first_copies))
+        names, slices = {}, {}
+        for stack in stacks:
+            for index, path in enumerate(stack.paths):
+                names[path], slices[path] = stack.name, index
+        images["stack"] = images["path"].map(names).fillna("")
+        images["slice"] = images["path"].map(slices).fillna(0).astype("int64")
+        left_out = {p for r in records if r.kind == DUPLICATE_POSITION for p in r.paths}
+        images = images[~images["path"].isin(left_out)]
+    write_if_changed(paths.series_report, series_report_text(records))
+    return images
+
+
+def series_report_text(records) -> str:
+    """``series_report.csv``: one row per thing about a series a user should know."""
+    from .series.stacks import REPORT_COLUMNS
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, REPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(record.to_row() for record in records)
+    return buffer.getvalue()
+
+
 def bucket_keys(images: pd.DataFrame) -> pd.Series:
     """The key each image is bucketed by: its study, except that every copy of a SOP
-    Instance UID follows the first copy's study (so all copies meet in one shard)."""
+    Instance UID follows the first copy's study, and every slice of a stack its first
+    slice's (so all copies, and all slices, meet in one shard)."""
     ordered = images.sort_values("path", kind="stable")
     first_study = ordered.groupby("sop_instance_uid", sort=False)["study_instance_uid"].transform(
         "first"
     )
-    return first_study.reindex(images.index)
+    keys = first_study.reindex(images.index)
+    stacked = images["stack"] != ""
+    if stacked.any():
+        heads = images[stacked & (images["slice"] == 0)]
+        head_study = pd.Series(heads["study_instance_uid"].to_numpy(), index=heads["stack"])
+        keys[stacked] = images.loc[stacked, "stack"].map(head_study)
+    return keys
 
 
 def journaled_shards(paths: WorkPaths) -> list[str]:

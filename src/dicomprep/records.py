@@ -46,6 +46,10 @@ RESULT_COLUMNS = list(FileResult.__dataclass_fields__) + [
     "series_instance_uid",
     "output_size",
     "output_mtime_ns",
+    "stack",  # slices of a stack: the stack's output name, the slice's page and position
+    "page",
+    "position",
+    "slices",  # source files in the output (1 for a file)
     "reused",
 ]
 REMOVED = "removed"  # an output deleted because its source is gone (not a list entry)

@@ -247,9 +247,33 @@ def run_shard(
     kept: dict[str, dict] = {}  # the journal after this run: key -> record
     summary, environment_errors = ShardSummary(), []
     appended = 0  # journal lines this run adds
+    stacks = stack_units(entries, output_root, options, fingerprints)
+
+    def journal_result(unit: dict, fingerprint: str, result) -> dict | None:
+        """Count a conversion's result and journal it (when it is worth keeping)."""
+        nonlocal appended
+        if result.status == OK:
+            summary.processed += 1
+        else:
+            summary.failed += 1
+            if result.stage == "write":
+                environment_errors.append(f"{unit['path']}: {result.message}")
+        if log is not None:
+            print(_log_line(result), file=log, flush=True)
+        if result.status != OK and not _is_data_failure(result):
+            return None
+        record = _journal_record(unit, fingerprint, result, output_root)
+        out.write((json.dumps(record, sort_keys=True) + "\n").encode())
+        out.flush()
+        appended += 1
+        kept[unit["key"]] = record
+        return record
 
     def settled(index: int) -> str | None:
-        """The status of a file the journal says is done or known to fail, else None."""
+        """The status of a file the journal says is done or known to fail, else None;
+        a stack's slice is settled by its stack (its copies are duplicates)."""
+        if entries[index]["stack"]:
+            return OK
         entry, record = entries[index], done.get(entries[index]["key"])
         if _still_done(record, fingerprints[index], output_root):
             summary.reused += 1
@@ -262,24 +286,25 @@ def run_shard(
         return record["status"]
 
     with open_for_append(journal) as out:
+        todo = []
+        for name, unit in stacks.items():
+            record = done.get(unit["key"])
+            if _still_done(record, unit["fingerprint"], output_root) or _known_failure(
+                record, unit["fingerprint"]
+            ):
+                summary.reused += 1
+                kept[unit["key"]] = record
+                _stack_rows(rows, entries, unit, record["result"], record, reused=True)
+            else:
+                todo.append((name, unit))
+        for name, result in convert_in_workers(todo, output_root, options, workers, log):
+            unit = stacks[name]
+            record = journal_result(unit, unit["fingerprint"], result)
+            _stack_rows(rows, entries, unit, result.to_dict(), record, reused=False)
         converted = convert_copies(entries, output_root, options, workers, settled=settled, log=log)
         for index, result in converted:
-            entry, record = entries[index], None
-            if result.status == OK:
-                summary.processed += 1
-            else:
-                summary.failed += 1
-                if result.stage == "write":
-                    environment_errors.append(f"{entry['path']}: {result.message}")
-            if result.status == OK or _is_data_failure(result):
-                record = _journal_record(entry, fingerprints[index], result, output_root)
-                out.write((json.dumps(record, sort_keys=True) + "\n").encode())
-                out.flush()
-                appended += 1
-                kept[entry["key"]] = record
-            rows[index] = _row(result.to_dict(), entry, record, reused=False)
-            if log is not None:
-                print(_log_line(result), file=log, flush=True)
+            record = journal_result(entries[index], fingerprints[index], result)
+            rows[index] = _row(result.to_dict(), entries[index], record, reused=False)
         os.fsync(out.fileno())
     mark_copies(entries, rows)
     removed = remove_orphans(done, kept, output_root, keep=keep_orphans, log=log)
@@ -293,6 +318,63 @@ def run_shard(
             + environment_errors[0]
         )
     return summary
+
+
+def stack_units(entries: list[dict], output_root, options: Options, fingerprints) -> dict:
+    """The stacks of a shard list: for each stack name, one unit of work holding its
+    slices in order (``indices`` into ``entries``, ``paths``), its output and a
+    fingerprint of every slice (adding, removing or changing one rebuilds the stack)."""
+    from .series.volume_file import stack_output_path
+
+    members: dict[str, list[int]] = {}
+    for index, entry in enumerate(entries):
+        if entry["stack"]:
+            members.setdefault(entry["stack"], []).append(index)
+    units = {}
+    for name, indices in members.items():
+        indices.sort(key=lambda i: entries[i]["slice"])
+        head = entries[indices[0]]
+        digest = hashlib.sha256(name.encode())
+        for i in indices:
+            digest.update(fingerprints[i].encode())
+        units[name] = {
+            "key": f"stack:{name}",
+            "path": head["path"],
+            "paths": [entries[i]["path"] for i in indices],
+            "indices": indices,
+            "stack": name,
+            "study_instance_uid": head["study_instance_uid"],
+            "sop_instance_uid": head["sop_instance_uid"],
+            "bucket_key": head.get("bucket_key") or head["study_instance_uid"],
+            "cost": sum(entries[i]["cost"] for i in indices),
+            "output": str(
+                stack_output_path(
+                    output_root, head["study_instance_uid"], name, options.volume_format
+                )
+            ),
+            "fingerprint": digest.hexdigest()[:24],
+        }
+    return units
+
+
+def _stack_rows(rows, entries, unit: dict, result: dict, record, reused: bool) -> None:
+    """One results row per slice of a stack: the stack's outcome, the slice's page and
+    position (the manifest keeps the first slice's row, slices.csv all of them)."""
+    placements = result.get("slice_rows") or []
+    for k, index in enumerate(unit["indices"]):
+        entry = entries[index]
+        placed = placements[k] if k < len(placements) else {}
+        fields = {c: result.get(c) for c in FileResult.__dataclass_fields__}
+        row = _row(fields, entry, record, reused=reused)
+        row.update(
+            source=entry["path"],
+            sop_instance_uid=entry["sop_instance_uid"],
+            stack=unit["stack"],
+            page=placed.get("page", 0),
+            position=placed.get("position", 0.0),
+            slices=len(unit["indices"]),
+        )
+        rows[index] = row
 
 
 def _journal_record(entry: dict, fingerprint: str, result: FileResult, output_root) -> dict:
@@ -326,6 +408,10 @@ def _row(result: dict, entry: dict, record: dict | None, reused: bool) -> dict:
         "source": entry["path"],
         "key": entry["key"],
         "series_instance_uid": entry.get("series_instance_uid", ""),
+        "stack": "",
+        "page": 0,
+        "position": 0.0,
+        "slices": 1,
         "output_size": record.get("output_size"),
         "output_mtime_ns": record.get("output_mtime_ns"),
         "reused": reused,
@@ -337,6 +423,8 @@ def mark_copies(entries: list[dict], rows: list) -> None:
     that was; a failed copy's message names the copy converted instead."""
     for copies in copy_groups(entries):
         winner = next((i for i in copies if rows[i] and rows[i]["status"] == OK), None)
+        if winner is None:  # e.g. a stack that failed: its slices' copies stay duplicates
+            winner = next((i for i in copies if entries[i].get("stack")), None)
         if winner is None:
             continue
         image = entries[winner]["path"]
@@ -529,6 +617,10 @@ def _died(entry: dict, output_root) -> FileResult:
 
 
 def _convert(entry: dict, output_root, options: Options, decode_threads: int = 1) -> FileResult:
+    if "paths" in entry:  # a stack: its slices become one volume
+        from .series.volume_file import process_stack
+
+        return process_stack(entry["paths"], entry["output"], options)
     if is_url(entry["path"]) or is_url(output_root):  # object storage: fetch / put
         from .storage.transfer import convert_entry
 
@@ -536,7 +628,12 @@ def _convert(entry: dict, output_root, options: Options, decode_threads: int = 1
     return process_file(entry["path"], output_root, options, decode_threads=decode_threads)
 
 
-def _log_line(result: FileResult) -> str:
+def _log_line(result) -> str:
+    if hasattr(result, "sources"):  # a stack
+        what = f"stack of {len(result.sources)}\t{result.output or result.sources[0]}"
+        if result.status == OK:
+            return f"ok\t{result.seconds * 1000:.0f} ms\t{what}"
+        return f"{result.status}\t{result.stage}\t{result.error_type}: {result.message}\t{what}"
     if result.status == OK:
         return f"ok\t{result.seconds * 1000:.0f} ms\t{result.source}"
     return (

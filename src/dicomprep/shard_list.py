@@ -28,6 +28,8 @@ SHARD_COLUMNS = [
     "series_instance_uid",
     "sop_instance_uid",
     "bucket_key",
+    "stack",  # the output name of the stack the file is a slice of ('' for a file)
+    "slice",  # its index in the stack
     "cost",
 ]
 
@@ -65,7 +67,7 @@ def read_shard_list(path: str | os.PathLike) -> list[dict]:
         if not line:
             continue
         entry = dict(zip(header, line.split("\t"), strict=True))
-        for column in ("size", "mtime_ns", "cost"):
-            entry[column] = int(entry.get(column, 0))
+        for column in ("size", "mtime_ns", "cost", "slice"):
+            entry[column] = int(entry.get(column) or 0)
         entries.append(entry)
     return entries

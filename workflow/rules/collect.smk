@@ -1,12 +1,17 @@
 rule collect:
-    """Manifest (CSV + Parquet), failures table and run summary from all shards."""
+    """Manifest (CSV + Parquet), failures table, where stacked slices went and run summary
+    from all shards."""
     input:
         results=shard_results,
         catalog=f"{WORK}/catalog.parquet",
+        series_report=f"{WORK}/series_report.csv",
     output:
         manifest_csv=f"{OUTPUT}/manifest.csv",
         manifest_parquet=f"{OUTPUT}/manifest.parquet",
         failures=f"{OUTPUT}/failures.csv",
+        slices_csv=f"{OUTPUT}/slices.csv",
+        slices_parquet=f"{OUTPUT}/slices.parquet",
+        series_report=f"{OUTPUT}/series_report.csv",
         summary=f"{WORK}/summary.json",
     log:
         f"{WORK}/logs/collect.log",

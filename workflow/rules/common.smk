@@ -70,6 +70,7 @@ if workflow.is_main_process:
             config["source"],
             WORK,
             config["shards"],
+            series=OPTIONS.series,
             local=workflow.local_exec,
             follow_symlinks=config["follow_symlinks"],
             rediscover=config["rediscover"],

@@ -1,4 +1,4 @@
-"""Snakemake entry point: manifest, failures and summary from all shard results."""
+"""Snakemake entry point: manifest, failures, slices, series report and summary."""
 
 from dicomprep.collect import collect
 from dicomprep.plan import run_started_ns
@@ -13,5 +13,9 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         snakemake.output.failures,  # noqa: F821
         snakemake.output.summary,  # noqa: F821
         run_started_ns=run_started_ns(snakemake.params.work),  # noqa: F821
+        slices_csv=snakemake.output.slices_csv,  # noqa: F821
+        slices_parquet=snakemake.output.slices_parquet,  # noqa: F821
+        series_report=snakemake.input.series_report,  # noqa: F821
+        series_report_csv=snakemake.output.series_report,  # noqa: F821
     )
     print(numbers, file=log)

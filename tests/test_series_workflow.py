@@ -1,0 +1,114 @@
+"""The workflow with `series: stack`: one volume per series, rebuilt exactly when its slices
+change, slices.csv and series_report.csv, and nothing else touched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import tifffile
+
+from dicomprep import synthetic
+from dicomprep.manifest import read_manifest
+
+from .series_helpers import slice_dataset, write_series
+from .workflow_helpers import snakemake, tiff_states
+
+pytestmark = pytest.mark.slow
+
+
+def config(tmp, **extra):
+    return {
+        "source": tmp / "src",
+        "output": tmp / "out",
+        "work": tmp / "work",
+        "series": "stack",
+        "voi": "none",
+        "crop": False,
+        "crop_max": False,
+        "size": None,
+        **extra,
+    }
+
+
+@pytest.fixture
+def stacked_run(tmp_path):
+    ct = write_series(tmp_path / "src" / "ct", count=8, duplicate_of=3, localizer=True, name="a")
+    mr = write_series(tmp_path / "src" / "mr", source="MR_small.dcm", count=5, name="b")
+    mammo = synthetic.write(
+        synthetic.mammogram(rows=96, columns=72, seed=1), tmp_path / "src" / "mg" / "m.dcm"
+    )
+    proc = snakemake(tmp_path, config=config(tmp_path))
+    return tmp_path, ct, mr, mammo, proc
+
+
+def test_each_series_is_one_volume_in_slice_order_with_its_slices_mapped(stacked_run):
+    tmp, ct, mr, _, _ = stacked_run
+    manifest = read_manifest(tmp / "out" / "manifest.csv")
+    stacks = manifest[manifest["slices"] > 1].set_index("series_instance_uid")
+    ct_row = stacks.loc[str(ct["series"])]
+    assert ct_row["path"] == f"{ct['study']}/{ct['series']}.tiff"
+    assert (ct_row["slices"], ct_row["num_frames"]) == (8, 8)
+    assert stacks.loc[str(mr["series"]), "slices"] == 5
+    # the localizer and the mammogram stay single files; the duplicate position is left out
+    singles = manifest[manifest["slices"] == 1]
+    assert len(singles) == 2 and len(manifest) == 4
+    # pages hold the slices in position order, in Hounsfield units (voi: none)
+    volume = tifffile.imread(tmp / "out" / ct_row["path"])
+    by_position = sorted(
+        (d for d in ct["datasets"] if d.InstanceNumber <= 8),
+        key=lambda d: float(d.ImagePositionPatient[2]),
+    )
+    for page, ds in enumerate(by_position):
+        hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        np.testing.assert_array_equal(volume[page], hu.astype(np.int16))
+    # the manifest row carries the first slice's SOP Instance UID
+    assert ct_row["sop_instance_uid"] == by_position[0].SOPInstanceUID
+    slices = pd.read_csv(tmp / "out" / "slices.csv", dtype={"sop_instance_uid": str})
+    ct_slices = slices[slices["path"] == ct_row["path"]]
+    assert list(ct_slices["sop_instance_uid"]) == [d.SOPInstanceUID for d in by_position]
+    assert list(ct_slices["page"]) == list(range(8))
+    assert np.all(np.diff(ct_slices["position"]) > 0)
+
+
+def test_what_did_not_fit_a_stack_is_reported(stacked_run):
+    tmp, ct, *_ = stacked_run
+    report = pd.read_csv(tmp / "out" / "series_report.csv", keep_default_na=False)
+    kinds = set(report.loc[report["series_instance_uid"] == str(ct["series"]), "kind"])
+    assert {"duplicate-position", "localizer"} <= kinds
+    failures = pd.read_csv(tmp / "out" / "failures.csv", keep_default_na=False)
+    [row] = failures[failures["error_type"] == "duplicate-position"].itertuples()
+    assert row.status == "duplicate"
+    # the second of the two slices at one position (by InstanceNumber) is the one left out
+    [duplicate] = [d for d in ct["datasets"] if d.InstanceNumber == 1001]
+    assert row.path == str(ct["paths"][duplicate.SOPInstanceUID])
+
+
+def test_adding_a_slice_rebuilds_only_its_series(stacked_run):
+    tmp, ct, mr, _, _ = stacked_run
+    before = tiff_states(tmp / "out")
+    ds = mr["datasets"][0]
+    new = slice_dataset(
+        ds,
+        str(mr["study"]),
+        str(mr["series"]),
+        5,
+        [float(v) for v in ds.ImagePositionPatient[:2]]
+        + [float(ds.ImagePositionPatient[2]) + 5 * 2.5],
+        [float(v) for v in ds.ImageOrientationPatient],
+    )
+    new.save_as(tmp / "src" / "mr" / "added.dcm")
+    snakemake(tmp, config=config(tmp))
+    after = tiff_states(tmp / "out")
+    mr_path = f"{mr['study']}/{mr['series']}.tiff"
+    assert set(after) == set(before)
+    assert after[mr_path] != before[mr_path]
+    assert {k: v for k, v in after.items() if k != mr_path} == {
+        k: v for k, v in before.items() if k != mr_path
+    }
+    manifest = read_manifest(tmp / "out" / "manifest.csv")
+    assert manifest.set_index("path").loc[mr_path, "slices"] == 6
+    assert pydicom.dcmread(tmp / "src" / "mr" / "added.dcm").SOPInstanceUID in set(
+        pd.read_csv(tmp / "out" / "slices.csv", dtype=str)["sop_instance_uid"]
+    )
