@@ -9,7 +9,8 @@ the libraries pydicom's plugins wrap (OpenJPEG, OpenJPH, CharLS) or liblj92 for 
 agrees with the header); everything else is decoded by pydicom.  Decoding directly is faster
 (3328 x 2560, 12 bits: JPEG-LS 60 ms and lossless JPEG 60 ms against pydicom's 0.3 s;
 lossless HTJ2K with OpenJPH, 25 ms, against OpenJPEG's 0.12 s) and imagecodecs releases the
-GIL, so :func:`decode_in_order` decodes the frames of a volume on several threads.
+GIL, so :func:`decode_in_order` decodes the frames of a volume on several threads (Pillow,
+which decodes the reduced levels, holds it).
 
 A JPEG 2000 codestream holds its image as a wavelet pyramid: decoding only the first
 ``levels - r`` resolutions gives the image reduced ``r`` times by two, at a fraction of the
