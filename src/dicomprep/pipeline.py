@@ -89,8 +89,9 @@ def process_file(
 ) -> FileResult:
     """Convert one DICOM file; the TIFF goes to ``output_path`` or under ``output_root``.
 
-    ``decode_threads`` decodes the JPEG 2000 / HTJ2K frames of a volume on that many threads
-    (the output does not depend on it).
+    ``decode_threads`` decodes the compressed frames of a volume that
+    :mod:`dicomprep.codestreams` handles (JPEG 2000, HTJ2K, JPEG-LS, lossless JPEG) on that
+    many threads; the output does not depend on it.
     """
     options = options or Options()
     started = time.perf_counter()
