@@ -127,8 +127,11 @@ class FlakyProxy:
     of requests with 500 or 503 (SlowDown) or stalls them past the client's timeout,
     never more than ``max_in_a_row`` of one request in a row (so bounded retries win)."""
 
-    def __init__(self, upstream: str, fraction: float, seed: int, stall_seconds=3.0):
+    def __init__(
+        self, upstream: str, fraction: float, seed: int, stall_seconds=3.0, latency_seconds=0.0
+    ):
         self.upstream = upstream.removeprefix("http://")
+        self.latency_seconds = latency_seconds  # added to every request (a distant server)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.fraction, self.stall_seconds = fraction, stall_seconds
@@ -147,6 +150,7 @@ class FlakyProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 fault = proxy.draw()
+                time.sleep(proxy.latency_seconds)
                 if fault == "stall":
                     time.sleep(proxy.stall_seconds)
                     self.close_connection = True
