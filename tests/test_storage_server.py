@@ -132,6 +132,7 @@ class FlakyProxy:
     ):
         self.upstream = upstream.removeprefix("http://")
         self.latency_seconds = latency_seconds  # added to every request (a distant server)
+        self.refused: set[str] = set()  # request paths answered 403 AccessDenied
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.fraction, self.stall_seconds = fraction, stall_seconds
@@ -151,19 +152,22 @@ class FlakyProxy:
                 body = self.rfile.read(length) if length else None
                 fault = proxy.draw()
                 time.sleep(proxy.latency_seconds)
+                if self.path.split("?")[0] in proxy.refused:
+                    fault = "403"
                 if fault == "stall":
                     time.sleep(proxy.stall_seconds)
                     self.close_connection = True
                     return
-                if fault in ("500", "503"):
-                    code = "InternalError" if fault == "500" else "SlowDown"
+                if fault in ("500", "503", "403"):
+                    code = {"500": "InternalError", "503": "SlowDown", "403": "AccessDenied"}[fault]
                     payload = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
                     data = payload.encode()
                     self.send_response(int(fault))
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
                     return
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
@@ -172,10 +176,11 @@ class FlakyProxy:
                 answer = conn.getresponse()
                 data = answer.read()
                 self.send_response(answer.status)
+                length = answer.getheader("Content-Length") if self.command == "HEAD" else None
                 for key, value in answer.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

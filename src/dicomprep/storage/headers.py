@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from .objects import ObjectFacts, read_range
-from .retry import DEFAULT_POLICY, RetryPolicy
+from .retry import RetryPolicy
 
 FIRST_RANGE = 64 * 1024  # bytes: the whole header of nearly every image object
 GROWTH = 8  # each further range is this many times longer
@@ -44,7 +44,7 @@ def read_object_header(
     storage_options: Mapping | None = None,
     *,
     first_range: int = FIRST_RANGE,
-    policy: RetryPolicy = DEFAULT_POLICY,
+    policy: RetryPolicy | None = None,
     ranges: list | None = None,
 ):
     """(dataset, has_pixels) of one object from as few ranged reads as its header needs.

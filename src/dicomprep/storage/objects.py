@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .retry import DEFAULT_POLICY, RetryPolicy, with_retries
+from .retry import RetryPolicy, with_retries
 from .urls import join_url, protocol_of, relative_url
 
 OPTIONS_VARIABLE = "DICOMPREP_STORAGE_OPTIONS"
@@ -113,7 +113,7 @@ def _hidden_or_marker(path: str, root: str) -> bool:
 
 
 def list_objects(
-    url: str, storage_options: Mapping | None = None, policy: RetryPolicy = DEFAULT_POLICY
+    url: str, storage_options: Mapping | None = None, policy: RetryPolicy | None = None
 ) -> list[ObjectFacts]:
     """Every object under ``url`` (a prefix, read as a folder; or one object), sorted by
     URL, with its facts: paginated listing requests only (1,000 objects per request on
@@ -143,7 +143,7 @@ def list_objects(
 
 
 def object_facts(
-    url: str, storage_options: Mapping | None = None, policy: RetryPolicy = DEFAULT_POLICY
+    url: str, storage_options: Mapping | None = None, policy: RetryPolicy | None = None
 ) -> ObjectFacts:
     """The facts of one object (a HEAD request); FileNotFoundError when it is absent."""
     fs, path = filesystem(url, storage_options)
@@ -156,7 +156,7 @@ def read_range(
     start: int,
     end: int,
     storage_options: Mapping | None = None,
-    policy: RetryPolicy = DEFAULT_POLICY,
+    policy: RetryPolicy | None = None,
 ) -> bytes:
     """Bytes ``[start, end)`` of an object (a ranged GET; fewer at its end)."""
     fs, path = filesystem(url, storage_options)
@@ -167,7 +167,7 @@ def fetch_to_file(
     url: str,
     local: str | os.PathLike,
     storage_options: Mapping | None = None,
-    policy: RetryPolicy = DEFAULT_POLICY,
+    policy: RetryPolicy | None = None,
 ) -> Path:
     """Download an object to the local file ``local`` (replaced whole on every try)."""
     fs, path = filesystem(url, storage_options)
@@ -185,7 +185,7 @@ def put_file(
     local: str | os.PathLike,
     url: str,
     storage_options: Mapping | None = None,
-    policy: RetryPolicy = DEFAULT_POLICY,
+    policy: RetryPolicy | None = None,
 ) -> None:
     """Upload a finished local file as the object ``url`` (one PUT; readers see the old
     object or the new one, never part of it)."""
@@ -194,7 +194,7 @@ def put_file(
 
 
 def remove_object(
-    url: str, storage_options: Mapping | None = None, policy: RetryPolicy = DEFAULT_POLICY
+    url: str, storage_options: Mapping | None = None, policy: RetryPolicy | None = None
 ) -> bool:
     """Delete an object; False when it was not there."""
     fs, path = filesystem(url, storage_options)

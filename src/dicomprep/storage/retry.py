@@ -120,14 +120,16 @@ def is_transient(exc: BaseException) -> bool:
 
 def with_retries(
     call: Callable[[], T],
-    policy: RetryPolicy = DEFAULT_POLICY,
+    policy: RetryPolicy | None = None,
     *,
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
     on_retry: Callable[[int, BaseException], None] | None = None,
 ) -> T:
     """``call()``, tried again after a pause while it fails transiently (at most
-    ``policy.attempts`` tries); the last error, or any permanent one, is raised."""
+    ``policy.attempts`` tries, :data:`DEFAULT_POLICY` when None); the last error, or any
+    permanent one, is raised."""
+    policy = policy or DEFAULT_POLICY
     rng = rng or random.Random()
     for attempt in range(1, policy.attempts + 1):
         try:
