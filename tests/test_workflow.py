@@ -170,6 +170,14 @@ def test_strict_stops_on_non_dicom_input_naming_it(tmp_path):
     assert "notes.dcm" in proc.stderr and "not DICOM" in proc.stderr
 
 
+def test_unlock_does_not_walk_the_source(tmp_path):
+    """Planning happens when Snakemake builds the DAG: `--unlock` (after a killed run)
+    works even when the source is not reachable, and takes no work-folder lock."""
+    proc = snakemake(tmp_path, "--unlock", config=config_for(tmp_path, source=tmp_path / "gone"))
+    assert "Unlocked working directory" in proc.stdout + proc.stderr
+    assert not (tmp_path / "work" / "catalog.parquet").exists()
+
+
 def test_bad_config_value_is_named(tmp_path):
     (tmp_path / "src").mkdir()
     proc = snakemake(tmp_path, config=config_for(tmp_path, filter="bicubic"), check=False)

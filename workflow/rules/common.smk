@@ -1,3 +1,4 @@
+import functools
 import json
 import logging
 import threading
@@ -63,10 +64,16 @@ def available_cores():
 SHARD_THREADS = config["shard_threads"] or available_cores()
 REPORT_PROCESSES = min(4, available_cores())
 
-# Only the main process walks the source; jobs (local or on a cluster) read the plan.
-if workflow.is_main_process:
+
+@functools.cache
+def planned_shards():
+    """The shards of this run.  Only the main process walks the source, and only when
+    Snakemake builds the DAG (not for --unlock, --lint or listing rules); jobs, local or
+    on a cluster, read the saved plan."""
+    if not workflow.is_main_process:
+        return saved_shards(WORK)
     try:
-        SHARDS, CATALOG = plan_shards(
+        shards, catalog = plan_shards(
             config["source"],
             WORK,
             config["shards"],
@@ -80,17 +87,16 @@ if workflow.is_main_process:
         raise WorkflowError(f"config: {exc}")
     except WorkFolderLocked as exc:
         raise WorkflowError(str(exc))
-    if config["strict"] and non_dicom_paths(CATALOG):
+    if config["strict"] and non_dicom_paths(catalog):
         raise WorkflowError(
-            "strict: these inputs are not DICOM: " + ", ".join(non_dicom_paths(CATALOG))
+            "strict: these inputs are not DICOM: " + ", ".join(non_dicom_paths(catalog))
         )
-else:
-    SHARDS = saved_shards(WORK)
+    return shards
 
 
 def shard_results(wildcards):
-    """The results table of every non-empty shard."""
-    return [f"{WORK}/shards/{shard}.results.jsonl" for shard in SHARDS]
+    """The results table of every shard."""
+    return [f"{WORK}/shards/{shard}.results.jsonl" for shard in planned_shards()]
 
 
 def shard_mem_mb(wildcards, threads):
