@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -157,9 +158,14 @@ def test_outputs_go_to_a_bucket_one_object_each(on_disk, moto_server, bucket, tm
     pd.testing.assert_frame_equal(
         comparable(manifest), comparable(read_manifest(on_disk / "out" / "manifest.csv"))
     )
-    # a rerun converts nothing; an output deleted from the bucket is converted again
+    # a rerun writes no object (LastModified has whole seconds: wait one out)
+    stamps = {k: v["LastModified"] for k, v in fs.find(f"{bucket}/dataset", detail=True).items()}
+    time.sleep(1.1)
     summary = run(tmp_path, on_disk / "src", output)
-    assert summary["converted_now"] == 0, summary["log"]
+    fs.invalidate_cache()
+    again = {k: v["LastModified"] for k, v in fs.find(f"{bucket}/dataset", detail=True).items()}
+    assert again == stamps, summary["log"]
+    # an output deleted from the bucket is converted again, alone
     fs.rm_file(f"{bucket}/dataset/{manifest['path'][0]}")
     summary = run(tmp_path, on_disk / "src", output)
     assert summary["converted_now"] == 1, summary["log"]
