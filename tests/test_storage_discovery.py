@@ -109,3 +109,27 @@ def test_url_lists_refused_and_absent_objects(bucket, moto_server, proxied, tmp_
     proxied.refused.clear()
     again = build_catalog(listing, catalog.reset_index()).set_index("path")
     assert again.loc[urls[1], "status"] == "dicom" and again.loc[urls[1], "modality"] == "MR"
+
+
+def test_an_objects_etag_is_part_of_its_shard_entry_and_fingerprint(bucket, moto_server, tmp_path):
+    from dicomprep.plan import plan_shards
+    from dicomprep.shard import file_fingerprint
+    from dicomprep.shard_list import SHARD_COLUMNS, read_shard_list
+
+    source = build_source(tmp_path / "src")
+    upload_tree(source, moto_server.endpoint, f"{bucket}/in")
+    plan_shards(f"s3://{bucket}/in", tmp_path / "work-bucket", 1)
+    plan_shards(source, tmp_path / "work-disk", 1)
+    [bucket_list] = (tmp_path / "work-bucket" / "shards").glob("*.tsv")
+    [disk_list] = (tmp_path / "work-disk" / "shards").glob("*.tsv")
+    assert disk_list.read_text().splitlines()[0].split("\t") == SHARD_COLUMNS  # unchanged
+    entries = read_shard_list(bucket_list)
+    fs = s3(moto_server.endpoint)
+    etags = {
+        f"s3://{k}": v["ETag"].strip('"') for k, v in fs.find(f"{bucket}/in", detail=True).items()
+    }
+    assert {e["path"]: e["etag"] for e in entries} == {e["path"]: etags[e["path"]] for e in entries}
+    entry = entries[0]
+    assert file_fingerprint(entry, "o") != file_fingerprint({**entry, "etag": "other"}, "o")
+    local = read_shard_list(disk_list)[0]
+    assert "etag" not in local

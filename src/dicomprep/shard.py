@@ -61,8 +61,10 @@ class ShardEnvironmentError(RuntimeError):
 
 def file_fingerprint(entry: dict, options_fingerprint: str) -> str:
     """What a finished output depends on: the source file's key (its path relative to
-    the source root), size and mtime, the options and the code."""
+    the source root), size and mtime (and ETag, for an object), the options and the code."""
     key = f"{entry['key']}\0{entry['size']}\0{entry['mtime_ns']}\0{options_fingerprint}"
+    if entry.get("etag"):
+        key += f"\0{entry['etag']}"
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 

@@ -34,6 +34,15 @@ SHARD_COLUMNS = [
 ]
 
 
+# Sources in object storage add their ETag (after the columns above, so that lists of
+# local files keep their text): an object rewritten within LastModified's second is new.
+OBJECT_COLUMN = "etag"
+
+
+def _has_etags(rows: pd.DataFrame) -> bool:
+    return OBJECT_COLUMN in rows and bool((rows[OBJECT_COLUMN].fillna("") != "").any())
+
+
 def shard_list_text(rows: pd.DataFrame) -> str:
     """The TSV text of a shard list (sorted by path, deterministic).
 
@@ -41,8 +50,9 @@ def shard_list_text(rows: pd.DataFrame) -> str:
     ``cost``.
     """
     rows = rows.sort_values("path", kind="stable")
-    lines = ["\t".join(SHARD_COLUMNS)]
-    for r in rows[SHARD_COLUMNS].itertuples(index=False):
+    columns = SHARD_COLUMNS + [OBJECT_COLUMN] * _has_etags(rows)
+    lines = ["\t".join(columns)]
+    for r in rows[columns].itertuples(index=False):
         lines.append("\t".join(str(value) for value in r))
     return "\n".join(lines) + "\n"
 
