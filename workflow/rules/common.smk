@@ -122,7 +122,7 @@ def print_summary():
     summary = WORK / "summary.json"
     if summary.exists():
         numbers = json.loads(summary.read_text())
-        print(summary_line(numbers, OUTPUT))
+        print(summary_line(numbers, OUTPUT_ROOT))
         if numbers.get("removed_now"):
             shown = ", ".join(numbers.get("removed", []))
             print(
