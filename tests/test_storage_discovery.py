@@ -133,3 +133,11 @@ def test_an_objects_etag_is_part_of_its_shard_entry_and_fingerprint(bucket, moto
     assert file_fingerprint(entry, "o") != file_fingerprint({**entry, "etag": "other"}, "o")
     local = read_shard_list(disk_list)[0]
     assert "etag" not in local
+
+
+def test_a_prefix_without_objects_is_a_source_error(bucket, moto_server):
+    from dicomprep.discover import SourceError
+
+    s3(moto_server.endpoint).pipe({f"{bucket}/data/a.dcm": b"x"})
+    with pytest.raises(SourceError, match="holds no objects"):
+        build_catalog(f"s3://{bucket}/dta")

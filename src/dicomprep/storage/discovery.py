@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..discover import DICOM, MISSING, header_row
+from ..discover import DICOM, MISSING, SourceError, header_row
 from .headers import header_concurrency, map_bounded, read_object_header
 from .objects import ObjectFacts, list_objects, object_facts
 from .retry import is_transient
@@ -33,8 +33,16 @@ def _frame(objects: list[ObjectFacts], keys: list[str]) -> pd.DataFrame:
 
 def list_source(url: str) -> pd.DataFrame:
     """Path (URL), key, size, mtime_ns and etag of every object of a URL source (a prefix
-    read as a folder, or one object, whose key is then its name)."""
-    objects = list_objects(url)
+    read as a folder, or one object, whose key is then its name).
+
+    A URL with no object under it is an error, as a missing folder is (an empty listing
+    from a mistyped prefix must not make the run delete every output as an orphan)."""
+    try:
+        objects = list_objects(url)
+    except Exception as exc:  # noqa: BLE001 - refused, unreachable: one line naming it
+        raise SourceError(f"cannot list source {url!r}: {type(exc).__name__}: {exc}") from exc
+    if not objects:
+        raise SourceError(f"source {url!r} holds no objects (or cannot be listed)")
     keys = [relative_url(o.url, url) for o in objects]
     if len(objects) == 1 and keys[0] == objects[0].url:  # the source is this object
         keys = [objects[0].url.rsplit("/", 1)[-1]]
