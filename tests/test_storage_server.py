@@ -5,6 +5,7 @@ uploads."""
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import os
 import random
@@ -73,20 +74,19 @@ def s3_environment(endpoint: str) -> dict[str, str]:
     return {**DUMMY_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
 
 
+_server: MotoServer | None = None
+
+
 @pytest.fixture(scope="session")
 def moto_server():
-    server = MotoServer()
-    saved = {k: os.environ.get(k) for k in [*DUMMY_CREDENTIALS, "AWS_ENDPOINT_URL"]}
-    os.environ.update(s3_environment(server.endpoint))
-    try:
-        yield server
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    """The one local S3 server of the test session (every module that uses the fixture
+    shares it: clients cache their endpoint), stopped when the session's process ends."""
+    global _server
+    if _server is None:
+        _server = MotoServer()
+        atexit.register(_server.stop)
+        os.environ.update(s3_environment(_server.endpoint))
+    return _server
 
 
 _bucket_numbers = iter(range(10**6))
