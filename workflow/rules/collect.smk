@@ -18,7 +18,7 @@ rule collect:
     conda:
         "../../envs/dicomprep.yaml"
     params:
-        output_root=OUTPUT_ROOT,
+        output_root=lambda wildcards: OUTPUT_ROOT,  # a folder or a bucket URL
         work=lambda wildcards, input: Path(input.catalog).parent,
     script:
         "../scripts/collect.py"

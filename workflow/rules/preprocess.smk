@@ -16,7 +16,7 @@ rule preprocess_shard:
     params:
         options=OPTIONS.to_dict(),
         code=code_hash(),
-        output_root=OUTPUT_ROOT,
+        output_root=lambda wildcards: OUTPUT_ROOT,  # a folder or a bucket URL
         journal=lambda wildcards: f"{WORK}/journal/{wildcards.shard}.jsonl",
         keep_orphans=config["keep_orphans"],
     script:
