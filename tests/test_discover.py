@@ -9,7 +9,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 
 from dicomprep import synthetic
-from dicomprep.discover import (
+from dicomprep.run.discover import (
     DICOM,
     DUPLICATE,
     NO_PIXELS,
@@ -17,7 +17,7 @@ from dicomprep.discover import (
     build_catalog,
     iter_source_paths,
 )
-from dicomprep.plan import WorkPaths, plan_shards
+from dicomprep.run.plan import WorkPaths, plan_shards
 
 
 def mammo(path, seed=0):
@@ -110,3 +110,18 @@ def test_new_files_only_touch_the_shards_they_land_in(tmp_path):
         for line in paths.shard_list(s).read_text().splitlines()[1:]
     ]
     assert sorted(listed) == sorted(str(p) for p in src.glob("*.dcm"))  # each file once
+
+
+def test_the_catalog_counts_frames_and_keeps_where_slices_lie(tmp_path):
+    """A single-frame image has one frame (not 0); multi-frame files keep their count; the
+    placement facts (what stacking needs) are the header's values."""
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "ct.dcm")
+    shutil.copy(get_testdata_file("emri_small.dcm"), tmp_path / "mr.dcm")
+    catalog = build_catalog(tmp_path).set_index("key")
+    assert catalog.loc["ct.dcm", "number_of_frames"] == 1
+    assert catalog.loc["mr.dcm", "number_of_frames"] == 10
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    position = [float(v) for v in catalog.loc["ct.dcm", "image_position"].split("\\")]
+    assert position == [float(v) for v in ds.ImagePositionPatient]
+    assert catalog.loc["ct.dcm", "instance_number"] == int(ds.InstanceNumber)
+    assert catalog.loc["ct.dcm", "sop_class_uid"] == ds.SOPClassUID

@@ -11,11 +11,12 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pydicom
 import pytest
 
 from dicomprep import synthetic
-from dicomprep.manifest import read_manifest, scan_dataset
-from dicomprep.shard import read_journal
+from dicomprep.formats.manifest import read_manifest, scan_dataset
+from dicomprep.run.shard import read_journal
 
 from .workflow_helpers import snakemake, tiff_states
 
@@ -220,6 +221,23 @@ def test_a_source_replaced_by_another_image_replaces_its_output(finished):
     new_output = manifest.loc[manifest["source"] == "st0/m0.dcm", "path"].item()
     assert new_output != old_output and len(manifest) == 6
     assert summary(tmp)["converted_now"] == 1
+
+
+def test_a_source_rewritten_in_place_with_the_same_uids_is_converted_again(finished):
+    """Same path, same SOP Instance UID, other pixels: the stale TIFF must not survive
+    (the fingerprint holds the file's size and mtime)."""
+    tmp, files = finished
+    before = read_manifest(tmp / "out" / "manifest.csv").set_index("source")
+    output = tmp / "out" / before.loc["st1/m4.dcm", "path"]
+    old_bytes = output.read_bytes()
+    ds = pydicom.dcmread(files[4])
+    pixels = ds.pixel_array
+    ds.PixelData = (pixels // 2).astype(pixels.dtype).tobytes()  # darker, same size
+    ds.save_as(files[4])
+    run(tmp)
+    assert summary(tmp)["converted_now"] == 1
+    assert output.exists() and output.read_bytes() != old_bytes
+    assert_folder_and_manifest_agree(tmp)
 
 
 def test_moving_the_source_root_converts_nothing(finished):

@@ -15,12 +15,12 @@ import pytest
 from pydicom.uid import RLELossless
 
 from dicomprep import synthetic
-from dicomprep.collect import collect
 from dicomprep.options import Options
-from dicomprep.plan import WorkPaths, plan_shards, run_started_ns, shard_resources
-from dicomprep.records import FAILED, OK, read_results
-from dicomprep.shard import run_shard
-from dicomprep.shard_list import read_shard_list
+from dicomprep.run.collect import collect
+from dicomprep.run.plan import WorkPaths, plan_shards, run_started_ns, shard_resources
+from dicomprep.run.records import FAILED, OK, read_results
+from dicomprep.run.shard import run_shard
+from dicomprep.run.shard_list import read_shard_list
 
 OPTIONS = Options(crop=True, crop_max=True, size=(96, 128))
 
@@ -113,7 +113,7 @@ def test_a_dead_worker_costs_only_its_files_and_the_shard_goes_on(tmp_path):
     code = (
         "import sys\n"
         "from dicomprep.options import Options\n"
-        "from dicomprep.shard import run_shard\n"
+        "from dicomprep.run.shard import run_shard\n"
         "run_shard(sys.argv[1], sys.argv[2], Options(crop=True, crop_max=True, size=(96, 128)),"
         " journal=sys.argv[3], results=sys.argv[4], log=sys.stderr, workers=2)\n"
     )
@@ -166,9 +166,65 @@ def test_a_dead_worker_costs_only_its_files_and_the_shard_goes_on(tmp_path):
         results=tmp_path / "results.jsonl",
         workers=2,
     )
-    assert rerun.failed == 0
-    assert rerun.processed == len(dead)
+    assert (rerun.failed, rerun.processed) == (0, len(dead))
     assert rerun.reused == 8 - len(dead)
+
+
+def test_one_dead_worker_costs_a_retry_of_the_files_in_flight_only(tmp_path):
+    """The first worker process is killed once, mid-shard: the files it and its sibling
+    held are converted again alone, the rest go on in a fresh pool, nothing fails, and a
+    rerun finds every file done."""
+    make_source(tmp_path / "src")
+    for k in range(6, 30):  # enough files that most are not in flight at the kill
+        synthetic.write(
+            synthetic.mammogram(rows=96, columns=72, seed=k), tmp_path / "src" / f"m{k}.dcm"
+        )
+    shard_list = plan_one_shard(tmp_path / "src", tmp_path / "work")
+    code = (
+        "import sys\n"
+        "from dicomprep.options import Options\n"
+        "from dicomprep.run.shard import run_shard\n"
+        "run_shard(sys.argv[1], sys.argv[2], Options(crop=True, crop_max=True, size=(96, 128)),"
+        " journal=sys.argv[3], results=sys.argv[4], log=sys.stderr, workers=2)\n"
+    )
+    args = [str(shard_list), str(tmp_path / "out"), str(tmp_path / "j.jsonl")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args, str(tmp_path / "results.jsonl")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed: list[int] = []
+
+    def kill_one_worker():
+        while proc.poll() is None and not killed:
+            children = children_of(proc.pid)
+            if children:
+                time.sleep(0.05)  # let it take a few files first
+                os.kill(children[0], signal.SIGKILL)
+                killed.append(children[0])
+            time.sleep(0.001)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    _, log = proc.communicate(timeout=120)
+    killer.join()
+    assert proc.returncode == 0, log
+    assert killed, "no worker process was seen"
+    rows = read_results(tmp_path / "results.jsonl")
+    assert len(rows) == 32 and {r["status"] for r in rows} == {OK}
+    match = [line for line in log.splitlines() if "one by one" in line]
+    if match:  # the kill may land between files: then nothing was in flight
+        n = int(match[0].split("converting ")[1].split(" ")[0])
+        assert 1 <= n <= 2 * 2, "only the files in flight are retried alone"
+    rerun = run_shard(
+        shard_list,
+        tmp_path / "out",
+        OPTIONS,
+        journal=tmp_path / "j.jsonl",
+        results=tmp_path / "results.jsonl",
+        workers=2,
+    )
+    assert (rerun.processed, rerun.reused, rerun.failed) == (0, 32, 0)
 
 
 def test_memory_request_grows_with_workers_and_the_largest_image(tmp_path):
@@ -230,6 +286,6 @@ def test_collect_counts_only_what_this_run_converted(tmp_path):
 
 def test_a_shard_job_does_not_import_pandas():
     """pandas costs a shard job a third of a second before it converts anything."""
-    code = "import sys, dicomprep.shard; print('pandas' in sys.modules)"
+    code = "import sys, dicomprep.run.shard; print('pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -31,10 +31,10 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from ..geometry import Geometry
-from ..options import Options
-from ..volume import central_index
-from .data import volume_label
+from dicomprep.formats.geometry import Geometry
+from dicomprep.options import Options
+from dicomprep.pixels.volume import central_index
+from dicomprep.report.data import volume_label
 
 __all__ = [
     "ACTIVE_COLOUR",
@@ -215,7 +215,7 @@ def _one_line(exc: BaseException) -> str:
 def _render_output(sample: Sample, tiff_path: Path, img_dir: Path, size: int, fmt: str):
     import tifffile
 
-    from ..tiff import read_geometry
+    from dicomprep.formats.tiff import read_geometry
 
     geometry = read_geometry(tiff_path)
     with tifffile.TiffFile(tiff_path) as tif:
@@ -234,8 +234,8 @@ def _render_output(sample: Sample, tiff_path: Path, img_dir: Path, size: int, fm
 
 
 def _render_source(sample: Sample, path: str, options: Options, img_dir: Path, size, fmt):
-    from ..decode import image_info, read_header
-    from ..pipeline import render
+    from dicomprep.formats.decode import image_info, read_header
+    from dicomprep.pipeline import render
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -364,7 +364,8 @@ def render_samples(
         if sample is None
     ]
     if jobs:
-        from .. import pipeline, tiff  # noqa: F401 - imported once, before the workers fork
+        from dicomprep import pipeline  # noqa: F401 - imported once, before the workers fork
+        from dicomprep.formats import tiff  # noqa: F401
     if processes > 1 and len(jobs) > 1:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=context) as pool:
