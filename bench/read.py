@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dataset as bench_dataset  # noqa: E402
 
 import dicomprep  # noqa: E402
-from dicomprep.manifest import scan_dataset, write_manifest  # noqa: E402
+from dicomprep.formats.manifest import scan_dataset, write_manifest  # noqa: E402
 from dicomprep.options import Options  # noqa: E402
 from dicomprep.pipeline import process_file  # noqa: E402
 

@@ -25,9 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dicomprep.discover import DICOM, mark_duplicates, normalise
 from dicomprep.options import Options
-from dicomprep.shard import convert_in_workers, remove_shard_temporaries, remove_stale_temporaries
+from dicomprep.run.discover import DICOM, mark_duplicates, normalise
+from dicomprep.run.shard import (
+    convert_in_workers,
+    remove_shard_temporaries,
+    remove_stale_temporaries,
+)
 
 
 def parent_cpu() -> float:

@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 from dicomprep import synthetic
-from dicomprep.discover import CATALOG_COLUMNS, DICOM, normalise, save_catalog
+from dicomprep.run.discover import CATALOG_COLUMNS, DICOM, normalise, save_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 UID_ROOT = "1.2.826.0.1.3680043.10.999"

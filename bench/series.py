@@ -37,7 +37,7 @@ print(json.dumps({"seconds": seconds, "peak_rss": peak}))
 STACK = r"""
 import sys
 from pathlib import Path
-from dicomprep.decode import read_header
+from dicomprep.formats.decode import read_header
 from dicomprep.options import Options
 from dicomprep.series.stacks import form_stacks, stack_facts
 from dicomprep.series.volume_file import process_stack

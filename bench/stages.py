@@ -41,16 +41,16 @@ import numpy as np
 import tifffile
 
 from dicomprep import synthetic
-from dicomprep.codestreams import codestream_frames
-from dicomprep.crop import crop, foreground_box
-from dicomprep.decode import frame_intensity, image_info, iter_frames, read_header
-from dicomprep.geometry import Geometry
-from dicomprep.intensity import apply_lut, gray_lut, output_dtype
+from dicomprep.formats.codestreams import codestream_frames
+from dicomprep.formats.decode import frame_intensity, image_info, iter_frames, read_header
+from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.tiff import read_frames, read_geometry, write_tiff
 from dicomprep.options import COMPRESSIONS, FILTERS, Options
-from dicomprep.pad import pad, padding_offsets
 from dicomprep.pipeline import process_file
-from dicomprep.resize import fit_size, resize
-from dicomprep.tiff import read_frames, read_geometry, write_tiff
+from dicomprep.pixels.crop import crop, foreground_box
+from dicomprep.pixels.intensity import apply_lut, gray_lut, output_dtype
+from dicomprep.pixels.pad import pad, padding_offsets
+from dicomprep.pixels.resize import fit_size, resize
 
 TARGET_MS = 60.0
 OPTIONS = Options(

@@ -22,7 +22,7 @@ import pandas as pd
 
 import dicomprep
 from dicomprep import synthetic
-from dicomprep.manifest import scan_dataset, write_manifest
+from dicomprep.formats.manifest import scan_dataset, write_manifest
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
 

@@ -15,9 +15,9 @@ import yaml
 from pydicom.data import get_testdata_file
 
 from dicomprep import synthetic
-from dicomprep.failures import strict_violations
-from dicomprep.manifest import MANIFEST_COLUMNS, read_manifest, scan_dataset
+from dicomprep.formats.manifest import MANIFEST_COLUMNS, read_manifest, scan_dataset
 from dicomprep.options import Options
+from dicomprep.run.failures import strict_violations
 
 from .workflow_helpers import REPO
 

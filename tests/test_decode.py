@@ -20,7 +20,7 @@ from pydicom.uid import (
 )
 
 from dicomprep import synthetic
-from dicomprep.decode import DicomError, iter_frames, read_header, read_native_frames
+from dicomprep.formats.decode import DicomError, iter_frames, read_header, read_native_frames
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
 

@@ -10,10 +10,10 @@ from pydicom import Dataset
 from pydicom.pixels import apply_windowing
 
 from dicomprep import synthetic
-from dicomprep.intensity import apply_window, smallest_integer_dtype
+from dicomprep.formats.tiff import read_frames
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
-from dicomprep.tiff import read_frames
+from dicomprep.pixels.intensity import apply_window, smallest_integer_dtype
 
 
 @pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])

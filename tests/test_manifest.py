@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dicomprep.geometry import Geometry
-from dicomprep.manifest import (
+from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.manifest import (
     MANIFEST_COLUMNS,
     is_valid_uid,
     manifest_frame,
@@ -18,7 +18,7 @@ from dicomprep.manifest import (
     scan_dataset,
     write_manifest,
 )
-from dicomprep.tiff import write_tiff
+from dicomprep.formats.tiff import write_tiff
 
 EXPECTED_COLUMNS = [
     "study_instance_uid",

@@ -170,6 +170,6 @@ def test_a_code_change_in_an_output_module_changes_the_fingerprint(package_copy)
     assert "cli" not in OUTPUT_MODULES
     command_line.write_text(command_line.read_text() + "\n# a change to the command line only\n")
     assert fingerprint_of_copy(package_copy) == original
-    resize = package_copy / "resize.py"
+    resize = package_copy / "pixels" / "resize.py"
     resize.write_text(resize.read_text().replace('"""', '"""Changed. ', 1))
     assert fingerprint_of_copy(package_copy) != original

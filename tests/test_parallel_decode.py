@@ -15,11 +15,11 @@ import pytest
 from pydicom.encaps import encapsulate
 
 from dicomprep import synthetic
-from dicomprep.codestreams import codestream_frames, decode_in_order
-from dicomprep.decode import image_info, read_header
+from dicomprep.formats.codestreams import codestream_frames, decode_in_order
+from dicomprep.formats.decode import image_info, read_header
+from dicomprep.formats.tiff import read_frames, read_geometry
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
-from dicomprep.tiff import read_frames, read_geometry
 
 from .codestream_helpers import (
     HTJ2K_LOSSLESS,

@@ -20,9 +20,9 @@ from pydicom.pixels import (
     pixel_array,
 )
 
+from dicomprep.formats.tiff import read_frames, read_info
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
-from dicomprep.tiff import read_frames, read_info
 
 
 def data(name: str) -> str:

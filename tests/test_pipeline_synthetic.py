@@ -9,11 +9,11 @@ import tifffile
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from dicomprep import synthetic
-from dicomprep.geometry import Geometry
+from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.tiff import read_frames, read_geometry, read_info
 from dicomprep.options import Options
-from dicomprep.pad import pad, padding_offsets
 from dicomprep.pipeline import process_file
-from dicomprep.tiff import read_frames, read_geometry, read_info
+from dicomprep.pixels.pad import pad, padding_offsets
 
 ROWS, COLUMNS = 832, 640
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from dicomprep import tiff
-from dicomprep.discover import CATALOG_COLUMNS
-from dicomprep.failures import FAILURE_COLUMNS
-from dicomprep.manifest import MANIFEST_COLUMNS
+from dicomprep.formats import tiff
+from dicomprep.formats.manifest import MANIFEST_COLUMNS
+from dicomprep.run.discover import CATALOG_COLUMNS
+from dicomprep.run.failures import FAILURE_COLUMNS
 
 from .workflow_helpers import REPO, snakemake
 

@@ -16,17 +16,17 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicomprep import synthetic
-from dicomprep.codestreams import (
+from dicomprep.formats.codestreams import (
     CodestreamError,
     codestream_frames,
     read_codestream,
     read_frame_header,
     reduced_foreground_box,
 )
-from dicomprep.decode import image_info, read_header
+from dicomprep.formats.decode import image_info, read_header
+from dicomprep.formats.tiff import read_frames, read_geometry
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
-from dicomprep.tiff import read_frames, read_geometry
 
 from .codestream_helpers import (
     HTJ2K_LOSSLESS,
@@ -297,7 +297,7 @@ def test_crop_max_ignores_the_blurred_label_edges(landmark_files):
     anatomy = synthetic.mammogram_layout(ROWS, COLUMNS).anatomy
     box = reduced_foreground_box(output, crop_max=True, level=1)
     assert abs(box[2] * 2 - anatomy.right) <= 3  # the label, to the right, is left out
-    from dicomprep.crop import foreground_box
+    from dicomprep.pixels.crop import foreground_box
 
     assert foreground_box(output, crop_max=True)[2] * 2 > anatomy.right + 100  # without it
 

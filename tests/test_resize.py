@@ -1,4 +1,4 @@
-"""Tests of dicomprep.resize against a naive reference written straight from the formulas."""
+"""Tests of dicomprep.pixels.resize against a naive reference written straight from the formulas."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dicomprep.resize import FILTERS, fit_size, resize
+from dicomprep.pixels.resize import FILTERS, fit_size, resize
 
 # -- naive reference -----------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from dicomprep.cli import preprocess_main
-from dicomprep.tiff import read_frames, read_geometry
+from dicomprep.formats.tiff import read_frames, read_geometry
 
 from .series_helpers import write_series
 from .test_series_stacks import hounsfield_volume

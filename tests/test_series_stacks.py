@@ -18,6 +18,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from dicomprep.formats.tiff import read_frames, read_geometry
 from dicomprep.options import Options
 from dicomprep.series.stacks import (
     DUPLICATE_POSITION,
@@ -30,7 +31,6 @@ from dicomprep.series.stacks import (
     stack_facts,
 )
 from dicomprep.series.volume_file import process_stack
-from dicomprep.tiff import read_frames, read_geometry
 
 from .series_helpers import AXIAL, OBLIQUE, write_series
 

@@ -9,13 +9,13 @@ import pytest
 import tifffile
 
 from dicomprep import synthetic
+from dicomprep.formats.tiff import read_frames, read_geometry, read_info
 from dicomprep.options import Options, OptionsError
 from dicomprep.pipeline import process_file
-from dicomprep.resize import resize
+from dicomprep.pixels.resize import resize
 from dicomprep.series.spacing import resample_by_scale
 from dicomprep.series.stacks import form_stacks
 from dicomprep.series.volume_file import process_stack
-from dicomprep.tiff import read_frames, read_geometry, read_info
 
 from .series_helpers import OBLIQUE, write_series
 from .test_series_stacks import facts_of

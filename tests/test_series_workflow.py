@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from dicomprep import synthetic
-from dicomprep.manifest import read_manifest
+from dicomprep.formats.manifest import read_manifest
 
 from .series_helpers import slice_dataset, write_series
 from .workflow_helpers import snakemake, tiff_states

@@ -11,7 +11,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicomprep import synthetic
-from dicomprep.discover import build_catalog
+from dicomprep.run.discover import build_catalog
 from dicomprep.storage.objects import configure, configured_options
 
 from . import test_storage_server as server
@@ -112,9 +112,9 @@ def test_url_lists_refused_and_absent_objects(bucket, moto_server, proxied, tmp_
 
 
 def test_an_objects_etag_is_part_of_its_shard_entry_and_fingerprint(bucket, moto_server, tmp_path):
-    from dicomprep.plan import plan_shards
-    from dicomprep.shard import file_fingerprint
-    from dicomprep.shard_list import SHARD_COLUMNS, read_shard_list
+    from dicomprep.run.plan import plan_shards
+    from dicomprep.run.shard import file_fingerprint
+    from dicomprep.run.shard_list import SHARD_COLUMNS, read_shard_list
 
     source = build_source(tmp_path / "src")
     upload_tree(source, moto_server.endpoint, f"{bucket}/in")
@@ -136,7 +136,7 @@ def test_an_objects_etag_is_part_of_its_shard_entry_and_fingerprint(bucket, moto
 
 
 def test_a_prefix_without_objects_is_a_source_error(bucket, moto_server):
-    from dicomprep.discover import SourceError
+    from dicomprep.run.discover import SourceError
 
     s3(moto_server.endpoint).pipe({f"{bucket}/data/a.dcm": b"x"})
     with pytest.raises(SourceError, match="holds no objects"):

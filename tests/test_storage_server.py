@@ -274,7 +274,7 @@ def test_headers_are_read_with_ranges_as_long_as_the_header_needs(
 
 
 def test_not_dicom_objects_are_read_once(moto_server, bucket):
-    from dicomprep.decode import NotDicomError
+    from dicomprep.formats.decode import NotDicomError
     from dicomprep.storage.headers import read_object_header
     from dicomprep.storage.objects import object_facts
 

@@ -13,7 +13,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicomprep import synthetic
-from dicomprep.manifest import read_manifest
+from dicomprep.formats.manifest import read_manifest
 
 from . import test_storage_server as server
 from .test_storage_server import FlakyProxy, flaky_options, s3, upload_tree

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tifffile
 
-import dicomprep.tiff as tiff_module
-from dicomprep.geometry import Geometry
-from dicomprep.tiff import (
+import dicomprep.formats.tiff as tiff_module
+from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.tiff import (
     COMPRESSIONS,
     MAX_STRIP_BYTES,
     TiffLayout,

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from dicomprep import synthetic
-from dicomprep.manifest import scan_dataset, write_manifest
+from dicomprep.formats.manifest import scan_dataset, write_manifest
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
 from dicomprep.training.annotations import main, map_annotations, map_coco

@@ -13,10 +13,10 @@ import tifffile
 
 import dicomprep
 from dicomprep import synthetic
-from dicomprep.manifest import scan_dataset, write_manifest
+from dicomprep.formats.manifest import scan_dataset, write_manifest
+from dicomprep.formats.tiff import read_geometry
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
-from dicomprep.tiff import read_geometry
 
 FILES = 14
 

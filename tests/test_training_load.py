@@ -14,9 +14,9 @@ import tifffile
 from pydicom.data import get_testdata_file
 
 import dicomprep
+from dicomprep.formats.tiff import read_geometry
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
-from dicomprep.tiff import read_geometry
 
 load_module = importlib.import_module("dicomprep.training.load")
 

@@ -18,10 +18,10 @@ from pydicom.data import get_testdata_file
 
 import dicomprep
 from dicomprep import synthetic
-from dicomprep.decode import DicomError, NoPixelDataError, NotDicomError
+from dicomprep.formats.decode import DicomError, NoPixelDataError, NotDicomError
+from dicomprep.formats.tiff import read_geometry
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
-from dicomprep.tiff import read_geometry
 from tests.test_pipeline_real import TRANSFER_SYNTAX_FILES
 
 OPTION_SETS = {

@@ -15,7 +15,7 @@ import pytest
 
 from dicomprep import synthetic
 from dicomprep.cli import preprocess_main
-from dicomprep.manifest import MANIFEST_COLUMNS
+from dicomprep.formats.manifest import MANIFEST_COLUMNS
 
 from .workflow_helpers import (
     REPO,

@@ -13,7 +13,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import RLELossless
 
 from dicomprep import synthetic
-from dicomprep.shard import read_journal
+from dicomprep.run.shard import read_journal
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,18 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .discover import DICOM, DUPLICATE, NOT_DICOM, SourceError, build_catalog
-from .failures import (
-    catalog_failures,
-    counts,
-    failures_frame,
-    result_failures,
-    summary_line,
-    write_failures,
-)
-from .manifest import scan_dataset, write_manifest
-from .options import (
+from dicomprep import __version__
+from dicomprep.formats.manifest import scan_dataset, write_manifest
+from dicomprep.options import (
     COMPRESSIONS,
     FILTERS,
     PADDINGS,
@@ -28,9 +19,18 @@ from .options import (
     Options,
     OptionsError,
 )
-from .pipeline import process_file
-from .records import OK, FileResult
-from .shard import convert_copies, mark_copies
+from dicomprep.pipeline import process_file
+from dicomprep.run.discover import DICOM, DUPLICATE, NOT_DICOM, SourceError, build_catalog
+from dicomprep.run.failures import (
+    catalog_failures,
+    counts,
+    failures_frame,
+    result_failures,
+    summary_line,
+    write_failures,
+)
+from dicomprep.run.records import OK, FileResult
+from dicomprep.run.shard import convert_copies, mark_copies
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -304,10 +304,10 @@ def convert_stacks(
     writes ``series_report.csv`` and ``slices.csv`` under ``output``."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from .decode import read_header
-    from .series.stacks import DUPLICATE_POSITION, REPORT_COLUMNS, form_stacks, stack_facts
-    from .series.volume_file import process_stack, stack_output_path
-    from .uids import is_valid_uid
+    from dicomprep.formats.decode import read_header
+    from dicomprep.formats.uids import is_valid_uid
+    from dicomprep.series.stacks import DUPLICATE_POSITION, REPORT_COLUMNS, form_stacks, stack_facts
+    from dicomprep.series.volume_file import process_stack, stack_output_path
 
     facts, firsts = [], {}
     for entry in entries:

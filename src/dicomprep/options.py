@@ -49,7 +49,7 @@ class Options:
     target_frames: int | None = None
     voi: str | tuple[float, float] = "auto"
     # JPEG 2000 / HTJ2K decoded at the coarsest wavelet level that still covers the output
-    # size ("auto"), or always at full resolution ("full"); see dicomprep.codestreams.
+    # size ("auto"), or always at full resolution ("full"); see dicomprep.formats.codestreams.
     decode_resolution: str = "auto"
     # Series: one output per file ("files") or one volume per stack of slices ("stack");
     # stacks are written as TIFF or NIfTI (docs/volumes.md).
@@ -163,18 +163,18 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 # The modules whose code decides an output's bytes (dotted names for subpackage modules).  A
 # change to any of them invalidates every output; reports, planning and the command line do not.
 OUTPUT_MODULES = (
-    "codestreams",
-    "crop",
-    "decode",
-    "geometry",
-    "intensity",
+    "formats.codestreams",
+    "pixels.crop",
+    "formats.decode",
+    "formats.geometry",
+    "pixels.intensity",
     "options",
-    "pad",
+    "pixels.pad",
     "pipeline",
-    "resize",
-    "tiff",
-    "uids",
-    "volume",
+    "pixels.resize",
+    "formats.tiff",
+    "formats.uids",
+    "pixels.volume",
     "series.nifti",
     "series.spacing",
     "series.stacks",

@@ -22,9 +22,13 @@ from pathlib import Path
 import numpy as np
 from pydicom import Dataset
 
-from . import crop as cropping
-from .codestreams import CodestreamFrames, codestream_frames, reduced_foreground_box, source_box
-from .decode import (
+from dicomprep.formats.codestreams import (
+    CodestreamFrames,
+    codestream_frames,
+    reduced_foreground_box,
+    source_box,
+)
+from dicomprep.formats.decode import (
     DicomError,
     ImageInfo,
     NotDicomError,
@@ -35,8 +39,12 @@ from .decode import (
     iter_frames,
     read_header,
 )
-from .geometry import Geometry
-from .intensity import (
+from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.tiff import write_tiff
+from dicomprep.formats.uids import describe_invalid_uid, is_valid_uid
+from dicomprep.options import Options
+from dicomprep.pixels import crop as cropping
+from dicomprep.pixels.intensity import (
     FrameIntensity,
     apply_lut,
     gray_lut,
@@ -49,20 +57,17 @@ from .intensity import (
     smallest_integer_dtype,
     union_range,
 )
-from .options import Options
-from .pad import pad, padding_offsets
-from .records import FAILED, OK, SKIPPED, FileResult
-from .resize import fit_size, resize
-from .series.spacing import resample_by_scale, spacing_scale
-from .tiff import write_tiff
-from .uids import describe_invalid_uid, is_valid_uid
-from .volume import (
+from dicomprep.pixels.pad import pad, padding_offsets
+from dicomprep.pixels.resize import fit_size, resize
+from dicomprep.pixels.volume import (
     central_index,
     interpolate_frames,
     laplacian_mip,
     max_intensity,
     projected_range,
 )
+from dicomprep.run.records import FAILED, OK, SKIPPED, FileResult
+from dicomprep.series.spacing import resample_by_scale, spacing_scale
 
 
 def output_path_for(root: str | os.PathLike, study_uid: str, sop_uid: str) -> Path:
@@ -90,7 +95,7 @@ def process_file(
     """Convert one DICOM file; the TIFF goes to ``output_path`` or under ``output_root``.
 
     ``decode_threads`` decodes the compressed frames of a volume that
-    :mod:`dicomprep.codestreams` handles (JPEG 2000, HTJ2K, JPEG-LS, lossless JPEG) on that
+    :mod:`dicomprep.formats.codestreams` handles (JPEG 2000, HTJ2K, JPEG-LS, lossless JPEG) on that
     many threads; the output does not depend on it.
     """
     options = options or Options()
@@ -312,7 +317,7 @@ def render(
 
     JPEG 2000 / HTJ2K frames are decoded at wavelet ``level`` (frames reduced ``level``
     times by two); by default the coarsest level that covers the output size, refined when
-    the crop box turns out to need more pixels (see :mod:`dicomprep.codestreams`).
+    the crop box turns out to need more pixels (see :mod:`dicomprep.formats.codestreams`).
     """
     try:
         info = image_info(ds)

@@ -9,8 +9,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger as snakemake_logger
 from snakemake.utils import validate
 
-from dicomprep.discover import SourceError
-from dicomprep.failures import summary_line
+from dicomprep.run.discover import SourceError
+from dicomprep.run.failures import summary_line
 from dicomprep.options import (
     Options,
     OptionsError,
@@ -21,7 +21,7 @@ from dicomprep.options import (
 )
 from dicomprep.storage import is_url
 from dicomprep.storage.objects import configure as configure_storage
-from dicomprep.plan import (
+from dicomprep.run.plan import (
     WorkFolderLocked,
     non_dicom_paths,
     plan_shards,

@@ -1,7 +1,7 @@
 """Snakemake entry point: manifest, failures, slices, series report and summary."""
 
-from dicomprep.collect import collect
-from dicomprep.plan import run_started_ns
+from dicomprep.run.collect import collect
+from dicomprep.run.plan import run_started_ns
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
     numbers = collect(

@@ -1,7 +1,7 @@
 """Snakemake entry point: convert the files of one shard."""
 
 from dicomprep.options import Options
-from dicomprep.shard import run_shard
+from dicomprep.run.shard import run_shard
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
     summary = run_shard(

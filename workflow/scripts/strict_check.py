@@ -2,7 +2,7 @@
 
 import sys
 
-from dicomprep.failures import strict_violations
+from dicomprep.run.failures import strict_violations
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
     problems = strict_violations(snakemake.input.failures)  # noqa: F821

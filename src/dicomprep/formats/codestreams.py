@@ -74,8 +74,14 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.encaps import get_frame
 
-from .crop import Box, background_value_max, foreground_mask, largest_component_mask, mask_box
-from .decode import ImageInfo
+from dicomprep.formats.decode import ImageInfo
+from dicomprep.pixels.crop import (
+    Box,
+    background_value_max,
+    foreground_mask,
+    largest_component_mask,
+    mask_box,
+)
 
 JPEG2000_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
 HTJ2K_LOSSLESS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202"})
@@ -452,10 +458,10 @@ def reduced_foreground_box(
 ) -> Box | None:
     """The crop box of a frame decoded at ``level``, in that frame's pixels.
 
-    As :func:`dicomprep.crop.foreground_box`, except that with ``crop_max`` at a reduced level
-    the pixels within :data:`MAX_EDGE_RADIUS` of both an output-maximum pixel and a zero
-    pixel are background: they are the blurred edges of a burned-in label on the background,
-    not anatomy (anatomy that borders a saturated region stays foreground).
+    As :func:`dicomprep.pixels.crop.foreground_box`, except that with ``crop_max`` at a
+    reduced level the pixels within :data:`MAX_EDGE_RADIUS` of both an output-maximum pixel
+    and a zero pixel are background: they are the blurred edges of a burned-in label on the
+    background, not anatomy (anatomy that borders a saturated region stays foreground).
     """
     mask = foreground_mask(image, crop_max)
     if crop_max and level > 0:

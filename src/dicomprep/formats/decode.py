@@ -39,7 +39,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from .intensity import LINEAR, FrameIntensity
+from dicomprep.pixels.intensity import LINEAR, FrameIntensity
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dicomprep.durable import atomic_write_bytes
-from dicomprep.tiff import read_layout
-from dicomprep.uids import is_valid_uid
+from dicomprep.formats.tiff import read_layout
+from dicomprep.formats.uids import is_valid_uid
+from dicomprep.run.durable import atomic_write_bytes
 
 __all__ = [
     "MANIFEST_COLUMNS",

@@ -17,7 +17,7 @@ PageNumber         297    SHORT[2]  (page index, total pages)
 The tag codes are borrowed from DNG, but the values are dicomprep's, not DNG's: ActiveArea
 is (left, top, right, bottom) where DNG has (top, left, bottom, right), and
 DefaultCropOrigin is in source pixels, not relative to the active area.
-:func:`read_geometry` rebuilds the :class:`~dicomprep.geometry.Geometry` from the integer
+:func:`read_geometry` rebuilds the :class:`~dicomprep.formats.geometry.Geometry` from the integer
 tags alone (resized size = active area size, canvas = image size).
 
 Files are written atomically and deterministically: the same pixels, geometry and options
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from dicomprep.geometry import Geometry
+from dicomprep.formats.geometry import Geometry
 
 __all__ = [
     "COMPRESSIONS",
@@ -414,7 +414,7 @@ def read_geometry(path) -> Geometry:
 
     For a volume made from a stack of slices (and a resize to a target spacing) the first
     page's ImageDescription holds a JSON record of the values integer tags cannot carry:
-    the exact scale and the volume's :class:`~dicomprep.geometry.VolumeGeometry`
+    the exact scale and the volume's :class:`~dicomprep.formats.geometry.VolumeGeometry`
     (spacing, orientation, origin, slice and page positions); they are returned too."""
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .crop import foreground_mask
+from dicomprep.pixels.crop import foreground_mask
 
 
 def _zero_side_offset(first: np.ndarray, last: np.ndarray, room: int) -> int:

@@ -10,7 +10,7 @@ separately.  For an axis of ``n_in`` input and ``n_out`` output pixels::
     w_i    = kernel((i - (center - 0.5)) / sratio)   for i in [left, right), normalised to sum 1
 
 Pixel ``i`` covers ``[i, i + 1)`` and its centre is ``i + 0.5``, the convention of
-:mod:`dicomprep.geometry`.  When shrinking, the kernel is stretched by the reduction factor
+:mod:`dicomprep.formats.geometry`.  When shrinking, the kernel is stretched by the reduction factor
 (``sratio``), so every input pixel contributes: the result is anti-aliased, like Pillow's
 ``Image.resize`` and unlike spline interpolation of the unfiltered image.  As in image-rs,
 ``ratio`` and ``center`` are computed in single precision, so the chosen input pixels are the

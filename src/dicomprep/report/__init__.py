@@ -36,11 +36,23 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..options import Options
-from . import plots
-from .data import choose_samples, first_by_key, in_sample_order, instance_table, load_run
-from .images import IMAGE_FORMATS, THUMBNAIL_SIZE, Sample, record_name, render_samples
-from .page import MAX_STUDIES, page_context, render_html
+from dicomprep.options import Options
+from dicomprep.report import plots
+from dicomprep.report.data import (
+    choose_samples,
+    first_by_key,
+    in_sample_order,
+    instance_table,
+    load_run,
+)
+from dicomprep.report.images import (
+    IMAGE_FORMATS,
+    THUMBNAIL_SIZE,
+    Sample,
+    record_name,
+    render_samples,
+)
+from dicomprep.report.page import MAX_STUDIES, page_context, render_html
 
 __all__ = ["build_report"]
 

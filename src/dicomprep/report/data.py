@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..collect import read_results
-from ..discover import DICOM, REPORT_STATUS, empty_catalog, load_catalog
-from ..manifest import read_manifest
-from ..options import Options
-from ..volume import central_index
+from dicomprep.formats.manifest import read_manifest
+from dicomprep.options import Options
+from dicomprep.pixels.volume import central_index
+from dicomprep.run.collect import read_results
+from dicomprep.run.discover import DICOM, REPORT_STATUS, empty_catalog, load_catalog
 
 __all__ = [
     "NO_MODALITY",

@@ -14,8 +14,8 @@ from functools import lru_cache
 
 import pandas as pd
 
-from ..options import Options
-from .data import (
+from dicomprep.options import Options
+from dicomprep.report.data import (
     FAILURE_ORDER,
     STATUSES,
     Run,
@@ -27,8 +27,14 @@ from .data import (
     strip_folder,
     study_series,
 )
-from .images import ACTIVE_COLOUR, CROP_COLOUR, OUTSIDE_CROP_COLOUR, PADDING_COLOUR, Sample
-from .plots import Chart
+from dicomprep.report.images import (
+    ACTIVE_COLOUR,
+    CROP_COLOUR,
+    OUTSIDE_CROP_COLOUR,
+    PADDING_COLOUR,
+    Sample,
+)
+from dicomprep.report.plots import Chart
 
 __all__ = ["format_bytes", "format_duration", "page_context", "render_html"]
 

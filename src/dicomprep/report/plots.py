@@ -112,7 +112,7 @@ def crop_fractions(rows: pd.DataFrame, output_root: str | os.PathLike) -> np.nda
     """Cropped area / source area of each row of an instance table (its TIFF's crop tags
     against the catalog's rows × columns); rows whose TIFF or source size is unreadable
     are left out."""
-    from ..tiff import read_geometry
+    from dicomprep.formats.tiff import read_geometry
 
     fractions = []
     root = Path(output_root)

@@ -17,18 +17,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from .discover import load_catalog
-from .durable import atomic_write_bytes, atomic_write_text
-from .failures import catalog_failures, counts, failures_frame, result_failures, write_failures
-from .manifest import MANIFEST_COLUMNS, manifest_frame, manifest_from_table, write_manifest
-from .records import OK, REMOVED, RESULT_COLUMNS
-from .records import read_results as read_shard_results
-from .storage.urls import is_url, relative_url
+from dicomprep.formats.manifest import (
+    MANIFEST_COLUMNS,
+    manifest_frame,
+    manifest_from_table,
+    write_manifest,
+)
+from dicomprep.run.discover import load_catalog
+from dicomprep.run.durable import atomic_write_bytes, atomic_write_text
+from dicomprep.run.failures import (
+    catalog_failures,
+    counts,
+    failures_frame,
+    result_failures,
+    write_failures,
+)
+from dicomprep.run.records import OK, REMOVED, RESULT_COLUMNS
+from dicomprep.run.records import read_results as read_shard_results
+from dicomprep.storage.urls import is_url, relative_url
 
 
 def output_exists(url: str) -> bool:
     """Whether an output object is still there (from a listing of its folder)."""
-    from .storage.transfer import output_exists as listed
+    from dicomprep.storage.transfer import output_exists as listed
 
     return listed(url)
 
@@ -103,7 +114,7 @@ def read_results(
     after ``since_ns`` (a time in ns; by default always).
 
     Rows of other files are marked ``reused``: their shard did not run since then.  A
-    damaged file raises :class:`~dicomprep.records.DamagedStateFile` naming it (the next
+    damaged file raises :class:`~dicomprep.run.records.DamagedStateFile` naming it (the next
     run's planning makes that shard run again).
     """
     tables = []
@@ -152,7 +163,7 @@ def manifest_table(results: pd.DataFrame) -> pd.DataFrame:
 def series_failures(series_report: str | os.PathLike) -> list[dict]:
     """Failures rows for the slices left out of their stack because another slice lies
     at the same position (they are in no shard list, so no shard reports them)."""
-    from .series.stacks import DUPLICATE_POSITION
+    from dicomprep.series.stacks import DUPLICATE_POSITION
 
     report = pd.read_csv(series_report, dtype=str, keep_default_na=False)
     if "kind" not in report.columns:

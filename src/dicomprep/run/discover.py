@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .storage.urls import is_url
-from .uids import describe_invalid_uid, is_valid_uid
+from dicomprep.formats.uids import describe_invalid_uid, is_valid_uid
+from dicomprep.storage.urls import is_url
 
 # Statuses of catalog rows.  Only DICOM rows are converted.
 DICOM = "dicom"
@@ -155,7 +155,7 @@ def _walk(folder: Path, follow_symlinks: bool) -> Iterator[Path]:
 def catalog_entry(path: str | os.PathLike) -> dict:
     """One catalog row for ``path``: stat, status, and header fields when DICOM."""
     # pydicom is imported where headers are read, not by everything that reads the catalog
-    from .decode import read_header
+    from dicomprep.formats.decode import read_header
 
     path = Path(path)
     row: dict = {"path": str(path), "status": DICOM, "reason": "", "error_type": ""}
@@ -170,7 +170,7 @@ def catalog_entry(path: str | os.PathLike) -> dict:
 def header_row(row: dict, read) -> dict:
     """``row`` (path, size, mtime...) completed with the status and header fields that
     ``read()`` (returning ``read_header``'s dataset and has-pixels flag) gives."""
-    from .decode import DicomError, NotDicomError
+    from dicomprep.formats.decode import DicomError, NotDicomError
 
     try:
         with warnings.catch_warnings():
@@ -224,7 +224,7 @@ def _header_fields(ds) -> dict[str, str]:
 
 def _placement_fields(ds) -> dict[str, str]:
     """Where an image lies (what stacking a series needs), as catalog text."""
-    from .series.stacks import stack_facts
+    from dicomprep.series.stacks import stack_facts
 
     facts = stack_facts(ds)
 
@@ -310,7 +310,7 @@ def build_catalog(
     ``header_concurrency`` threads (see :mod:`dicomprep.storage`).
     """
     if is_url(source):  # objects: listed, not walked (dicomprep.storage)
-        from .storage.discovery import list_source
+        from dicomprep.storage.discovery import list_source
 
         found, undecodable, current = set(), [], list_source(str(source))
     else:
@@ -330,7 +330,7 @@ def build_catalog(
             }
         )
         if objects:
-            from .storage.discovery import list_urls
+            from dicomprep.storage.discovery import list_urls
 
             current = pd.concat([current, list_urls(objects)], ignore_index=True)
     reused = empty_catalog()
@@ -343,7 +343,7 @@ def build_catalog(
     entries = list(_map(catalog_entry, fresh.loc[~remote, "path"].tolist(), processes))
     keys = fresh.loc[~remote, "key"].tolist()
     if remote.any():
-        from .storage.discovery import object_entries
+        from dicomprep.storage.discovery import object_entries
 
         entries += object_entries(fresh[remote], header_concurrency)
         keys += fresh.loc[remote, "key"].tolist()

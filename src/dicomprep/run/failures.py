@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from .discover import DICOM, DUPLICATE, REPORT_STATUS
-from .durable import atomic_write_text
-from .records import OK, REMOVED
+from dicomprep.run.discover import DICOM, DUPLICATE, REPORT_STATUS
+from dicomprep.run.durable import atomic_write_text
+from dicomprep.run.records import OK, REMOVED
 
 FAILURE_COLUMNS = ["path", "status", "stage", "error_type", "message"]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .discover import (
+from dicomprep.run.discover import (
     DICOM,
     DUPLICATE,
     NOT_DICOM,
@@ -37,10 +37,10 @@ from .discover import (
     save_catalog,
     shard_of,
 )
-from .durable import atomic_write_text, iter_lines
-from .records import REMOVED, DamagedStateFile, read_results
-from .shard_list import SHARD_COLUMNS, shard_list_text, write_if_changed
-from .storage.urls import is_url
+from dicomprep.run.durable import atomic_write_text, iter_lines
+from dicomprep.run.records import REMOVED, DamagedStateFile, read_results
+from dicomprep.run.shard_list import SHARD_COLUMNS, shard_list_text, write_if_changed
+from dicomprep.storage.urls import is_url
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def plan_stacks(images: pd.DataFrame, paths: WorkPaths, series: str) -> pd.DataF
     records = []
     images = images.assign(stack="", slice=0)
     if series == "stack":
-        from .series.stacks import DUPLICATE_POSITION, form_stacks
+        from dicomprep.series.stacks import DUPLICATE_POSITION, form_stacks
 
         first_copies = images[images["status"] == DICOM]
         stacks, records = form_stacks(placement_facts(first_copies))
@@ -233,7 +233,7 @@ def plan_stacks(images: pd.DataFrame, paths: WorkPaths, series: str) -> pd.DataF
 
 def series_report_text(records) -> str:
     """``series_report.csv``: one row per thing about a series a user should know."""
-    from .series.stacks import REPORT_COLUMNS
+    from dicomprep.series.stacks import REPORT_COLUMNS
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, REPORT_COLUMNS, lineterminator="\n")
@@ -300,7 +300,7 @@ def stale_results(paths: WorkPaths, index: dict) -> dict[str, str]:
 
 def _intact(row: dict) -> bool:
     if is_url(row.get("output")):  # an object: same size and LastModified, from a listing
-        from .storage.transfer import output_intact
+        from dicomprep.storage.transfer import output_intact
 
         return output_intact(row["output"], row.get("output_size"), row.get("output_mtime_ns"))
     try:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from .durable import atomic_write_text, iter_lines
+from dicomprep.run.durable import atomic_write_text, iter_lines
 
 OK, SKIPPED, FAILED, DUPLICATE = "ok", "skipped", "failed", "duplicate"
 

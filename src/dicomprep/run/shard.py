@@ -42,12 +42,12 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .durable import atomic_write_text, iter_lines, open_for_append
-from .options import Options
-from .pipeline import output_path_for, process_file
-from .records import DUPLICATE, FAILED, OK, REMOVED, FileResult, write_results
-from .shard_list import read_shard_list
-from .storage.urls import is_url, join_url, relative_url
+from dicomprep.options import Options
+from dicomprep.pipeline import output_path_for, process_file
+from dicomprep.run.durable import atomic_write_text, iter_lines, open_for_append
+from dicomprep.run.records import DUPLICATE, FAILED, OK, REMOVED, FileResult, write_results
+from dicomprep.run.shard_list import read_shard_list
+from dicomprep.storage.urls import is_url, join_url, relative_url
 
 STORAGE_UNAVAILABLE = "StorageUnavailable"  # an object unreachable after retries
 
@@ -103,7 +103,7 @@ def _still_done(record: dict | None, fingerprint: str, output_root) -> bool:
     if not record or record.get("fingerprint") != fingerprint or record.get("status") != OK:
         return False
     if is_url(output_root):  # an object: same size and LastModified
-        from .storage.transfer import output_intact
+        from dicomprep.storage.transfer import output_intact
 
         output = journaled_output(record, output_root)
         return output_intact(output, record.get("output_size"), record.get("output_mtime_ns"))
@@ -326,7 +326,7 @@ def stack_units(entries: list[dict], output_root, options: Options, fingerprints
     """The stacks of a shard list: for each stack name, one unit of work holding its
     slices in order (``indices`` into ``entries``, ``paths``), its output and a
     fingerprint of every slice (adding, removing or changing one rebuilds the stack)."""
-    from .series.volume_file import stack_output_path
+    from dicomprep.series.volume_file import stack_output_path
 
     members: dict[str, list[int]] = {}
     for index, entry in enumerate(entries):
@@ -389,7 +389,7 @@ def _journal_record(entry: dict, fingerprint: str, result: FileResult, output_ro
         "result": result.to_dict(),
     }
     if result.status == OK and is_url(result.output):  # an object: its size and LastModified
-        from .storage.transfer import output_facts
+        from dicomprep.storage.transfer import output_facts
 
         facts = output_facts(result.output)
         output = relative_url(result.output, str(output_root))
@@ -471,7 +471,7 @@ def remove_orphans(
         claimed.add(output)  # one row per output, even if several records named it
         path = journaled_output(record, output_root)
         if is_url(output_root):  # an object
-            from .storage.transfer import output_exists, remove_output
+            from dicomprep.storage.transfer import output_exists, remove_output
 
             if not output_exists(path):
                 continue
@@ -620,11 +620,11 @@ def _died(entry: dict, output_root) -> FileResult:
 
 def _convert(entry: dict, output_root, options: Options, decode_threads: int = 1) -> FileResult:
     if "paths" in entry:  # a stack: its slices become one volume
-        from .series.volume_file import process_stack
+        from dicomprep.series.volume_file import process_stack
 
         return process_stack(entry["paths"], entry["output"], options)
     if is_url(entry["path"]) or is_url(output_root):  # object storage: fetch / put
-        from .storage.transfer import convert_entry
+        from dicomprep.storage.transfer import convert_entry
 
         return convert_entry(entry, output_root, options, decode_threads)
     return process_file(entry["path"], output_root, options, decode_threads=decode_threads)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .durable import atomic_write_text
+from dicomprep.run.durable import atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd

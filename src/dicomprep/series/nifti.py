@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..geometry import VolumeGeometry
+from dicomprep.formats.geometry import VolumeGeometry
 
 
 def nifti_array(pages: np.ndarray) -> np.ndarray:

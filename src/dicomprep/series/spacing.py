@@ -3,8 +3,8 @@
 ``spacing: [sx, sy]`` (or ``[sx, sy, sz]``) in mm replaces ``size``: the scale of each axis is
 *exactly* source spacing / target spacing, the output has ``round(crop * scale)`` pixels
 (at least one) and output pixel ``o`` covers source pixels ``[o / s, (o + 1) / s)``, so the
-mapping ``x' = (x - crop_x) * s`` of :mod:`dicomprep.geometry` holds with the exact ``s``.
-The kernels are those of :mod:`dicomprep.resize` (anti-aliased when shrinking).
+mapping ``x' = (x - crop_x) * s`` of :mod:`dicomprep.formats.geometry` holds with the exact ``s``.
+The kernels are those of :mod:`dicomprep.pixels.resize` (anti-aliased when shrinking).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse
 
-from ..decode import DicomError
-from ..resize import _KERNELS, _check_filter, _resample_swapped
+from dicomprep.formats.decode import DicomError
+from dicomprep.pixels.resize import _KERNELS, _check_filter, _resample_swapped
 
 
 def spacing_scale(

@@ -102,7 +102,7 @@ def stack_facts(ds) -> dict:
     """The header facts :func:`form_stacks` needs, from a pydicom dataset (no pixels).
 
     Missing or malformed values are None (such a file stays a single file)."""
-    from ..decode import _pixel_spacing
+    from dicomprep.formats.decode import _pixel_spacing
 
     number = ds.get("InstanceNumber")
     try:

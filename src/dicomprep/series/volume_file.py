@@ -18,7 +18,8 @@ and go through the same stages, as one volume:
   ``interpolate`` holds two slices; ``laplacian-mip`` holds the running maximum and the
   central slice.  The NIfTI writer holds the finished volume.
 - The output is one multi-page TIFF with the usual tags and, on its first page, the
-  volume's :class:`~dicomprep.geometry.VolumeGeometry` (:func:`dicomprep.tiff.read_geometry`),
+  volume's :class:`~dicomprep.formats.geometry.VolumeGeometry`
+  (:func:`dicomprep.formats.tiff.read_geometry`),
   or a ``.nii.gz`` (``volume_format: nifti``).
 """
 
@@ -32,15 +33,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import pipeline
-from ..decode import DicomError, frame_intensity, image_info, iter_frames, read_header
-from ..geometry import Geometry, VolumeGeometry
-from ..intensity import modality_range, smallest_integer_dtype, union_range
-from ..options import Options
-from ..records import FAILED, OK
-from ..tiff import write_tiff
-from ..uids import is_valid_uid
-from ..volume import (
+from dicomprep import pipeline
+from dicomprep.formats.decode import (
+    DicomError,
+    frame_intensity,
+    image_info,
+    iter_frames,
+    read_header,
+)
+from dicomprep.formats.geometry import Geometry, VolumeGeometry
+from dicomprep.formats.tiff import write_tiff
+from dicomprep.formats.uids import is_valid_uid
+from dicomprep.options import Options
+from dicomprep.pixels.intensity import modality_range, smallest_integer_dtype, union_range
+from dicomprep.pixels.volume import (
     central_index,
     interpolate_at,
     interpolate_frames,
@@ -49,9 +55,10 @@ from ..volume import (
     max_intensity,
     projected_range,
 )
-from .nifti import stacked, write_nifti
-from .spacing import slice_targets
-from .stacks import UNEVEN_TOLERANCE_MM
+from dicomprep.run.records import FAILED, OK
+from dicomprep.series.nifti import stacked, write_nifti
+from dicomprep.series.spacing import slice_targets
+from dicomprep.series.stacks import UNEVEN_TOLERANCE_MM
 
 #: The VOI elements of the first slice that every slice of a stack gets (``voi: auto``).
 VOI_KEYWORDS = (

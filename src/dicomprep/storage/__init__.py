@@ -12,6 +12,6 @@ Only :mod:`.urls` is imported by this package itself: fsspec and s3fs (the ``s3`
 extra) are imported when an object is first touched.
 """
 
-from .urls import is_url, join_url, protocol_of, relative_url
+from dicomprep.storage.urls import is_url, join_url, protocol_of, relative_url
 
 __all__ = ["is_url", "join_url", "protocol_of", "relative_url"]

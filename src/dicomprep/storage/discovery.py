@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..discover import DICOM, MISSING, SourceError, header_row
-from .headers import header_concurrency, map_bounded, read_object_header
-from .objects import ObjectFacts, list_objects, object_facts
-from .retry import is_transient
-from .urls import relative_url
+from dicomprep.run.discover import DICOM, MISSING, SourceError, header_row
+from dicomprep.storage.headers import header_concurrency, map_bounded, read_object_header
+from dicomprep.storage.objects import ObjectFacts, list_objects, object_facts
+from dicomprep.storage.retry import is_transient
+from dicomprep.storage.urls import relative_url
 
 
 def _frame(objects: list[ObjectFacts], keys: list[str]) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 longer one only when the header (up to the pixel data) does not fit in it, read by a
 bounded pool of threads (``header_concurrency``).
 
-The bytes read are parsed by the same :func:`dicomprep.decode.read_header` as a local
+The bytes read are parsed by the same :func:`dicomprep.formats.decode.read_header` as a local
 file (from a small temporary file holding the range), so an object and the same file
 on disk give the same catalog row.
 """
@@ -15,8 +15,8 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from .objects import ObjectFacts, read_range
-from .retry import RetryPolicy
+from dicomprep.storage.objects import ObjectFacts, read_range
+from dicomprep.storage.retry import RetryPolicy
 
 FIRST_RANGE = 64 * 1024  # bytes: the whole header of nearly every image object
 GROWTH = 8  # each further range is this many times longer
@@ -27,7 +27,7 @@ PIXEL_ELEMENT_HEAD = 12  # tag, VR and length of the pixel data element
 def header_from_bytes(data: bytes):
     """``read_header`` of a file holding ``data`` (the first bytes of an object):
     (dataset without pixel data, whether pixel data follows)."""
-    from ..decode import read_header
+    from dicomprep.formats.decode import read_header
 
     with tempfile.NamedTemporaryFile(prefix="dicomprep-header-", suffix=".dcm") as f:
         f.write(data)
@@ -57,7 +57,7 @@ def read_object_header(
     the first range is not DICOM (its header would have parsed), and is not read further.
     ``ranges`` (a list) receives the length of each range read.
     """
-    from ..decode import DicomError
+    from dicomprep.formats.decode import DicomError
 
     length = max(1, first_range)
     while True:

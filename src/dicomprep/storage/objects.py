@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .retry import RetryPolicy, with_retries
-from .urls import join_url, protocol_of, relative_url
+from dicomprep.storage.retry import RetryPolicy, with_retries
+from dicomprep.storage.urls import join_url, protocol_of, relative_url
 
 OPTIONS_VARIABLE = "DICOMPREP_STORAGE_OPTIONS"
 S3_CONNECTIONS = 64  # connections botocore keeps per client, unless storage_options say

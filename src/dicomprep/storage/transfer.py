@@ -17,10 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from .objects import ObjectFacts, fetch_to_file, list_objects, object_facts, put_file
-from .objects import remove_object as _remove_object
-from .retry import is_transient
-from .urls import is_url, join_url
+from dicomprep.storage.objects import (
+    ObjectFacts,
+    fetch_to_file,
+    list_objects,
+    object_facts,
+    put_file,
+)
+from dicomprep.storage.objects import remove_object as _remove_object
+from dicomprep.storage.retry import is_transient
+from dicomprep.storage.urls import is_url, join_url
 
 UNAVAILABLE = "StorageUnavailable"  # retried on the next run, never journaled
 LISTING_TTL_SECONDS = 60
@@ -41,10 +47,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_threads: int = 1):
-    """The :class:`~dicomprep.records.FileResult` of one shard list entry whose source
+    """The :class:`~dicomprep.run.records.FileResult` of one shard list entry whose source
     or output root (or both) is a URL; ``result.output`` is the output's URL then."""
-    from ..pipeline import process_file
-    from ..records import FAILED, OK, FileResult
+    from dicomprep.pipeline import process_file
+    from dicomprep.run.records import FAILED, OK, FileResult
 
     source, output_root = entry["path"], str(output_root)
     started = time.perf_counter()

@@ -11,7 +11,7 @@ A table of annotations (CSV or a DataFrame) has one row per box or point:
   series map a source slice to a page.
 
 :func:`map_annotations` finds each SOP Instance UID in the dataset's manifest, reads the
-TIFF's :class:`~dicomprep.geometry.Geometry` and replaces the coordinates with their
+TIFF's :class:`~dicomprep.formats.geometry.Geometry` and replaces the coordinates with their
 mapped values (source → output, or output → source with ``inverse=True``), adding:
 
 * ``status``: ``ok``, ``not-in-manifest``, ``unreadable-tiff``, ``no-coordinates`` or
@@ -48,9 +48,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from dicomprep.geometry import Geometry
-from dicomprep.manifest import read_manifest
-from dicomprep.tiff import read_geometry
+from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.manifest import read_manifest
+from dicomprep.formats.tiff import read_geometry
 
 __all__ = [
     "BOX_COLUMNS",

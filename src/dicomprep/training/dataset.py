@@ -6,7 +6,7 @@ opens, reads and closes its TIFF.  Item ``i`` is ``(array, record)``: the pixels
 :func:`~dicomprep.training.load.load` (shape (frames, H, W, C)) after the optional
 ``transform``, and a dict with the manifest row (both UIDs, ``path`` relative to the root,
 ``inode``, sizes), the ``index``, the absolute ``file`` and the ``geometry``
-(:class:`~dicomprep.geometry.Geometry`) for mapping annotations.
+(:class:`~dicomprep.formats.geometry.Geometry`) for mapping annotations.
 
 PyTorch's default collate function cannot batch a Geometry; batch with :func:`collate`
 (stacked arrays as NumPy, records as a list) or ``batch_size=None``.  Read in inode order
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dicomprep.manifest import read_manifest
+from dicomprep.formats.manifest import read_manifest
 from dicomprep.training.load import DTYPES, load_with_geometry
 from dicomprep.training.order import InodeBlockSampler
 

@@ -32,8 +32,8 @@ import os
 import numpy as np
 import tifffile
 
-from dicomprep.geometry import Geometry
-from dicomprep.tiff import _page_geometry
+from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.tiff import _page_geometry
 
 __all__ = ["DTYPES", "convert", "load", "load_with_geometry"]
 
@@ -61,7 +61,7 @@ def load(path, dtype: str = "uint8", frames=None) -> np.ndarray:
 
 
 def load_with_geometry(path, dtype: str = "uint8", frames=None) -> tuple[np.ndarray, Geometry]:
-    """:func:`load` and the file's :class:`~dicomprep.geometry.Geometry`, in one open."""
+    """:func:`load` and the file's :class:`~dicomprep.formats.geometry.Geometry`, in one open."""
     _check_dtype(dtype)
     with tifffile.TiffFile(os.fspath(path)) as tif:
         pages = tif.pages

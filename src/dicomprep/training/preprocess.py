@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dicomprep.decode import NoPixelDataError, read_header
-from dicomprep.geometry import Geometry
+from dicomprep.formats.decode import NoPixelDataError, read_header
+from dicomprep.formats.geometry import Geometry
 from dicomprep.options import Options
 from dicomprep.pipeline import render
 
@@ -42,7 +42,7 @@ def preprocess(source, options: Options | Mapping | None = None) -> tuple[np.nda
     here.  The array holds exactly the values, type and frame order the TIFF would hold;
     ``C`` is 1 for greyscale and 3 for RGB.
 
-    Raises :class:`~dicomprep.decode.DicomError` (or its subclasses ``NotDicomError``
+    Raises :class:`~dicomprep.formats.decode.DicomError` (or its subclasses ``NotDicomError``
     and ``NoPixelDataError``) with the failing stage, as ``process_file`` reports them.
     """
     if isinstance(options, Mapping):

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 import pydicom
 
-from dicomprep.decode import (
+from dicomprep.formats.decode import (
     DicomError,
     NotDicomError,
     check_plausible,
