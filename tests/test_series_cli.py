@@ -41,3 +41,30 @@ def test_size_and_spacing_are_exclusive(tmp_path, capsys):
         preprocess_main([str(tmp_path), str(tmp_path / "o"), "-s", "64,64", "--spacing", "1,1"])
     assert exit_info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_annotations_of_stacked_slices_map_to_their_page(tmp_path):
+    """An annotation drawn on one slice of a stacked series lands on that slice's page of
+    the volume, at the coordinates the resize gives (128 x 128 slices to 64 x 64)."""
+    from dicomprep.cli import manifest_main
+    from dicomprep.training.annotations import map_annotations
+
+    series = write_series(tmp_path / "in", count=6, name="notes")
+    out = tmp_path / "out"
+    args = [str(tmp_path / "in"), str(out), "--series", "stack", "-s", "64,64", "-j", "1"]
+    assert preprocess_main(args) == 0
+    assert manifest_main([str(out), str(out / "manifest.csv")]) == 0
+    by_position = sorted(series["datasets"], key=lambda d: float(d.ImagePositionPatient[2]))
+    table = pd.DataFrame(
+        {
+            "sop_instance_uid": [by_position[4].SOPInstanceUID, by_position[1].SOPInstanceUID],
+            "x": [40.0, 100.0],
+            "y": [50.0, 10.0],
+        }
+    )
+    mapped = map_annotations(table, out)
+    assert list(mapped["status"]) == ["ok", "ok"]
+    assert list(mapped["page"]) == [4, 1]
+    assert set(mapped["path"]) == {f"{series['study']}/{series['series']}.tiff"}
+    assert mapped["x"].tolist() == pytest.approx([20.0, 50.0])
+    assert mapped["y"].tolist() == pytest.approx([25.0, 5.0])

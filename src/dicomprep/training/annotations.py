@@ -5,10 +5,11 @@ A table of annotations (CSV or a DataFrame) has one row per box or point:
 * ``sop_instance_uid`` (required): the image the annotation belongs to;
 * a box ``x0, y0, x1, y1`` (exclusive end, continuous pixel coordinates) and/or a point
   ``x, y``;
-* any other columns (labels, ``frame`` or ``page`` of a multi-frame image, ...) pass
-  through unchanged.  Crop, resize and padding are the same on every page of a TIFF, so a
-  frame's annotation maps with the file's geometry; the column is kept for the day stacked
-  series map a source slice to a page.
+* any other columns (labels, ``frame`` of a multi-frame image, ...) pass through
+  unchanged.  Crop, resize and padding are the same on every page of a TIFF, so a frame's
+  annotation maps with the file's geometry.  An annotation of a slice that became part of
+  a stacked series (``series: stack``) is found through ``slices.csv`` and gets the
+  ``page`` of the volume that holds the slice.
 
 :func:`map_annotations` finds each SOP Instance UID in the dataset's manifest, reads the
 TIFF's :class:`~dicomprep.formats.geometry.Geometry` and replaces the coordinates with their
@@ -21,7 +22,9 @@ mapped values (source → output, or output → source with ``inverse=True``), a
   keeps — the crop box in source pixels, the active area (the non-padded image) in
   output pixels — so crop or padding cut it;
 * ``outside``: true when nothing of the box (or the point) is kept;
-* ``study_instance_uid`` and ``path`` (the TIFF, relative to the dataset root).
+* ``study_instance_uid`` and ``path`` (the TIFF, relative to the dataset root);
+* ``page``: for slices of a stack, the output page nearest to the slice (other rows keep
+  the table's own ``page`` value, or none).
 
 With ``clip=True`` boxes are first clamped to the kept region, so mapped boxes never
 reach into padding (points are never moved).
@@ -72,7 +75,8 @@ INVALID_BOX = "invalid-box"
 
 
 class GeometryLookup:
-    """SOP Instance UID → (study UID, TIFF path, Geometry) from a dataset's manifest.
+    """SOP Instance UID → (study UID, TIFF path, Geometry) from a dataset's manifest, and
+    for the slices of stacked series (``slices.csv`` beside it) their volume and page.
 
     Geometries are read from the TIFF tags on first use and cached.
     """
@@ -86,7 +90,22 @@ class GeometryLookup:
                 table["study_instance_uid"], table["sop_instance_uid"], table["path"], strict=True
             )
         }
+        self._pages: dict[str, int] = {}
+        slices = self.root / "slices.csv"
+        if slices.exists():
+            study_of = dict(zip(table["path"], table["study_instance_uid"], strict=True))
+            placed = pd.read_csv(slices, dtype={"sop_instance_uid": str, "path": str})
+            for sop, path, page in zip(
+                placed["sop_instance_uid"], placed["path"], placed["page"], strict=True
+            ):
+                if path in study_of:
+                    self._rows[sop] = (str(study_of[path]), path)
+                    self._pages[sop] = int(page)
         self._geometries: dict[str, Geometry | Exception] = {}
+
+    def page(self, sop: str) -> int | None:
+        """The output page of a stacked slice (None for an image that is its own TIFF)."""
+        return self._pages.get(sop)
 
     def __contains__(self, sop: str) -> bool:
         return sop in self._rows
@@ -96,13 +115,14 @@ class GeometryLookup:
 
     def geometry(self, sop: str) -> Geometry:
         """The geometry of ``sop``'s TIFF; raises OSError/ValueError when unreadable."""
-        cached = self._geometries.get(sop)
+        path = self._rows[sop][1]
+        cached = self._geometries.get(path)
         if cached is None:
             try:
-                cached = read_geometry(self.root / self._rows[sop][1])
+                cached = read_geometry(self.root / path)
             except (OSError, ValueError) as exc:
                 cached = exc
-            self._geometries[sop] = cached
+            self._geometries[path] = cached
         if isinstance(cached, Exception):
             raise cached
         return cached
@@ -172,6 +192,7 @@ def map_annotations(
     outside = np.full(n, None, dtype=object)
     studies = np.full(n, None, dtype=object)
     paths = np.full(n, None, dtype=object)
+    pages = out["page"].to_numpy(object, copy=True) if "page" in out else np.full(n, None, object)
     status[~(has_box | has_point)] = NO_COORDINATES
     if boxes is not None:
         bad = has_box & ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
@@ -183,6 +204,8 @@ def map_annotations(
             status[rows] = NOT_IN_MANIFEST
             continue
         studies[rows], paths[rows] = lookup.study_and_path(sop)
+        if lookup.page(sop) is not None:
+            pages[rows] = lookup.page(sop)
         try:
             geometry = lookup.geometry(sop)
         except (OSError, ValueError):
@@ -222,6 +245,10 @@ def map_annotations(
             out[column] = _merge(out[column], points[:, k], mapped)
     out["study_instance_uid"] = studies
     out["path"] = paths
+    if "page" in out or any(p is not None for p in pages):
+        out["page"] = pd.to_numeric(pd.Series(pages, index=out.index), errors="coerce").astype(
+            "Int64"
+        )
     out["status"] = status
     out["clipped"] = pd.array(clipped, dtype="boolean")
     out["outside"] = pd.array(outside, dtype="boolean")
