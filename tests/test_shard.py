@@ -104,49 +104,69 @@ def children_of(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def test_a_dead_worker_costs_only_its_files_and_the_shard_goes_on(tmp_path):
-    """Every worker process is killed while it converts (as the out-of-memory killer
-    would): the shard still ends, lists those files as failed, and a rerun converts
-    them."""
-    make_source(tmp_path / "src")
-    shard_list = plan_one_shard(tmp_path / "src", tmp_path / "work")
-    code = (
-        "import sys\n"
-        "from dicomprep.options import Options\n"
-        "from dicomprep.run.shard import run_shard\n"
-        "run_shard(sys.argv[1], sys.argv[2], Options(crop=True, crop_max=True, size=(96, 128)),"
-        " journal=sys.argv[3], results=sys.argv[4], log=sys.stderr, workers=2)\n"
-    )
-    out = tmp_path / "out"
+SHARD_IN_A_PROCESS = (
+    "import sys\n"
+    "from dicomprep.options import Options\n"
+    "from dicomprep.run.shard import run_shard\n"
+    "run_shard(sys.argv[1], sys.argv[2], Options(crop=True, crop_max=True, size=(96, 128)),"
+    " journal=sys.argv[3], results=sys.argv[4], log=sys.stderr, workers=2)\n"
+)
+
+
+def run_shard_killing_workers(tmp_path: Path, shard_list: Path, kill) -> tuple[str, list]:
+    """Run a shard (2 workers) in a process of its own while ``kill(proc, killed)`` runs
+    in a thread, SIGKILLing worker processes and appending their pids to ``killed``;
+    return the shard's log and the pids killed.  The shard must still end well."""
     proc = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            code,
+            SHARD_IN_A_PROCESS,
             str(shard_list),
-            str(out),
+            str(tmp_path / "out"),
             str(tmp_path / "journal.jsonl"),
             str(tmp_path / "results.jsonl"),
         ],
         stderr=subprocess.PIPE,
         text=True,
     )
-    killed: set[int] = set()
-
-    def kill_workers():
-        while proc.poll() is None:
-            for child in children_of(proc.pid):
-                if child not in killed:
-                    killed.add(child)
-                    os.kill(child, signal.SIGKILL)
-            time.sleep(0.001)
-
-    killer = threading.Thread(target=kill_workers)
+    killed: list[int] = []
+    killer = threading.Thread(target=kill, args=(proc, killed))
     killer.start()
     _, log = proc.communicate(timeout=120)
     killer.join()
     assert proc.returncode == 0, log
     assert killed, "no worker process was seen"
+    return log, killed
+
+
+def rerun_without_kills(tmp_path: Path, shard_list: Path):
+    return run_shard(
+        shard_list,
+        tmp_path / "out",
+        OPTIONS,
+        journal=tmp_path / "journal.jsonl",
+        results=tmp_path / "results.jsonl",
+        workers=2,
+    )
+
+
+def test_a_dead_worker_costs_only_its_files_and_the_shard_goes_on(tmp_path):
+    """Every worker process is killed while it converts (as the out-of-memory killer
+    would): the shard still ends, lists those files as failed, and a rerun converts
+    them."""
+    make_source(tmp_path / "src")
+    shard_list = plan_one_shard(tmp_path / "src", tmp_path / "work")
+
+    def kill_every_worker(proc, killed):
+        while proc.poll() is None:
+            for child in children_of(proc.pid):
+                if child not in killed:
+                    killed.append(child)
+                    os.kill(child, signal.SIGKILL)
+            time.sleep(0.001)
+
+    log, _ = run_shard_killing_workers(tmp_path, shard_list, kill_every_worker)
     rows = read_results(tmp_path / "results.jsonl")
     assert len(rows) == 8
     dead = [r for r in rows if r["status"] == FAILED]
@@ -155,17 +175,9 @@ def test_a_dead_worker_costs_only_its_files_and_the_shard_goes_on(tmp_path):
         assert r["error_type"] == "WorkerDied" and r["stage"] == "decode"
     assert all(r["status"] in (OK, FAILED) for r in rows)
     assert "converting" in log and "one by one" in log
-    assert not list(out.rglob(".*.tmp")), "a killed worker left a temporary file"
-
+    assert not list((tmp_path / "out").rglob(".*.tmp")), "a killed worker left a temporary file"
     # nothing kills the rerun: it converts what failed and keeps what was done
-    rerun = run_shard(
-        shard_list,
-        out,
-        OPTIONS,
-        journal=tmp_path / "journal.jsonl",
-        results=tmp_path / "results.jsonl",
-        workers=2,
-    )
+    rerun = rerun_without_kills(tmp_path, shard_list)
     assert (rerun.failed, rerun.processed) == (0, len(dead))
     assert rerun.reused == 8 - len(dead)
 
@@ -180,22 +192,8 @@ def test_one_dead_worker_costs_a_retry_of_the_files_in_flight_only(tmp_path):
             synthetic.mammogram(rows=96, columns=72, seed=k), tmp_path / "src" / f"m{k}.dcm"
         )
     shard_list = plan_one_shard(tmp_path / "src", tmp_path / "work")
-    code = (
-        "import sys\n"
-        "from dicomprep.options import Options\n"
-        "from dicomprep.run.shard import run_shard\n"
-        "run_shard(sys.argv[1], sys.argv[2], Options(crop=True, crop_max=True, size=(96, 128)),"
-        " journal=sys.argv[3], results=sys.argv[4], log=sys.stderr, workers=2)\n"
-    )
-    args = [str(shard_list), str(tmp_path / "out"), str(tmp_path / "j.jsonl")]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args, str(tmp_path / "results.jsonl")],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    killed: list[int] = []
 
-    def kill_one_worker():
+    def kill_one_worker(proc, killed):
         while proc.poll() is None and not killed:
             children = children_of(proc.pid)
             if children:
@@ -204,26 +202,14 @@ def test_one_dead_worker_costs_a_retry_of_the_files_in_flight_only(tmp_path):
                 killed.append(children[0])
             time.sleep(0.001)
 
-    killer = threading.Thread(target=kill_one_worker)
-    killer.start()
-    _, log = proc.communicate(timeout=120)
-    killer.join()
-    assert proc.returncode == 0, log
-    assert killed, "no worker process was seen"
+    log, _ = run_shard_killing_workers(tmp_path, shard_list, kill_one_worker)
     rows = read_results(tmp_path / "results.jsonl")
     assert len(rows) == 32 and {r["status"] for r in rows} == {OK}
     match = [line for line in log.splitlines() if "one by one" in line]
     if match:  # the kill may land between files: then nothing was in flight
         n = int(match[0].split("converting ")[1].split(" ")[0])
         assert 1 <= n <= 2 * 2, "only the files in flight are retried alone"
-    rerun = run_shard(
-        shard_list,
-        tmp_path / "out",
-        OPTIONS,
-        journal=tmp_path / "j.jsonl",
-        results=tmp_path / "results.jsonl",
-        workers=2,
-    )
+    rerun = rerun_without_kills(tmp_path, shard_list)
     assert (rerun.processed, rerun.reused, rerun.failed) == (0, 32, 0)
 
 
