@@ -52,24 +52,6 @@ HEADER_FIELDS = {
     "number_of_frames": "NumberOfFrames",
     "photometric_interpretation": "PhotometricInterpretation",
 }
-TEXT_COLUMNS = [
-    "path",
-    "key",
-    "etag",
-    "status",
-    "reason",
-    "error_type",
-    "study_instance_uid",
-    "series_instance_uid",
-    "sop_instance_uid",
-    "modality",
-    "transfer_syntax",
-    "photometric_interpretation",
-    "sop_class_uid",
-    "image_orientation",
-    "image_position",
-    "pixel_spacing",
-]
 INT_COLUMNS = ["size", "mtime_ns", "rows", "columns", "number_of_frames", "instance_number"]
 CATALOG_COLUMNS = [
     "path",
@@ -97,6 +79,9 @@ CATALOG_COLUMNS = [
     "instance_number",
     "pixel_spacing",
 ]
+
+
+TEXT_COLUMNS = [c for c in CATALOG_COLUMNS if c not in INT_COLUMNS]
 
 
 class SourceError(ValueError):
