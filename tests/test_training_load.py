@@ -146,3 +146,18 @@ def test_float_tiffs_only_load_native():
         load_module.convert(np.zeros((1, 2, 2, 1), np.float32), "uint8")
     with pytest.raises(ValueError, match="dtype"):
         load_module.convert(np.zeros((1, 2, 2, 1), np.uint8), "int8")
+
+
+def test_the_top_level_offers_every_training_name_without_importing_it():
+    """`import dicomprep` stays cheap, yet every name of the training side is there."""
+    import subprocess
+    import sys
+
+    import dicomprep.training
+
+    assert sorted(dicomprep.__all__) == sorted(["__version__", *dicomprep.training.__all__])
+    for name in dicomprep.training.__all__:
+        assert getattr(dicomprep, name) is getattr(dicomprep.training, name)
+    code = "import sys, dicomprep; print('numpy' in sys.modules, 'pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -7,6 +7,8 @@ so ``import dicomprep`` itself stays cheap.
 
 __version__ = "0.1.0"
 
+# The training side's names (dicomprep.training.__all__), listed here so that looking them
+# up does not import the training side before it is used; a test holds the two equal.
 _TRAINING = (
     "InodeBlockSampler",
     "ManifestDataset",
