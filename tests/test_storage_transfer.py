@@ -3,6 +3,8 @@ same file converted from disk; refused and absent objects are one failure line e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydicom.data import get_testdata_file
 
@@ -84,3 +86,33 @@ def test_refused_absent_and_unreachable_objects_are_one_failure_each(
         down.stop()
     assert (result.status, result.stage, result.error_type) == ("failed", "read", UNAVAILABLE)
     assert down.requests >= 3  # the client library may retry inside each of ours too
+
+
+def test_the_parent_fetches_a_few_objects_ahead_and_workers_use_the_copies(
+    bucket, moto_server, proxied, tmp_path
+):
+    """A prefetcher fetches at most `ahead` objects; a worker given the local copy
+    converts it without a request of its own, to the same TIFF; nothing is left behind."""
+    from dicomprep.storage.transfer import Prefetcher
+
+    local = get_testdata_file("CT_small.dcm")
+    fs = s3(moto_server.endpoint)
+    urls = [f"s3://{bucket}/src/ct{k}.dcm" for k in range(3)]
+    for url in urls:
+        fs.put_file(local, url[len("s3://") :])
+    prefetcher = Prefetcher(ahead=2)
+    for k, url in enumerate(urls):
+        prefetcher.want(k, entry(url))
+    first = prefetcher.take(0, entry(urls[0]))
+    third = prefetcher.take(2, entry(urls[2]))  # beyond the two fetched ahead
+    assert Path(first["local_copy"]).read_bytes() == Path(local).read_bytes()
+    assert "local_copy" not in third
+    before = proxied.requests
+    result = convert_entry(first, tmp_path / "out", OPTIONS)
+    assert result.status == "ok" and result.source == urls[0]
+    assert proxied.requests == before  # converted from the copy: no request
+    expected = process_file(local, tmp_path / "disk", OPTIONS)
+    relative = expected.output[len(str(tmp_path / "disk")) + 1 :]
+    assert (tmp_path / "out" / relative).read_bytes() == (tmp_path / "disk" / relative).read_bytes()
+    prefetcher.close()
+    assert not prefetcher.folder.exists()

@@ -32,6 +32,7 @@ files are done, so the workflow reports it and a rerun retries it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -570,17 +571,22 @@ def _pool_results(remaining: deque, output_root, options, workers):
 
     With fewer files than workers (a shard of a few tomosynthesis volumes), the spare
     cores decode frames inside each file (``decode_threads``): two levels of parallelism
-    that together never exceed ``workers``."""
+    that together never exceed ``workers``.  Objects in object storage are fetched a few
+    files ahead by the parent (:class:`~dicomprep.storage.transfer.Prefetcher`, started
+    once the workers are forked, as threads must not be forked)."""
     decode_threads = max(1, workers // max(1, len(remaining)))
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(max(1, min(workers, len(remaining))), mp_context=context)
     window = max(1, workers) * IN_FLIGHT_PER_WORKER
     pending: dict = {}
     broken = False
+    prefetcher = None
     try:
         while pending or (remaining and not broken):
             while remaining and not broken and len(pending) < window:
                 key, entry = remaining[0]
+                if prefetcher is not None:
+                    entry = prefetcher.take(key, entry)
                 try:
                     future = pool.submit(_convert, entry, output_root, options, decode_threads)
                 except BrokenProcessPool:
@@ -588,6 +594,13 @@ def _pool_results(remaining: deque, output_root, options, workers):
                     break
                 remaining.popleft()
                 pending[future] = key
+                if prefetcher is None and remaining and is_url(remaining[0][1]["path"]):
+                    from dicomprep.storage.transfer import Prefetcher
+
+                    prefetcher = Prefetcher(window)
+                if prefetcher is not None:
+                    for later_key, later_entry in itertools.islice(remaining, window):
+                        prefetcher.want(later_key, later_entry)
             if not pending:
                 break
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -600,6 +613,8 @@ def _pool_results(remaining: deque, output_root, options, workers):
                     yield key, None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if prefetcher is not None:
+            prefetcher.close()
 
 
 def _died(entry: dict, output_root) -> FileResult:

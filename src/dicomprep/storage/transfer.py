@@ -3,8 +3,10 @@ converted by :func:`dicomprep.pipeline.process_file` and the temporary removed; 
 bound for a bucket is written to a local temporary folder and put once (one PUT per
 finished file: readers see the whole object or none).
 
-Each worker process holds at most the one object it converts (shard jobs hand files to
-their workers a few at a time), so a shard never copies its source to local disk.
+A shard job's parent fetches the objects of the next few files while its workers convert
+(:class:`Prefetcher`, at most a few objects ahead), so transfer overlaps decoding; a
+worker converts the local copy and removes it, or fetches the object itself when the
+copy is not there.  A shard never copies its source to local disk.
 Transient errors are retried (:mod:`.retry`); an object that is gone or refused is a
 failure of stage ``read``; one still unreachable after the retries is a failure that is
 not remembered (error type :data:`UNAVAILABLE`), so the next run tries it again.
@@ -13,8 +15,10 @@ not remembered (error type :data:`UNAVAILABLE`), so the next run tries it again.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from dicomprep.storage.objects import (
@@ -56,7 +60,11 @@ def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_t
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dicomprep-object-") as scratch:
         local = source
-        if is_url(source):
+        prefetched = entry.get("local_copy")
+        if prefetched and Path(prefetched).exists():
+            local = Path(scratch) / "source.dcm"
+            os.replace(prefetched, local)  # the parent fetched it ahead; removed with scratch
+        elif is_url(source):
             local = Path(scratch) / "source.dcm"
             try:
                 fetch_to_file(source, local)
@@ -87,6 +95,45 @@ def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_t
                 result.message = f"cannot put the output object {url}: {_one_line(exc)}"
         result.seconds = time.perf_counter() - started
     return result
+
+
+class Prefetcher:
+    """Fetches the source objects of upcoming shard entries into local files on a few
+    threads, at most ``ahead`` at a time, so that workers find their object on disk.
+
+    A fetch that fails leaves no copy: the worker then fetches the object itself and
+    records what goes wrong.  :meth:`close` removes whatever was not taken."""
+
+    def __init__(self, ahead: int):
+        self.ahead = max(1, ahead)
+        self.folder = Path(tempfile.mkdtemp(prefix="dicomprep-prefetch-"))
+        self._pool = ThreadPoolExecutor(self.ahead, thread_name_prefix="prefetch")
+        self._fetches: dict[object, Future] = {}
+        self._count = 0
+
+    def want(self, key, entry: dict) -> None:
+        """Start fetching ``entry``'s object unless it is fetched already or too many
+        fetches are under way."""
+        if key in self._fetches or not is_url(entry["path"]) or len(self._fetches) >= self.ahead:
+            return
+        self._count += 1
+        local = self.folder / f"{self._count}.dcm"
+        self._fetches[key] = self._pool.submit(fetch_to_file, entry["path"], local)
+
+    def take(self, key, entry: dict) -> dict:
+        """``entry``, with ``local_copy`` naming its fetched object when there is one
+        (waits for a fetch under way)."""
+        future = self._fetches.pop(key, None)
+        if future is None:
+            return entry
+        try:
+            return {**entry, "local_copy": str(future.result())}
+        except Exception:  # noqa: BLE001 - the worker fetches it and reports the error
+            return entry
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def output_facts(url: str) -> ObjectFacts:
