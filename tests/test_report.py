@@ -693,6 +693,39 @@ def test_size_counts_keep_the_most_frequent_sizes():
     assert chart.bars[0].width > chart.bars[1].width > chart.bars[2].width > 0
 
 
+def test_crop_tags_are_cached_and_read_again_when_a_tiff_changes(finished_run, run_facts, tmp_path):
+    manifest = pd.read_csv(finished_run["dataset"] / "manifest.csv")
+    uid, path = manifest["sop_instance_uid"][0], manifest["path"][0]
+    rows_, columns = int(run_facts["headers"][uid].Rows), int(run_facts["headers"][uid].Columns)
+    root = tmp_path / "out"  # a copy: the run's own files stay as they are
+    (root / path).parent.mkdir(parents=True)
+    shutil.copy2(finished_run["dataset"] / path, root / path)
+    rows = pd.DataFrame({"tiff": [path], "source_width": [columns], "source_height": [rows_]})
+    cw, ch = tiff_tags(root / path)["size"]
+    expected = min(cw * ch / (rows_ * columns), 1.0)
+    cache = tmp_path / "report" / "crop_tags.json"
+
+    assert plots.crop_fractions(rows, root, cache).tolist() == pytest.approx([expected])
+    st = os.stat(root / path)
+    assert json.loads(cache.read_text()) == {path: [st.st_size, st.st_mtime_ns, cw, ch]}
+    # while the TIFF is unchanged the cache is what is read: a planted crop size shows
+    cache.write_text(json.dumps({path: [st.st_size, st.st_mtime_ns, 1, 1]}))
+    planted = plots.crop_fractions(rows, root, cache).tolist()
+    assert planted == pytest.approx([1 / (rows_ * columns)])
+    # a TIFF with another modification time is read again, and the cache follows it
+    os.utime(root / path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert plots.crop_fractions(rows, root, cache).tolist() == pytest.approx([expected])
+    assert json.loads(cache.read_text())[path] == [st.st_size, st.st_mtime_ns + 10**9, cw, ch]
+    # a damaged cache is ignored and rewritten
+    cache.write_text("{not json")
+    assert plots.crop_fractions(rows, root, cache).tolist() == pytest.approx([expected])
+    assert json.loads(cache.read_text())[path][2:] == [cw, ch]
+    # a TIFF that went away is left out (and out of the cache)
+    (root / path).unlink()
+    assert plots.crop_fractions(rows, root, cache).tolist() == []
+    assert json.loads(cache.read_text()) == {}
+
+
 def test_crop_fraction_bins():
     fractions = np.array([0.0, 0.049, 0.05, 0.5, 0.97, 1.0])
     chart = plots.crop_fraction_chart(fractions, outputs=10)

@@ -14,6 +14,7 @@ rule report:
         "../../envs/dicomprep.yaml"
     threads: REPORT_PROCESSES
     params:
+        results_root=lambda wildcards: OUTPUT_ROOT,  # as collect: its cached tables
         options=OPTIONS.to_dict(),
         samples_per_modality=config.get("report", {}).get("samples_per_modality", 24),
     script:

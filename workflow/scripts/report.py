@@ -14,6 +14,7 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         summary_json=snakemake.input.summary,  # noqa: F821
         catalog=snakemake.input.catalog,  # noqa: F821
         results=snakemake.input.results,  # noqa: F821
+        results_root=snakemake.params.results_root,  # noqa: F821 - collect's output root
         options=Options.from_mapping(snakemake.params.options),  # noqa: F821
         samples_per_modality=snakemake.params.samples_per_modality,  # noqa: F821
         processes=snakemake.threads,  # noqa: F821

@@ -66,6 +66,7 @@ def build_report(
     summary_json: str | os.PathLike | None = None,
     catalog: str | os.PathLike | None = None,
     results: Iterable[str | os.PathLike] = (),
+    results_root: str | None = None,
     options: Options | None = None,
     samples_per_modality: int = 24,
     max_studies: int = MAX_STUDIES,
@@ -77,7 +78,12 @@ def build_report(
 ) -> dict:
     """Write the report page and its thumbnails (``img/`` beside the page).
 
-    Thumbnails of files no longer sampled are removed.  Returns a few numbers for logs.
+    ``results_root`` is the output root the collect step gave
+    :func:`~dicomprep.run.collect.collect` (a folder or a bucket URL): the shard results
+    are then read from the tables collect cached beside them instead of being parsed
+    again.  Thumbnails of files no longer sampled are removed; the crop tags read for the
+    crop-fraction plot are cached in ``crop_tags.json`` beside the page.  Returns a few
+    numbers for logs.
     """
     options = options or Options()
     report_html = Path(report_html)
@@ -89,6 +95,7 @@ def build_report(
         summary_json=summary_json,
         catalog=catalog,
         results=results,
+        results_root=results_root,
     )
     instances = instance_table(run)
     ordered = in_sample_order(instances)  # hashed once, for the samples and the crop plot
@@ -112,7 +119,8 @@ def build_report(
             print(f"sample {sample.modality} {sample.sop_instance_uid}: {state}{how}", file=log)
     _remove_stale(img_dir, [s for _, items in samples.items() for s in items])
 
-    charts = _charts(run, first_by_key(ordered, crop_fraction_files, ordered=True), samples)
+    crop_rows = first_by_key(ordered, crop_fraction_files, ordered=True)
+    charts = _charts(run, crop_rows, samples, report_html.parent / CROP_TAGS_CACHE)
     context = page_context(
         run, instances, samples, charts, options, samples_per_modality, max_studies
     )
@@ -127,11 +135,14 @@ def build_report(
     }
 
 
-def _charts(run, crop_rows, samples: dict[str, list[Sample]]) -> dict:
+CROP_TAGS_CACHE = "crop_tags.json"  # beside the page: see plots.crop_fractions
+
+
+def _charts(run, crop_rows, samples: dict[str, list[Sample]], crop_cache: Path) -> dict:
     """The size, crop-fraction (of ``crop_rows``) and per-modality intensity charts."""
     if not len(run.manifest):
         return {"sizes": None, "crop": None, "intensity": []}
-    fractions = plots.crop_fractions(crop_rows, run.output_root)
+    fractions = plots.crop_fractions(crop_rows, run.output_root, crop_cache)
     histograms = plots.intensity_histograms(
         (s.modality, s.histogram) for items in samples.values() for s in items
     )

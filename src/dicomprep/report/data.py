@@ -77,8 +77,11 @@ def load_run(
     summary_json: str | os.PathLike | None,
     catalog: str | os.PathLike | None,
     results: Iterable[str | os.PathLike] = (),
+    results_root: str | None = None,
 ) -> Run:
-    """Read the manifest, failures, summary, catalog and shard results of a run."""
+    """Read the manifest, failures, summary, catalog and shard results of a run (with
+    ``results_root``, the output root collect was given, from the tables collect cached
+    beside each results file)."""
     manifest = read_manifest(manifest_csv)
     failures = pd.read_csv(failures_csv, dtype=str, keep_default_na=False)
     failures = failures.reindex(columns=FAILURE_COLUMNS).fillna("")
@@ -88,7 +91,7 @@ def load_run(
     table = load_catalog(catalog) if catalog is not None else None
     if table is None:
         table = empty_catalog()
-    res = read_results(list(results))
+    res = read_results(list(results), output_root=results_root)
     if not len(res):
         res = pd.DataFrame(columns=RESULT_COLUMNS)
     res["seconds"] = pd.to_numeric(res["seconds"], errors="coerce").fillna(0.0)
@@ -98,7 +101,7 @@ def load_run(
         _plain_strings(table),
         _plain_strings(res),
         _plain_strings(manifest),
-        failures,
+        _plain_strings(failures),
         summary,
     )
 

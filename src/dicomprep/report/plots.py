@@ -12,12 +12,14 @@
 
 Everything here is computed in Python; :mod:`.page` draws the bars as inline SVG from the
 :class:`Chart` objects, so the page stays self-contained and no plotting library is imported.
-The cost is bounded: the crop tags of at most :data:`CROP_FRACTION_FILES` files are read, and
-the intensities come from the sample thumbnails' pages, read (and cached) anyway.
+The cost is bounded: the crop tags of at most :data:`CROP_FRACTION_FILES` files are read (and
+kept in a small cache beside the page, so a rerun reads only new or changed TIFFs), and the
+intensities come from the sample thumbnails' pages, read (and cached) anyway.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -108,12 +110,23 @@ def size_counts(manifest: pd.DataFrame, max_bars: int = MAX_SIZE_BARS) -> list[t
     return items
 
 
-def crop_fractions(rows: pd.DataFrame, output_root: str | os.PathLike) -> np.ndarray:
+def crop_fractions(
+    rows: pd.DataFrame,
+    output_root: str | os.PathLike,
+    cache: str | os.PathLike | None = None,
+) -> np.ndarray:
     """Cropped area / source area of each row of an instance table (its TIFF's crop tags
     against the catalog's rows × columns); rows whose TIFF or source size is unreadable
-    are left out."""
+    are left out.
+
+    With ``cache`` (a JSON file), each TIFF's crop size is kept there with the TIFF's size
+    and modification time, and read from there while both are unchanged: a rerun opens
+    only new or changed TIFFs.  The cache holds the rows of the last call only.
+    """
     from dicomprep.formats.tiff import read_geometry
 
+    known = _read_crop_cache(cache)
+    kept: dict[str, list[int]] = {}
     fractions = []
     root = Path(output_root)
     columns = (rows["tiff"], rows["source_width"], rows["source_height"])
@@ -121,11 +134,45 @@ def crop_fractions(rows: pd.DataFrame, output_root: str | os.PathLike) -> np.nda
         if not (tiff and width > 0 and height > 0):
             continue
         try:
-            g = read_geometry(root / tiff)
+            st = os.stat(root / tiff)
+            entry = known.get(tiff)
+            if entry is None or entry[:2] != [st.st_size, st.st_mtime_ns]:
+                g = read_geometry(root / tiff)
+                entry = [st.st_size, st.st_mtime_ns, g.crop_width, g.crop_height]
         except Exception:  # noqa: BLE001 - a file that went away is just not counted
             continue
-        fractions.append(g.crop_width * g.crop_height / (int(width) * int(height)))
+        kept[tiff] = entry
+        fractions.append(entry[2] * entry[3] / (int(width) * int(height)))
+    if cache is not None and kept != known:
+        _write_crop_cache(Path(cache), kept)
     return np.clip(np.asarray(fractions, np.float64), 0.0, 1.0)
+
+
+def _read_crop_cache(cache: str | os.PathLike | None) -> dict[str, list[int]]:
+    """``{tiff: [size, mtime_ns, crop width, crop height]}`` (empty when absent or damaged)."""
+    if cache is None:
+        return {}
+    try:
+        known = json.loads(Path(cache).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(known, dict):
+        return {}
+    return {
+        k: v
+        for k, v in known.items()
+        if isinstance(v, list) and len(v) == 4 and all(isinstance(x, int) for x in v)
+    }
+
+
+def _write_crop_cache(cache: Path, entries: dict[str, list[int]]) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(entries, separators=(",", ":")))
+        os.replace(tmp, cache)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def binned(values: np.ndarray, edges: np.ndarray) -> list[int]:
