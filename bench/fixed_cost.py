@@ -1,11 +1,14 @@
 """The workflow's fixed cost: a whole run on a handful of tiny files, phase by phase.
 
-    python bench/fixed_cost.py [--rounds 5] [--source DIR]
+    python bench/fixed_cost.py [--rounds 5] [--files 8 | --sample | --source DIR]
 
 Runs ``snakemake --cores 2`` (this repository's Snakefile and config.yaml, shipped
-defaults, default target with the QC report) on the bundled sample set
-(``python -m dicomprep.sample``: 33 small files of many kinds) in a fresh work and output
-folder, ``--rounds`` times, then once more with nothing to do (no-op). While a run goes,
+defaults, default target with the QC report) on ``--files`` tiny synthetic mammograms
+(256x192, 12-bit, two studies; converting them costs next to nothing, so what is left is
+the fixed cost), or with ``--sample`` on the bundled sample set (``python -m
+dicomprep.sample``: 33 files of many kinds, some of them slow to decode), in a fresh work
+and output folder, ``--rounds`` times, then three times with nothing to do (no-op). While
+a run goes,
 a thread polls the work folder every few milliseconds and notes when each file first
 appears; with the modification times of files written exactly once, that splits the run
 into phases:
@@ -75,11 +78,29 @@ def mtime(path: Path) -> float | None:
         return None
 
 
-def run_once(source: Path, run: Path, cores: int) -> tuple[float, dict[str, float]]:
+def tiny_mammograms(count: int, source: Path) -> None:
+    """``count`` 256x192 synthetic mammograms in two studies."""
+    from dicomprep import synthetic
+
+    for k in range(count):
+        ds = synthetic.mammogram(
+            rows=256,
+            columns=192,
+            laterality="LR"[k % 2],
+            seed=k,
+            study_uid=synthetic.derived_uid("fixed-cost study", k % 2),
+            sop_uid=synthetic.derived_uid("fixed-cost image", k),
+        )
+        synthetic.write(ds, source / f"study{k % 2}" / f"{k:03d}.dcm")
+
+
+def run_once(
+    source: Path, run: Path, cores: int, snakefile: Path = REPO / "Snakefile"
+) -> tuple[float, dict[str, float]]:
     """One workflow run in ``run``; its wall seconds and the seconds of each phase
     (phases whose marks are missing, e.g. in a no-op run, are left out)."""
     run.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "config.yaml", run / "config.yaml")
+    shutil.copy(snakefile.parent / "config.yaml", run / "config.yaml")
     work, out = run / "work", run / "out"
     watcher = Appearances(
         {
@@ -91,7 +112,7 @@ def run_once(source: Path, run: Path, cores: int) -> tuple[float, dict[str, floa
     cmd = [
         str(Path(sys.executable).with_name("snakemake")),
         "--snakefile",
-        str(REPO / "Snakefile"),
+        str(snakefile),
         "--directory",
         str(run),
         "--cores",
@@ -135,12 +156,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--source", type=Path, help="input folder (default: the sample set)")
+    parser.add_argument("--files", type=int, default=8, help="tiny mammograms (default 8)")
+    parser.add_argument("--sample", action="store_true", help="the bundled sample set instead")
+    parser.add_argument("--source", type=Path, help="an input folder instead")
+    parser.add_argument(
+        "--snakefile", type=Path, default=REPO / "Snakefile", help="another copy of the workflow"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dicomprep-fixed-") as tmp:
         root = Path(tmp)
         source = args.source
-        if source is None:
+        if source is None and not args.sample:
+            source = root / "tiny"
+            tiny_mammograms(args.files, source)
+        elif source is None:
             source = root / "sample"
             subprocess.run(
                 [sys.executable, "-m", "dicomprep.sample", str(source)],
@@ -154,12 +183,12 @@ def main(argv: list[str] | None = None) -> None:
         run = root / "run"
         for round_ in range(args.rounds):
             shutil.rmtree(run, ignore_errors=True)
-            seconds, parts = run_once(source, run, args.cores)
+            seconds, parts = run_once(source, run, args.cores, args.snakefile.resolve())
             totals.append(seconds)
             for name, value in parts.items():
                 phases.setdefault(name, []).append(value)
             print(f"round {round_ + 1}: {seconds:.2f} s", flush=True)
-        noop = [run_once(source, run, args.cores)[0] for _ in range(3)]
+        noop = [run_once(source, run, args.cores, args.snakefile.resolve())[0] for _ in range(3)]
         print(f"load average at end: {load()}")
         print()
         print(f"| {'phase':<45} | {'median s':>8} | runs")
