@@ -275,3 +275,33 @@ def test_a_shard_job_does_not_import_pandas():
     code = "import sys, dicomprep.run.shard; print('pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_collect_tables_keep_nanosecond_mtimes_exactly(tmp_path):
+    """A results file whose rows mix recorded outputs and removed ones (no size or mtime)
+    must not pass the mtimes through float64: planning compares them to the disk."""
+    from dicomprep.run.collect import cached_shard_table, shard_table
+    from dicomprep.run.records import write_results
+
+    output = tmp_path / "out" / "1.2" / "1.2.3.tiff"
+    output.parent.mkdir(parents=True)
+    output.write_bytes(b"II*\x00")
+    mtime_ns = 1795988786720731484  # not representable in float64
+    os.utime(output, ns=(mtime_ns, mtime_ns))
+    results = tmp_path / "s0000.results.jsonl"
+    write_results(
+        [
+            {
+                "source": "a.dcm",
+                "status": OK,
+                "output": str(output),
+                "output_size": 4,
+                "output_mtime_ns": mtime_ns,
+            },
+            {"source": "gone.dcm", "status": "removed", "output": str(output)},
+        ],
+        results,
+    )
+    table = shard_table(results, tmp_path / "out")
+    assert int(table.loc[0, "output_mtime_ns"]) == mtime_ns == output.stat().st_mtime_ns
+    assert int(cached_shard_table(results).loc[0, "output_mtime_ns"]) == mtime_ns

@@ -154,18 +154,20 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     return buffer.getvalue().to_pybytes()
 
 
-def write_manifest(df: pd.DataFrame, path) -> None:
+def write_manifest(df: pd.DataFrame, path, *, normalised: bool = False) -> None:
     """Write the manifest as CSV (``.csv``) or Parquet (``.parquet``), atomically.
 
     The table is normalised first (column order, dtypes, sort), so the same rows always
-    give the same bytes.
+    give the same bytes; ``normalised=True`` says it already is (a table made by
+    :func:`manifest_frame` or :func:`manifest_from_table`), which saves sorting again.
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    table = df if normalised else _normalise(df)
     if suffix == ".csv":
-        data = _csv_bytes(_normalise(df))
+        data = _csv_bytes(table)
     elif suffix == ".parquet":
-        data = _parquet_bytes(_normalise(df))
+        data = _parquet_bytes(table)
     else:
         raise ValueError(f"manifest path must end in .csv or .parquet, got {str(path)!r}")
     atomic_write_bytes(path, data)

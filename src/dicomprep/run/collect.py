@@ -49,6 +49,28 @@ SHARD_TABLE_COLUMNS = RESULT_COLUMNS + ["path", "inode"]
 _TABLE_KEY = b"dicomprep.results"
 
 
+def _table_cache(results_file: Path) -> Path:
+    return results_file.with_name(results_file.name.replace(".jsonl", ".table.parquet"))
+
+
+def cached_shard_table(results_file: str | os.PathLike) -> pd.DataFrame | None:
+    """The table :func:`shard_table` cached for ``results_file`` while it is current
+    (whatever output root it was made with), else None.  Planning reads it to check the
+    last run's outputs without parsing every results line again."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    results_file = Path(results_file)
+    try:
+        st = results_file.stat()
+        key = json.loads(pq.read_schema(_table_cache(results_file)).metadata[_TABLE_KEY])
+        if key[:2] == [st.st_size, st.st_mtime_ns]:
+            return pd.read_parquet(_table_cache(results_file))
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+        pass
+    return None
+
+
 def shard_table(results_file: str | os.PathLike, output_root: str | os.PathLike) -> pd.DataFrame:
     """The results of one shard as a table with ``path`` (relative to ``output_root``)
     and ``inode`` (-1 when the output is missing) for finished files; cached beside the
@@ -60,14 +82,14 @@ def shard_table(results_file: str | os.PathLike, output_root: str | os.PathLike)
     results_file = Path(results_file)
     st = results_file.stat()
     key = json.dumps([st.st_size, st.st_mtime_ns, str(output_root)]).encode()
-    cache = results_file.with_name(results_file.name.replace(".jsonl", ".table.parquet"))
+    cache = _table_cache(results_file)
     try:
         if pq.read_schema(cache).metadata.get(_TABLE_KEY) == key:
             return pd.read_parquet(cache)
     except (OSError, ValueError, AttributeError, pa.ArrowException):
         pass
     rows = read_shard_results(results_file)
-    table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    table = pd.DataFrame(rows, columns=RESULT_COLUMNS, dtype=object)  # ints stay exact
     paths, inodes = [], []
     for status, output in zip(table["status"], table["output"], strict=True):
         path, inode = "", -1
@@ -91,7 +113,10 @@ def shard_table(results_file: str | os.PathLike, output_root: str | os.PathLike)
         "page",
         "slices",
     ):
-        table[column] = pd.to_numeric(table[column], errors="coerce").fillna(0).astype("int64")
+        # fill before converting: a column with gaps would pass through float64 and lose
+        # the last digits of nanosecond mtimes
+        numbers = pd.to_numeric(table[column].fillna(0), errors="coerce")
+        table[column] = numbers.fillna(0).astype("int64")
     table["slices"] = table["slices"].clip(lower=1)
     for column in ("seconds", "position"):
         table[column] = pd.to_numeric(table[column], errors="coerce").fillna(0.0)
@@ -239,8 +264,8 @@ def collect(
     results = read_results(results_files, since_ns=run_started_ns, output_root=output_root)
     catalog = load_catalog(catalog_path)
     manifest = manifest_table(results)
-    write_manifest(manifest, manifest_csv)
-    write_manifest(manifest, manifest_parquet)
+    write_manifest(manifest, manifest_csv, normalised=True)
+    write_manifest(manifest, manifest_parquet, normalised=True)
     if slices_csv is not None:
         _write_table(slices_table(results), slices_csv, slices_parquet)
     report_rows = []

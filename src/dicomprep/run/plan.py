@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dicomprep.run.collect import cached_shard_table
 from dicomprep.run.discover import (
     DICOM,
     DUPLICATE,
@@ -38,7 +39,7 @@ from dicomprep.run.discover import (
     shard_of,
 )
 from dicomprep.run.durable import atomic_write_text, iter_lines
-from dicomprep.run.records import REMOVED, DamagedStateFile, read_results
+from dicomprep.run.records import REMOVED, RESULT_COLUMNS, DamagedStateFile, read_results
 from dicomprep.run.shard_list import SHARD_COLUMNS, shard_list_text, write_if_changed
 from dicomprep.storage.urls import is_url
 
@@ -279,18 +280,28 @@ def stale_results(paths: WorkPaths, index: dict) -> dict[str, str]:
                 continue  # never ran yet: it runs anyway
             stale[shard] = f"its results file {results} is missing"
             continue
-        try:
-            rows = read_results(results)
-        except DamagedStateFile as exc:
-            stale[shard] = f"its results file is damaged ({exc})"
-            continue
-        listed = [r for r in rows if r.get("status") != REMOVED]
+        table = cached_shard_table(results)
+        if table is None:
+            try:
+                rows = read_results(results)
+                table = pd.DataFrame(rows, columns=RESULT_COLUMNS, dtype=object)
+            except DamagedStateFile as exc:
+                stale[shard] = f"its results file is damaged ({exc})"
+                continue
+        listed = table[table["status"] != REMOVED]
         if len(listed) != facts["files"]:
             stale[shard] = (
                 f"its results file {results} holds {len(listed)} of its {facts['files']} files"
             )
             continue
-        changed = [r["output"] for r in listed if r.get("status") == "ok" and not _intact(r)]
+        done = listed[listed["status"] == "ok"]
+        changed = [
+            output
+            for output, size, mtime_ns in zip(
+                done["output"], done["output_size"], done["output_mtime_ns"], strict=True
+            )
+            if not _intact(output, size, mtime_ns)
+        ]
         if changed:
             stale[shard] = (
                 f"{len(changed)} output(s) deleted or changed since the last run, e.g. {changed[0]}"
@@ -298,16 +309,17 @@ def stale_results(paths: WorkPaths, index: dict) -> dict[str, str]:
     return stale
 
 
-def _intact(row: dict) -> bool:
-    if is_url(row.get("output")):  # an object: same size and LastModified, from a listing
+def _intact(output, size, mtime_ns) -> bool:
+    """True while an output is the one its shard wrote (same size and mtime)."""
+    if is_url(output):  # an object: same size and LastModified, from a listing
         from dicomprep.storage.transfer import output_intact
 
-        return output_intact(row["output"], row.get("output_size"), row.get("output_mtime_ns"))
+        return output_intact(output, size, mtime_ns)
     try:
-        st = os.stat(row["output"])
-    except (OSError, TypeError, KeyError):
+        st = os.stat(output)
+    except (OSError, TypeError):
         return False
-    return st.st_size == row.get("output_size") and st.st_mtime_ns == row.get("output_mtime_ns")
+    return st.st_size == size and st.st_mtime_ns == mtime_ns
 
 
 NATIVE_TRANSFER_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}

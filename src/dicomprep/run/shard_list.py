@@ -51,9 +51,8 @@ def shard_list_text(rows: pd.DataFrame) -> str:
     """
     rows = rows.sort_values("path", kind="stable")
     columns = SHARD_COLUMNS + [OBJECT_COLUMN] * _has_etags(rows)
-    lines = ["\t".join(columns)]
-    for r in rows[columns].itertuples(index=False):
-        lines.append("\t".join(str(value) for value in r))
+    values = [rows[c].astype(str).tolist() for c in columns]  # column-wise: fast
+    lines = ["\t".join(columns), *("\t".join(fields) for fields in zip(*values, strict=True))]
     return "\n".join(lines) + "\n"
 
 
