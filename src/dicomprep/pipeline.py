@@ -129,19 +129,25 @@ def process_file(
     except NotDicomError as exc:
         result.status, result.stage = SKIPPED, exc.stage
         result.error_type, result.message = exc.error_type, str(exc)
-    except DicomError as exc:
-        result.stage, result.error_type, result.message = exc.stage, exc.error_type, str(exc)
-    except MemoryError:
-        result.stage, result.error_type = "transform", "MemoryError"
-        result.message = "out of memory while processing this file"
-    except OSError as exc:
-        result.stage, result.error_type = "write", type(exc).__name__
-        result.message = _one_line(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop a run
-        result.stage, result.error_type = "transform", type(exc).__name__
-        result.message = _one_line(str(exc))
+        result.stage, result.error_type, result.message = failure_of(exc)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def failure_of(exc: Exception, what: str = "file") -> tuple[str, str, str]:
+    """(stage, error type, one-line message) of an error that stopped converting a
+    ``what``: a :class:`DicomError` names its own stage; running out of memory is a
+    transform error; any other OSError is an error writing the output; the rest are
+    transform errors named by their class."""
+    if isinstance(exc, DicomError):
+        return exc.stage, exc.error_type, str(exc)
+    if isinstance(exc, MemoryError):
+        return "transform", "MemoryError", f"out of memory while processing this {what}"
+    if isinstance(exc, OSError):
+        message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+        return "write", type(exc).__name__, _one_line(message)
+    return "transform", type(exc).__name__, _one_line(str(exc))
 
 
 def _safe_uid(value: str) -> str:

@@ -162,17 +162,8 @@ def process_stack(
         result.channels = rendered.shape[2] if len(rendered.shape) == 3 else 1
         result.num_frames = rendered.num_frames
         result.slices = _placements(headers, paths, positions, geometry, rendered.num_frames)
-    except DicomError as exc:
-        result.stage, result.error_type, result.message = exc.stage, exc.error_type, str(exc)
-    except MemoryError:
-        result.stage, result.error_type = "transform", "MemoryError"
-        result.message = "out of memory while processing this stack"
-    except OSError as exc:
-        result.stage, result.error_type = "write", type(exc).__name__
-        result.message = pipeline._one_line(f"{exc.strerror or exc}: {exc.filename or ''}")
     except Exception as exc:  # noqa: BLE001 - one bad stack must never stop a run
-        result.stage, result.error_type = "transform", type(exc).__name__
-        result.message = pipeline._one_line(str(exc))
+        result.stage, result.error_type, result.message = pipeline.failure_of(exc, "stack")
     result.seconds = time.perf_counter() - started
     return result
 
