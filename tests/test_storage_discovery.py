@@ -12,12 +12,11 @@ from pydicom.data import get_testdata_file
 
 from dicomprep import synthetic
 from dicomprep.run.discover import build_catalog
-from dicomprep.storage.objects import configure, configured_options
 
 from . import test_storage_server as server
-from .test_storage_server import FlakyProxy, s3, upload_tree
+from .test_storage_server import s3, upload_tree
 
-moto_server, bucket = server.moto_server, server.bucket  # the fixtures
+moto_server, bucket, proxied = server.moto_server, server.bucket, server.proxied  # fixtures
 
 FILES = ["CT_small.dcm", "MR2_J2KR.dcm", "emri_small.dcm", "rtplan.dcm", "OBXXXX1A.dcm"]
 SAME_EVERYWHERE = [c for c in ("key", "size", "status", "reason", "error_type")] + [
@@ -42,17 +41,6 @@ def build_source(folder: Path) -> Path:
     (folder / "readme.txt").write_text("not DICOM\n")
     (folder / "empty.dcm").write_bytes(b"")
     return folder
-
-
-@pytest.fixture
-def proxied(moto_server):
-    """A proxy without faults that counts requests; the storage options point at it."""
-    proxy = FlakyProxy(moto_server.endpoint, fraction=0.0, seed=0)
-    saved = configured_options()
-    configure({"client_kwargs": {"endpoint_url": proxy.endpoint}})
-    yield proxy
-    configure(saved)
-    proxy.stop()
 
 
 def test_a_bucket_catalogs_like_the_same_files_on_disk(bucket, moto_server, proxied, tmp_path):

@@ -345,6 +345,21 @@ def test_backoff_pauses_grow_and_are_jittered():
 
 # The client gives up on its own quickly (one attempt, a short read timeout), so that
 # the failures reach the storage layer's retries.
+
+
+@pytest.fixture
+def proxied(moto_server):
+    """A proxy without faults that counts requests; the storage options point at it."""
+    from dicomprep.storage.objects import configure, configured_options
+
+    proxy = FlakyProxy(moto_server.endpoint, fraction=0.0, seed=0)
+    saved = configured_options()
+    configure({"client_kwargs": {"endpoint_url": proxy.endpoint}})
+    yield proxy
+    configure(saved)
+    proxy.stop()
+
+
 def flaky_options(endpoint: str) -> dict:
     return {
         "client_kwargs": {"endpoint_url": endpoint},

@@ -5,31 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from pydicom.data import get_testdata_file
 
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
 from dicomprep.storage import retry
-from dicomprep.storage.objects import configure, configured_options
+from dicomprep.storage.objects import configure
 from dicomprep.storage.transfer import UNAVAILABLE, convert_entry
 
 from . import test_storage_server as server
 from .test_storage_server import FlakyProxy, flaky_options, s3
 
-moto_server, bucket = server.moto_server, server.bucket  # the fixtures
+moto_server, bucket, proxied = server.moto_server, server.bucket, server.proxied  # fixtures
 
 OPTIONS = Options(crop=True, crop_max=True, size=(48, 64))
-
-
-@pytest.fixture
-def proxied(moto_server):
-    proxy = FlakyProxy(moto_server.endpoint, fraction=0.0, seed=0)
-    saved = configured_options()
-    configure({"client_kwargs": {"endpoint_url": proxy.endpoint}})
-    yield proxy
-    configure(saved)
-    proxy.stop()
 
 
 def entry(url: str) -> dict:
