@@ -327,12 +327,14 @@ def stack_units(entries: list[dict], output_root, options: Options, fingerprints
     """The stacks of a shard list: for each stack name, one unit of work holding its
     slices in order (``indices`` into ``entries``, ``paths``), its output and a
     fingerprint of every slice (adding, removing or changing one rebuilds the stack)."""
-    from dicomprep.series.volume_file import stack_output_path
-
     members: dict[str, list[int]] = {}
     for index, entry in enumerate(entries):
         if entry["stack"]:
             members.setdefault(entry["stack"], []).append(index)
+    if not members:
+        return {}
+    from dicomprep.series.volume_file import stack_output_path
+
     units = {}
     for name, indices in members.items():
         indices.sort(key=lambda i: entries[i]["slice"])
