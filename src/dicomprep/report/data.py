@@ -91,7 +91,7 @@ def load_run(
     table = load_catalog(catalog) if catalog is not None else None
     if table is None:
         table = empty_catalog()
-    res = read_results(list(results), output_root=results_root)
+    res = read_results(list(results), results_root)
     if not len(res):
         res = pd.DataFrame(columns=RESULT_COLUMNS)
     res["seconds"] = pd.to_numeric(res["seconds"], errors="coerce").fillna(0.0)

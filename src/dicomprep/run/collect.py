@@ -132,11 +132,11 @@ def shard_table(results_file: str | os.PathLike, output_root: str | os.PathLike)
 
 
 def read_results(
-    files: Iterable[str | os.PathLike], since_ns: int = 0, output_root=None
+    files: Iterable[str | os.PathLike], output_root: str | os.PathLike, since_ns: int = 0
 ) -> pd.DataFrame:
-    """All shard results in one table (:func:`shard_table` of each file when
-    ``output_root`` is given), with ``fresh`` telling the rows of results files written
-    after ``since_ns`` (a time in ns; by default always).
+    """All shard results in one table (:func:`shard_table` of each file), with ``fresh``
+    telling the rows of results files written after ``since_ns`` (a time in ns; by
+    default always).
 
     Rows of other files are marked ``reused``: their shard did not run since then.  A
     damaged file raises :class:`~dicomprep.run.records.DamagedStateFile` naming it (the next
@@ -145,10 +145,7 @@ def read_results(
     tables = []
     for f in files:
         fresh = os.stat(f).st_mtime_ns > since_ns
-        if output_root is None:
-            table = pd.DataFrame(read_shard_results(f), columns=RESULT_COLUMNS)
-        else:
-            table = shard_table(f, output_root)
+        table = shard_table(f, output_root)
         table["reused"] = table["reused"].fillna(False).astype(bool) | (not fresh)
         table["fresh"] = fresh
         tables.append(table)
@@ -261,7 +258,7 @@ def collect(
     ``converted_now`` and ``seconds_now`` count the files converted by shard jobs whose
     results were written after ``run_started_ns`` (when this run was planned).
     """
-    results = read_results(results_files, since_ns=run_started_ns, output_root=output_root)
+    results = read_results(results_files, output_root, since_ns=run_started_ns)
     catalog = load_catalog(catalog_path)
     manifest = manifest_table(results)
     write_manifest(manifest, manifest_csv, normalised=True)

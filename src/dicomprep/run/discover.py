@@ -381,15 +381,10 @@ def source_root(source: str | os.PathLike) -> Path:
     return source if source.is_dir() else source.parent
 
 
-def relative_key(path: str | os.PathLike, root: str | os.PathLike) -> str:
-    """A file's identity that survives moving the source: its path relative to ``root``
-    (POSIX style), or its absolute path when it lies outside ``root``."""
-    return relative_keys([path], root)[0]
-
-
 def relative_keys(paths, root: str | os.PathLike) -> list[str]:
-    """:func:`relative_key` of many paths (string operations only: a million paths in
-    about a second)."""
+    """Each file's identity that survives moving the source: its path relative to
+    ``root`` (POSIX style), or its absolute path when it lies outside ``root``.  String
+    operations only: a million paths in about a second."""
     prefix = os.path.join(os.path.abspath(root), "")
     keys = []
     for path in paths:
