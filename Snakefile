@@ -12,14 +12,12 @@ configfile: "config.yaml"
 localrules:
     all,
     collect,
-    report,
     strict_check,
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/collect.smk"
-include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -196,3 +196,80 @@ def test_lint_and_format_are_clean(tmp_path):
         text=True,
     )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def tiny_studies(source, files: int, studies: int, first: int = 0) -> None:
+    """``files`` small synthetic mammograms spread over ``studies`` studies."""
+    for k in range(first, first + files):
+        study = synthetic.derived_uid("workflow test study", k % studies + first)
+        ds = synthetic.mammogram(
+            rows=208, columns=160, seed=k, study_uid=study, laterality="LR"[k % 2]
+        )
+        synthetic.write(ds, source / f"study{k % studies + first}" / f"{k:03d}.dcm")
+
+
+def test_shard_jobs_draw_the_report_thumbnails(tmp_path):
+    from dicomprep.options import Options
+    from dicomprep.report import build_report
+
+    tiny_studies(tmp_path / "src", files=6, studies=2)
+    config = config_for(tmp_path, shards=1, report={"samples_per_modality": 2})
+    snakemake(tmp_path, config=config)
+    log = (tmp_path / "work" / "logs" / "collect.log").read_text()
+    samples = [line for line in log.splitlines() if line.startswith("sample MG ")]
+    assert len(samples) == 2
+    assert all(line.endswith(": ok (thumbnails reused)") for line in samples), log
+    img = tmp_path / "out" / "report" / "img"
+    assert len(list(img.iterdir())) == 2 * 3  # the report's 2 samples: 2 PNGs + a record each
+
+    # the report drawing them itself gives the same pixels
+    again = tmp_path / "again" / "index.html"
+    numbers = build_report(
+        again,
+        output_root=tmp_path / "out",
+        manifest_csv=tmp_path / "out" / "manifest.csv",
+        failures_csv=tmp_path / "out" / "failures.csv",
+        catalog=tmp_path / "work" / "catalog.parquet",
+        options=Options.from_mapping({**config, "report": None}),
+        samples_per_modality=2,
+    )
+    assert (numbers["samples"], numbers["samples_reused"]) == (2, 0)
+    pngs = sorted(p.name for p in img.glob("*.png"))
+    assert pngs == sorted(p.name for p in (again.parent / "img").glob("*.png"))
+    assert all((img / n).read_bytes() == (again.parent / "img" / n).read_bytes() for n in pngs)
+
+
+def test_a_report_that_cannot_be_built_costs_only_the_report(tmp_path):
+    tiny_studies(tmp_path / "src", files=4, studies=2)
+    img = tmp_path / "out" / "report" / "img"
+    img.parent.mkdir(parents=True)
+    img.write_text("a file where the thumbnails folder goes\n")
+    proc = snakemake(tmp_path, config=config_for(tmp_path, shards=1))
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert len(manifest) == 4 and len(list((tmp_path / "out").rglob("*.tiff"))) == 4
+    page = (tmp_path / "out" / "report" / "index.html").read_text()
+    assert "The report could not be built: FileExistsError" in page
+    assert "the QC report could not be built: FileExistsError" in proc.stderr
+
+
+def worker_counts(work) -> dict[str, int]:
+    """Worker processes each shard job's log says it had."""
+    counts = {}
+    for log in sorted((work / "logs" / "preprocess").glob("*.log")):
+        last = log.read_text().splitlines()[-1]
+        counts[log.stem] = int(last.rsplit("; ", 1)[1].split()[0])
+    return counts
+
+
+def test_shard_jobs_that_run_together_share_the_cores(tmp_path):
+    tiny_studies(tmp_path / "src", files=8, studies=8)
+    config = config_for(tmp_path, shards=4)
+    snakemake(tmp_path, config=config)
+    first = worker_counts(tmp_path / "work")
+    assert len(first) >= 2 and set(first.values()) == {1}  # side by side, one core each
+
+    tiny_studies(tmp_path / "src", files=1, studies=1, first=20)  # one new study: one shard
+    snakemake(tmp_path, config=config)
+    second = worker_counts(tmp_path / "work")
+    changed = [shard for shard in second if second[shard] != first.get(shard)]
+    assert len(changed) == 1 and second[changed[0]] == 2  # alone: both cores

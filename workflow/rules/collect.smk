@@ -1,6 +1,7 @@
 rule collect:
-    """Manifest (CSV + Parquet), failures table, where stacked slices went and run summary
-    from all shards."""
+    """Manifest (CSV + Parquet), failures table, where stacked slices went, run summary
+    and the QC report, from all shards (one job: the report is built from the tables in
+    memory; a report that fails costs only the report page)."""
     input:
         results=shard_results,
         catalog=f"{WORK}/catalog.parquet",
@@ -13,13 +14,17 @@ rule collect:
         slices_parquet=f"{OUTPUT}/slices.parquet",
         series_report=f"{OUTPUT}/series_report.csv",
         summary=f"{WORK}/summary.json",
+        report=f"{OUTPUT}/report/index.html",
     log:
         f"{WORK}/logs/collect.log",
     conda:
         "../../envs/dicomprep.yaml"
+    threads: REPORT_PROCESSES
     params:
         output_root=lambda wildcards: OUTPUT_ROOT,  # a folder or a bucket URL
         work=lambda wildcards, input: Path(input.catalog).parent,
+        options=OPTIONS.to_dict(),
+        samples_per_modality=REPORT_SAMPLES,
     script:
         "../scripts/collect.py"
 

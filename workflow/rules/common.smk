@@ -27,6 +27,7 @@ from dicomprep.run.plan import (
     plan_shards,
     saved_shards,
     shard_resources,
+    shards_to_run,
 )
 
 CONFIG_SCHEMA = "../schemas/config.schema.yaml"
@@ -60,9 +61,11 @@ def available_cores():
     return cores if isinstance(cores, int) and 0 < cores < 4096 else 1
 
 
-# Worker processes of a shard job, and of the report's thumbnail rendering.
+# Worker processes of a shard job, and of the report's thumbnail rendering (the shard
+# jobs render the thumbnails of the files they convert; the report renders the others).
 SHARD_THREADS = config["shard_threads"] or available_cores()
 REPORT_PROCESSES = min(4, available_cores())
+REPORT_SAMPLES = config.get("report", {}).get("samples_per_modality", 24)
 
 
 @functools.cache
@@ -97,6 +100,23 @@ def planned_shards():
 def shard_results(wildcards):
     """The results table of every shard."""
     return [f"{WORK}/shards/{shard}.results.jsonl" for shard in planned_shards()]
+
+
+def shard_threads(wildcards):
+    """Worker processes of one shard job: `shard_threads`, or by default the cores given;
+    when several shards run on this machine, the cores are shared among them so that
+    they run side by side (each job start costs about a second of one core)."""
+    if config["shard_threads"] or not workflow.local_exec:
+        return SHARD_THREADS
+    return max(1, SHARD_THREADS // max(1, min(running_shard_count(), SHARD_THREADS)))
+
+
+@functools.cache
+def running_shard_count():
+    """How many shard jobs this run starts (the main process, after planning)."""
+    if not workflow.is_main_process:
+        return 1
+    return len(shards_to_run(WORK, planned_shards()))
 
 
 def shard_mem_mb(wildcards, threads):

@@ -9,7 +9,7 @@ rule preprocess_shard:
         f"{WORK}/logs/preprocess/{{shard}}.log",
     conda:
         "../../envs/dicomprep.yaml"
-    threads: SHARD_THREADS
+    threads: shard_threads
     resources:
         mem_mb=shard_mem_mb,
         runtime=config["shard_runtime_minutes"],
@@ -19,5 +19,7 @@ rule preprocess_shard:
         output_root=lambda wildcards: OUTPUT_ROOT,  # a folder or a bucket URL
         journal=lambda wildcards: f"{WORK}/journal/{wildcards.shard}.jsonl",
         keep_orphans=config["keep_orphans"],
+        report_images=f"{OUTPUT}/report/img",  # thumbnails of the report's samples
+        samples_per_modality=REPORT_SAMPLES,
     script:
         "../scripts/preprocess_shard.py"

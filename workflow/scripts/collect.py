@@ -1,10 +1,16 @@
-"""Snakemake entry point: manifest, failures, slices, series report and summary."""
+"""Snakemake entry point: manifest, failures, slices, series report, summary, QC report."""
 
-from dicomprep.run.collect import collect
+import sys
+from pathlib import Path
+
+from dicomprep.options import Options
+from dicomprep.report import write_report
+from dicomprep.report.data import run_tables
+from dicomprep.run.collect import collect_run
 from dicomprep.run.plan import run_started_ns
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
-    numbers = collect(
+    collected = collect_run(
         snakemake.input.results,  # noqa: F821
         snakemake.input.catalog,  # noqa: F821
         snakemake.params.output_root,  # noqa: F821
@@ -18,4 +24,24 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         series_report=snakemake.input.series_report,  # noqa: F821
         series_report_csv=snakemake.output.series_report,  # noqa: F821
     )
+    print(collected.numbers, file=log, flush=True)
+    dataset = Path(snakemake.output.manifest_csv).parent  # noqa: F821 - the dataset root
+    numbers = write_report(
+        snakemake.output.report,  # noqa: F821
+        output_root=dataset,
+        run=run_tables(
+            dataset,
+            manifest=collected.manifest,
+            failures=collected.failures,
+            summary=collected.summary,
+            catalog=collected.catalog,
+            results=collected.results,
+        ),
+        options=Options.from_mapping(snakemake.params.options),  # noqa: F821
+        samples_per_modality=snakemake.params.samples_per_modality,  # noqa: F821
+        processes=snakemake.threads,  # noqa: F821
+        log=log,
+    )
     print(numbers, file=log)
+    if "error" in numbers:
+        print(f"dicomprep: the QC report could not be built: {numbers['error']}", file=sys.stderr)

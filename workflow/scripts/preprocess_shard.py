@@ -13,9 +13,12 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         log=log,
         workers=snakemake.threads,  # noqa: F821
         keep_orphans=snakemake.params.keep_orphans,  # noqa: F821
+        report_images=snakemake.params.report_images,  # noqa: F821
+        samples_per_modality=snakemake.params.samples_per_modality,  # noqa: F821
     )
     print(
         f"shard done: {summary.processed} converted, {summary.reused} already done, "
-        f"{summary.failed} not converted, {len(summary.removed)} removed (source gone)",
+        f"{summary.failed} not converted, {len(summary.removed)} removed (source gone); "
+        f"{snakemake.threads} worker process(es)",  # noqa: F821
         file=log,
     )

@@ -14,9 +14,13 @@ table, the run summary, the header catalog and the shard results — and writes
   area and padding (:mod:`.images`);
 - the failures table and one section per study with its series, frame counts and sizes.
 
-The modules follow these concerns: :mod:`.data` loads the run into tables and chooses the
-samples, :mod:`.images` draws and encodes the thumbnails (Pillow), :mod:`.plots` computes the
-charts, :mod:`.page` renders the page (Jinja2, ``templates/report.html.j2``).
+The modules follow these concerns: :mod:`.build` puts the page together, :mod:`.data`
+loads the run into tables and chooses the samples (the order in :mod:`.sampling`),
+:mod:`.images` draws and encodes the thumbnails (Pillow), :mod:`.plots` computes the charts,
+:mod:`.page` renders the page (Jinja2, ``templates/report.html.j2``).  Importing the package
+is cheap: the shard jobs use :mod:`.sampling` and :mod:`.images` to render the thumbnails
+of the files they convert that the report is going to show, so that the report itself
+decodes nothing on a first run.
 
 Thumbnails are PNG (or lossless WebP) files in ``report/img/`` named by SOP Instance UID;
 the page has inline CSS and SVG, no scripts and no network references.  Beside each sample's
@@ -32,143 +36,13 @@ Thumbnails are pixels: text burned into an image stays visible, as it does in th
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
-from pathlib import Path
-
-from dicomprep.options import Options
-from dicomprep.report import plots
-from dicomprep.report.data import (
-    choose_samples,
-    first_by_key,
-    in_sample_order,
-    instance_table,
-    load_run,
-)
-from dicomprep.report.images import (
-    IMAGE_FORMATS,
-    THUMBNAIL_SIZE,
-    Sample,
-    record_name,
-    render_samples,
-)
-from dicomprep.report.page import MAX_STUDIES, page_context, render_html
-
-__all__ = ["build_report"]
+__all__ = ["build_report", "write_report"]
 
 
-def build_report(
-    report_html: str | os.PathLike,
-    *,
-    output_root: str | os.PathLike,
-    manifest_csv: str | os.PathLike,
-    failures_csv: str | os.PathLike,
-    summary_json: str | os.PathLike | None = None,
-    catalog: str | os.PathLike | None = None,
-    results: Iterable[str | os.PathLike] = (),
-    results_root: str | None = None,
-    options: Options | None = None,
-    samples_per_modality: int = 24,
-    max_studies: int = MAX_STUDIES,
-    thumbnail_size: int = THUMBNAIL_SIZE,
-    image_format: str = "png",
-    crop_fraction_files: int = plots.CROP_FRACTION_FILES,
-    processes: int = 1,
-    log=None,
-) -> dict:
-    """Write the report page and its thumbnails (``img/`` beside the page).
+def __getattr__(name: str):
+    """``build_report`` and ``write_report``, imported on first use (pandas, Jinja2)."""
+    if name in __all__:
+        from dicomprep.report import build
 
-    ``results_root`` is the output root the collect step gave
-    :func:`~dicomprep.run.collect.collect` (a folder or a bucket URL): the shard results
-    are then read from the tables collect cached beside them instead of being parsed
-    again.  Thumbnails of files no longer sampled are removed; the crop tags read for the
-    crop-fraction plot are cached in ``crop_tags.json`` beside the page.  Returns a few
-    numbers for logs.
-    """
-    options = options or Options()
-    report_html = Path(report_html)
-    img_dir = report_html.parent / "img"
-    run = load_run(
-        output_root,
-        manifest_csv=manifest_csv,
-        failures_csv=failures_csv,
-        summary_json=summary_json,
-        catalog=catalog,
-        results=results,
-        results_root=results_root,
-    )
-    instances = instance_table(run)
-    ordered = in_sample_order(instances)  # hashed once, for the samples and the crop plot
-    chosen = choose_samples(ordered, samples_per_modality, ordered=True)
-    rows = [row for group in chosen.values() for row in group.itertuples(index=False)]
-    rendered = render_samples(
-        rows,
-        run.output_root,
-        img_dir,
-        options,
-        thumbnail_size,
-        processes=processes,
-        image_format=image_format,
-    )
-    samples: dict[str, list[Sample]] = {}
-    for sample, reused in rendered:
-        samples.setdefault(sample.modality, []).append(sample)
-        if log is not None:
-            state = "; ".join(sample.errors) or "ok"
-            how = " (thumbnails reused)" if reused else ""
-            print(f"sample {sample.modality} {sample.sop_instance_uid}: {state}{how}", file=log)
-    _remove_stale(img_dir, [s for _, items in samples.items() for s in items])
-
-    crop_rows = first_by_key(ordered, crop_fraction_files, ordered=True)
-    charts = _charts(run, crop_rows, samples, report_html.parent / CROP_TAGS_CACHE)
-    context = page_context(
-        run, instances, samples, charts, options, samples_per_modality, max_studies
-    )
-    _write_text(report_html, render_html(context))
-    return {
-        "inputs": len(instances),
-        "outputs": len(run.manifest),
-        "samples": sum(len(v) for v in samples.values()),
-        "samples_reused": sum(reused for _, reused in rendered),
-        "sample_errors": sum(len(s.errors) for v in samples.values() for s in v),
-        "crop_fraction_files": charts["crop"].total if charts["crop"] else 0,
-    }
-
-
-CROP_TAGS_CACHE = "crop_tags.json"  # beside the page: see plots.crop_fractions
-
-
-def _charts(run, crop_rows, samples: dict[str, list[Sample]], crop_cache: Path) -> dict:
-    """The size, crop-fraction (of ``crop_rows``) and per-modality intensity charts."""
-    if not len(run.manifest):
-        return {"sizes": None, "crop": None, "intensity": []}
-    fractions = plots.crop_fractions(crop_rows, run.output_root, crop_cache)
-    histograms = plots.intensity_histograms(
-        (s.modality, s.histogram) for items in samples.values() for s in items
-    )
-    counted = {m: sum(len(s.histogram) == 256 for s in samples[m]) for m in histograms}
-    return {
-        "sizes": plots.size_chart(plots.size_counts(run.manifest)),
-        "crop": plots.crop_fraction_chart(fractions, len(run.manifest)) if len(fractions) else None,
-        "intensity": [plots.intensity_chart(m, h, counted[m]) for m, h in histograms.items()],
-    }
-
-
-def _remove_stale(img_dir: Path, samples: list[Sample]) -> None:
-    """Delete the thumbnails and records in ``img_dir`` of files no longer sampled."""
-    wanted = {s.source_image for s in samples} | {s.output_image for s in samples}
-    wanted |= {record_name(s.sop_instance_uid) for s in samples}
-    patterns = ["*.json", *(f"*.{fmt}" for fmt in IMAGE_FORMATS)]
-    for stale in [p for pattern in patterns for p in img_dir.glob(pattern)]:
-        if stale.name not in wanted:
-            stale.unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        return getattr(build, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,6 @@ names or identifies a patient: the catalog holds UIDs, modalities and sizes only
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -20,8 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dicomprep.formats.manifest import read_manifest
-from dicomprep.options import Options
-from dicomprep.pixels.volume import central_index
+from dicomprep.report.sampling import NO_MODALITY, sample_key, volume_label
 from dicomprep.run.collect import read_results
 from dicomprep.run.discover import DICOM, REPORT_STATUS, empty_catalog, load_catalog
 
@@ -37,6 +35,7 @@ __all__ = [
     "load_run",
     "modality_counts",
     "relative_to",
+    "run_tables",
     "sample_key",
     "size_distribution",
     "source_size_distribution",
@@ -51,7 +50,6 @@ STATUSES = ("processed", "skipped", "duplicate", "failed", "pending")
 # The order of the "not converted" table: the problems first.
 FAILURE_ORDER = ("failed", "pending", "duplicate", "skipped")
 
-NO_MODALITY = "(none)"
 
 RESULT_COLUMNS = ["source", "status", "output", "seconds", "reused"]
 FAILURE_COLUMNS = ["path", "status", "stage", "error_type", "message"]
@@ -84,16 +82,32 @@ def load_run(
     beside each results file)."""
     manifest = read_manifest(manifest_csv)
     failures = pd.read_csv(failures_csv, dtype=str, keep_default_na=False)
-    failures = failures.reindex(columns=FAILURE_COLUMNS).fillna("")
     summary = {}
     if summary_json is not None and Path(summary_json).exists():
         summary = json.loads(Path(summary_json).read_text())
-    table = load_catalog(catalog) if catalog is not None else None
-    if table is None:
-        table = empty_catalog()
-    res = read_results(list(results), results_root)
-    if not len(res):
-        res = pd.DataFrame(columns=RESULT_COLUMNS)
+    return run_tables(
+        output_root,
+        manifest=manifest,
+        failures=failures,
+        summary=summary,
+        catalog=load_catalog(catalog) if catalog is not None else None,
+        results=read_results(list(results), results_root),
+    )
+
+
+def run_tables(
+    output_root: str | os.PathLike,
+    *,
+    manifest: pd.DataFrame,
+    failures: pd.DataFrame,
+    summary: dict,
+    catalog: pd.DataFrame | None,
+    results: pd.DataFrame,
+) -> Run:
+    """A :class:`Run` of tables already in memory (those collect has just written)."""
+    failures = failures.reindex(columns=FAILURE_COLUMNS).fillna("")
+    table = catalog if catalog is not None else empty_catalog()
+    res = results.copy() if len(results) else pd.DataFrame(columns=RESULT_COLUMNS)
     res["seconds"] = pd.to_numeric(res["seconds"], errors="coerce").fillna(0.0)
     res["reused"] = res["reused"].fillna(False).astype(bool)
     return Run(
@@ -102,7 +116,7 @@ def load_run(
         _plain_strings(res),
         _plain_strings(manifest),
         _plain_strings(failures),
-        summary,
+        dict(summary),
     )
 
 
@@ -220,11 +234,6 @@ def source_size_distribution(instances: pd.DataFrame) -> pd.DataFrame:
 # -- which files the report looks at ----------------------------------------------------
 
 
-def sample_key(sop_instance_uid: str) -> str:
-    """The sort key that picks samples: the SHA-256 of the SOP Instance UID (hex)."""
-    return hashlib.sha256(sop_instance_uid.encode()).hexdigest()
-
-
 def in_sample_order(instances: pd.DataFrame) -> pd.DataFrame:
     """The rows that became a TIFF, in :func:`sample_key` order (ties by UID)."""
     if not len(instances):
@@ -255,20 +264,6 @@ def first_by_key(instances: pd.DataFrame, limit: int, *, ordered: bool = False) 
     a fixed subsample, the same on every run (``ordered`` as for :func:`choose_samples`)."""
     done = instances if ordered else in_sample_order(instances)
     return done.head(max(limit, 0))
-
-
-def volume_label(source_frames: int, output_frames: int, options: Options) -> str:
-    """How a multi-frame source was handled, for the sample captions ('' for one frame)."""
-    if source_frames <= 1:
-        return ""
-    n = source_frames
-    if options.volume == "central-slice":
-        return f"volume of {n} frames: central slice (frame {central_index(n) + 1})"
-    if options.volume == "max-intensity":
-        return f"volume of {n} frames: maximum-intensity projection"
-    if options.volume == "interpolate":
-        return f"volume of {n} frames: interpolated to {output_frames} frames"
-    return f"volume of {n} frames: keep {output_frames} frames"
 
 
 # -- studies -----------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw, ImageOps
 from dicomprep.formats.geometry import Geometry
 from dicomprep.options import Options
 from dicomprep.pixels.volume import central_index
-from dicomprep.report.data import volume_label
+from dicomprep.report.sampling import volume_label
 
 __all__ = [
     "ACTIVE_COLOUR",
@@ -47,6 +47,7 @@ __all__ = [
     "Sample",
     "display_histogram",
     "output_thumbnail",
+    "render_and_record",
     "render_sample",
     "render_samples",
     "save_image",
@@ -338,6 +339,27 @@ def _render_and_record(job) -> Sample:
     record = {"key": key, "sample": asdict(sample)}
     _atomic_write(img_dir / record_name(sample.sop_instance_uid), json.dumps(record).encode())
     return sample
+
+
+def render_and_record(
+    row,
+    output_root: str | os.PathLike,
+    img_dir: str | os.PathLike,
+    options: Options,
+    size: int = THUMBNAIL_SIZE,
+    image_format: str = "png",
+) -> Sample:
+    """Render one sample's thumbnails with the record :func:`render_samples` reuses them
+    by (a shard job does this for the files it converts that the report will show).
+
+    ``row`` needs the :func:`~dicomprep.report.data.instance_table` fields ``modality``,
+    ``study_instance_uid``, ``sop_instance_uid``, ``path`` (the source), ``tiff`` (relative
+    to ``output_root``), ``source_frames`` and ``num_frames``.
+    """
+    img_dir = Path(img_dir)
+    img_dir.mkdir(parents=True, exist_ok=True)
+    key = sample_record_key(row, output_root, options, size, image_format)
+    return _render_and_record((row, output_root, img_dir, options, size, image_format, key))
 
 
 def render_samples(

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -238,7 +239,46 @@ def _write_table(table: pd.DataFrame, csv_path, parquet_path=None) -> None:
         atomic_write_bytes(parquet_path, sink.getvalue().to_pybytes())
 
 
+@dataclass
+class Collected:
+    """What collecting a run wrote, as tables (the QC report is built from them in the
+    same process, without reading the files back)."""
+
+    numbers: dict[str, int]
+    results: pd.DataFrame  # every shard's results (:func:`read_results`)
+    catalog: pd.DataFrame | None
+    manifest: pd.DataFrame
+    failures: pd.DataFrame
+    summary: dict
+
+
 def collect(
+    results_files: Iterable[str | os.PathLike],
+    catalog_path: str | os.PathLike,
+    output_root: str | os.PathLike,
+    manifest_csv: str | os.PathLike,
+    manifest_parquet: str | os.PathLike,
+    failures_csv: str | os.PathLike,
+    summary_json: str | os.PathLike,
+    run_started_ns: int = 0,
+    **outputs,
+) -> dict[str, int]:
+    """Write manifest (CSV + Parquet), failures and a JSON summary; return the counts
+    (:func:`collect_run`'s ``numbers``)."""
+    return collect_run(
+        results_files,
+        catalog_path,
+        output_root,
+        manifest_csv,
+        manifest_parquet,
+        failures_csv,
+        summary_json,
+        run_started_ns,
+        **outputs,
+    ).numbers
+
+
+def collect_run(
     results_files: Iterable[str | os.PathLike],
     catalog_path: str | os.PathLike,
     output_root: str | os.PathLike,
@@ -252,8 +292,9 @@ def collect(
     slices_parquet: str | os.PathLike | None = None,
     series_report: str | os.PathLike | None = None,
     series_report_csv: str | os.PathLike | None = None,
-) -> dict[str, int]:
-    """Write manifest (CSV + Parquet), failures and a JSON summary; return the counts.
+) -> Collected:
+    """Write manifest (CSV + Parquet), failures, slices, series report and a JSON
+    summary; return them as tables with the counts.
 
     ``converted_now`` and ``seconds_now`` count the files converted by shard jobs whose
     results were written after ``run_started_ns`` (when this run was planned).
@@ -291,7 +332,7 @@ def collect(
         "removed": [r["output"] for r in removed[:SUMMARY_REMOVED_SHOWN]],
     }
     atomic_write_text(summary_json, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return numbers
+    return Collected(numbers, results, catalog, manifest, failures, summary)
 
 
 SUMMARY_REMOVED_SHOWN = 20  # removed outputs named in the summary (all are in the logs)

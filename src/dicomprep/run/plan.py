@@ -260,6 +260,27 @@ def bucket_keys(images: pd.DataFrame) -> pd.Series:
     return keys
 
 
+def shards_to_run(work: str | os.PathLike, shards: list[str]) -> list[str]:
+    """The shards among ``shards`` whose job will run (by file times, as Snakemake sees
+    them): no results yet, or a shard list or rerun token newer than the results."""
+    paths = WorkPaths(Path(work))
+    running = []
+    for shard in shards:
+        try:
+            done = paths.shard_results(shard).stat().st_mtime_ns
+        except OSError:
+            running.append(shard)
+            continue
+        for newer in (paths.shard_list(shard), paths.shard_rerun(shard)):
+            try:
+                if newer.stat().st_mtime_ns > done:
+                    running.append(shard)
+                    break
+            except OSError:
+                pass
+    return running
+
+
 def journaled_shards(paths: WorkPaths) -> list[str]:
     """Shards whose journal records finished files."""
     if not paths.journals.is_dir():

@@ -31,6 +31,7 @@ files are done, so the workflow reports it and a rerun retries it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -236,9 +237,16 @@ def run_shard(
     log=None,
     workers: int = 1,
     keep_orphans: bool = False,
+    report_images: str | os.PathLike | None = None,
+    samples_per_modality: int = 0,
 ) -> ShardSummary:
     """Convert the files of one shard list in ``workers`` processes; write their results
     (JSON lines, one per file in list order, then one per removed output) to ``results``.
+
+    With ``report_images`` (the QC report's ``img/`` folder), the files of this shard the
+    report may show (its first ``samples_per_modality`` of each modality, see
+    :mod:`dicomprep.report.sampling`) get their thumbnails rendered by the worker that
+    converts them, while the file is at hand: the report then decodes nothing.
     """
     entries = read_shard_list(shard_list)
     journal = Path(journal)
@@ -251,6 +259,8 @@ def run_shard(
     summary, environment_errors = ShardSummary(), []
     appended = 0  # journal lines this run adds
     stacks = stack_units(entries, output_root, options, fingerprints)
+    if report_images is not None and not is_url(output_root):
+        mark_report_samples(entries, samples_per_modality, report_images)
 
     def journal_result(unit: dict, fingerprint: str, result) -> dict | None:
         """Count a conversion's result and journal it (when it is worth keeping)."""
@@ -321,6 +331,25 @@ def run_shard(
             + environment_errors[0]
         )
     return summary
+
+
+def mark_report_samples(entries: list[dict], per_modality: int, report_images) -> None:
+    """Mark the files (not slices of a stack) whose thumbnails the QC report may need:
+    the worker that converts one renders them into ``report_images``."""
+    from dicomprep.report.sampling import first_per_modality
+
+    files = [e for e in entries if not e["stack"]]
+    chosen = first_per_modality(
+        ((e.get("modality", ""), e["sop_instance_uid"]) for e in files), per_modality
+    )
+    for entry in files:
+        if entry["sop_instance_uid"] in chosen:
+            entry[REPORT_IMAGES] = str(report_images)
+    if chosen:
+        import dicomprep.report.images  # noqa: F401 - once, before the workers fork
+
+
+REPORT_IMAGES = "report_images"  # the key of a marked entry: where its thumbnails go
 
 
 def stack_units(entries: list[dict], output_root, options: Options, fingerprints) -> dict:
@@ -644,7 +673,31 @@ def _convert(entry: dict, output_root, options: Options, decode_threads: int = 1
         from dicomprep.storage.transfer import convert_entry
 
         return convert_entry(entry, output_root, options, decode_threads)
-    return process_file(entry["path"], output_root, options, decode_threads=decode_threads)
+    result = process_file(entry["path"], output_root, options, decode_threads=decode_threads)
+    if result.status == OK and entry.get(REPORT_IMAGES):
+        render_report_sample(entry, result, output_root, options)
+    return result
+
+
+def render_report_sample(entry: dict, result: FileResult, output_root, options: Options) -> None:
+    """The QC report's thumbnails of a file just converted (see :func:`mark_report_samples`).
+    A problem here costs only the thumbnails: the report renders them itself then."""
+    from types import SimpleNamespace
+
+    from dicomprep.report.images import render_and_record
+    from dicomprep.report.sampling import NO_MODALITY
+
+    row = SimpleNamespace(
+        modality=entry.get("modality") or NO_MODALITY,
+        study_instance_uid=result.study_instance_uid,
+        sop_instance_uid=result.sop_instance_uid,
+        path=entry["path"],
+        tiff=Path(os.path.relpath(result.output, output_root)).as_posix(),
+        source_frames=1,
+        num_frames=result.num_frames,
+    )
+    with contextlib.suppress(Exception):  # the report falls back to rendering it
+        render_and_record(row, output_root, entry[REPORT_IMAGES], options)
 
 
 def _log_line(result) -> str:

@@ -1,8 +1,9 @@
 """Shard lists: the small TSV file per shard that names its inputs.
 
 One line per input (path, its key relative to the source root, size, mtime, UIDs, the
-study it is bucketed by and a relative estimate of its work), sorted by path.  Every copy
-of a SOP Instance UID is listed (the shard decides which one becomes the image).
+study it is bucketed by, a relative estimate of its work and its modality), sorted by
+path.  Every copy of a SOP Instance UID is listed (the shard decides which one becomes
+the image).
 Planning rewrites a list only when its text changes, so Snakemake reruns
 exactly the shards whose files changed.  Kept free of pandas and the imaging libraries:
 both the planner and the shard jobs read and write these.
@@ -31,6 +32,7 @@ SHARD_COLUMNS = [
     "stack",  # the output name of the stack the file is a slice of ('' for a file)
     "slice",  # its index in the stack
     "cost",
+    "modality",  # for the QC report's samples (the shard renders their thumbnails)
 ]
 
 
