@@ -28,8 +28,8 @@ rule all:
 
 onsuccess:
     print_summary()
-    stop_rescheduling_timers()
+    end_quickly()
 
 
 onerror:
-    stop_rescheduling_timers()
+    end_quickly()

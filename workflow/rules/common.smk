@@ -1,4 +1,5 @@
 import functools
+import gc
 import json
 import logging
 import threading
@@ -161,19 +162,23 @@ class SummaryOnNoOp(logging.Handler):
     def emit(self, record):
         if record.getMessage() == NOTHING_TO_BE_DONE_MSG and not workflow.dryrun:
             print_summary()
+            end_quickly()
 
 
 if workflow.is_main_process:
     snakemake_logger.addHandler(SummaryOnNoOp())
 
 
-def stop_rescheduling_timers():
-    """End the scheduler's pending wake-up timers once the run is over.
+def end_quickly():
+    """Once the run is over, let Snakemake's process end without waiting.
 
-    Snakemake's job rate limiter re-evaluates the schedule with a non-daemon
-    threading.Timer (1 s by default); the last one keeps the interpreter from exiting
-    for up to a second after the last job.  Nothing is scheduled any more when this runs.
+    - Snakemake's job rate limiter re-evaluates the schedule with a non-daemon
+      threading.Timer (1 s by default); the last one keeps the interpreter from exiting
+      for up to a second after the last job.  Nothing is scheduled any more: cancel them.
+    - The interpreter's final garbage collections walk every object Snakemake, pandas
+      and the plugins made (~0.3 s); freezing them skips that.
     """
     for thread in threading.enumerate():
         if isinstance(thread, threading.Timer):
             thread.cancel()
+    gc.freeze()

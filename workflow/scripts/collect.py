@@ -1,5 +1,6 @@
 """Snakemake entry point: manifest, failures, slices, series report, summary, QC report."""
 
+import gc
 import sys
 from pathlib import Path
 
@@ -45,3 +46,5 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
     print(numbers, file=log)
     if "error" in numbers:
         print(f"dicomprep: the QC report could not be built: {numbers['error']}", file=sys.stderr)
+
+gc.freeze()  # done: skip the interpreter's final garbage collections

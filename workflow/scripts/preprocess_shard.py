@@ -1,5 +1,7 @@
 """Snakemake entry point: convert the files of one shard."""
 
+import gc
+
 from dicomprep.options import Options
 from dicomprep.run.shard import run_shard
 
@@ -22,3 +24,5 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         f"{snakemake.threads} worker process(es)",  # noqa: F821
         file=log,
     )
+
+gc.freeze()  # done: skip the interpreter's final garbage collections

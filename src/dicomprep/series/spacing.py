@@ -10,12 +10,15 @@ The kernels are those of :mod:`dicomprep.pixels.resize` (anti-aliased when shrin
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse
 
 from dicomprep.formats.decode import DicomError
 from dicomprep.pixels.resize import _KERNELS, _check_filter, _resample_swapped
+
+if TYPE_CHECKING:  # imported where the first matrix is built
+    import scipy.sparse
 
 
 def spacing_scale(
@@ -39,6 +42,8 @@ def spacing_scale(
 @lru_cache(maxsize=64)
 def _scale_weights(n_in: int, n_out: int, ratio: float, filter: str) -> scipy.sparse.csr_array:
     """``n_out x n_in`` matrix resampling one axis with ``ratio`` source pixels per output."""
+    import scipy.sparse
+
     kernel, support = _KERNELS[filter]
     center = (np.arange(n_out, dtype=np.float64) + 0.5) * ratio
     sratio = max(ratio, 1.0)
