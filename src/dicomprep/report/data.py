@@ -52,6 +52,20 @@ FAILURE_ORDER = ("failed", "pending", "duplicate", "skipped")
 
 
 RESULT_COLUMNS = ["source", "status", "output", "seconds", "reused"]
+# What the report reads of the shard results and of the catalog (the rest is not copied).
+RESULT_COLUMNS_USED = {*RESULT_COLUMNS, "path", "output_size"}
+CATALOG_COLUMNS_USED = {
+    "path",
+    "status",
+    "modality",
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+    "rows",
+    "columns",
+    "number_of_frames",
+    "size",
+}
 FAILURE_COLUMNS = ["path", "status", "stage", "error_type", "message"]
 
 
@@ -107,7 +121,10 @@ def run_tables(
     """A :class:`Run` of tables already in memory (those collect has just written)."""
     failures = failures.reindex(columns=FAILURE_COLUMNS).fillna("")
     table = catalog if catalog is not None else empty_catalog()
-    res = results.copy() if len(results) else pd.DataFrame(columns=RESULT_COLUMNS)
+    table = table[[c for c in table.columns if c in CATALOG_COLUMNS_USED]]
+    if not len(results):
+        results = pd.DataFrame(columns=RESULT_COLUMNS)
+    res = results[[c for c in results.columns if c in RESULT_COLUMNS_USED]].copy()
     res["seconds"] = pd.to_numeric(res["seconds"], errors="coerce").fillna(0.0)
     res["reused"] = res["reused"].fillna(False).astype(bool)
     return Run(
@@ -177,21 +194,36 @@ def instance_table(run: Run) -> pd.DataFrame:
     table["tiff"] = table["tiff"].fillna("")
     for column in ("width", "height", "channels", "num_frames"):
         table[column] = table[column].fillna(0).astype("int64")
-    table["tiff_bytes"] = _file_sizes(run.output_root, table["tiff"])
+    table["tiff_bytes"] = _file_sizes(run.output_root, table["tiff"], _recorded_sizes(run))
     seconds = dict(zip(run.results["source"], run.results["seconds"], strict=True))
     table["seconds"] = table["path"].map(seconds).fillna(0.0).astype(float)
     return table
 
 
-def _file_sizes(root: Path, relatives: Iterable[str]) -> list[int]:
-    """Sizes of the files ``root/relative`` (0 for '' and for missing files)."""
+def _recorded_sizes(run: Run) -> dict[str, int]:
+    """The byte sizes of the outputs as the shards recorded them (by path relative to
+    the output root; planning makes a shard run again when one of its outputs changed)."""
+    res = run.results
+    if "output_size" not in res or "path" not in res:
+        return {}
+    sizes = pd.to_numeric(res["output_size"], errors="coerce").fillna(0).astype("int64")
+    done = (res["status"] == "ok") & (sizes > 0)
+    return dict(zip(res["path"][done], sizes[done], strict=True))
+
+
+def _file_sizes(root: Path, relatives: Iterable[str], recorded: dict[str, int]) -> list[int]:
+    """Sizes of the files ``root/relative``: as recorded, else from the file system (0
+    for '' and for missing files)."""
     base = os.fspath(root) + os.sep
     sizes = []
     for relative in relatives:
-        try:
-            sizes.append(os.stat(base + relative).st_size if relative else 0)
-        except OSError:
-            sizes.append(0)
+        size = recorded.get(relative)
+        if size is None:
+            try:
+                size = os.stat(base + relative).st_size if relative else 0
+            except OSError:
+                size = 0
+        sizes.append(int(size))
     return sizes
 
 
