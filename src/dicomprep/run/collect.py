@@ -54,10 +54,13 @@ def _table_cache(results_file: Path) -> Path:
     return results_file.with_name(results_file.name.replace(".jsonl", ".table.parquet"))
 
 
-def cached_shard_table(results_file: str | os.PathLike) -> pd.DataFrame | None:
+def cached_shard_table(
+    results_file: str | os.PathLike, columns: list[str] | None = None
+) -> pd.DataFrame | None:
     """The table :func:`shard_table` cached for ``results_file`` while it is current
-    (whatever output root it was made with), else None.  Planning reads it to check the
-    last run's outputs without parsing every results line again."""
+    (whatever output root it was made with), else None; only ``columns`` if given.
+    Planning reads it to check the last run's outputs without parsing every results
+    line again."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -66,7 +69,7 @@ def cached_shard_table(results_file: str | os.PathLike) -> pd.DataFrame | None:
         st = results_file.stat()
         key = json.loads(pq.read_schema(_table_cache(results_file)).metadata[_TABLE_KEY])
         if key[:2] == [st.st_size, st.st_mtime_ns]:
-            return pd.read_parquet(_table_cache(results_file))
+            return pd.read_parquet(_table_cache(results_file), columns=columns)
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
         pass
     return None

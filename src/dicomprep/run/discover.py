@@ -328,7 +328,8 @@ def build_catalog(
         unchanged = previous[previous["status"] != MISSING].drop(columns="path")
         unchanged = unchanged.drop_duplicates("key", keep="last")
         reused = unchanged.merge(current, on=["key", "size", "mtime_ns", "etag"], how="inner")
-    fresh = current.loc[~current["path"].isin(reused["path"])]
+    known = set(reused["path"].tolist())  # a set of str: isin on Arrow strings is slow
+    fresh = current.loc[[path not in known for path in current["path"].tolist()]]
     remote = fresh["path"].map(is_url).astype(bool)
     entries = list(_map(catalog_entry, fresh.loc[~remote, "path"].tolist(), processes))
     keys = fresh.loc[~remote, "key"].tolist()

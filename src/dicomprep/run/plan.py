@@ -182,7 +182,8 @@ def plan_shards(
     shards = shard_count(shards, len(images), local)
     rebucket_journals(paths, shards)
     images = images.assign(bucket_key=bucket_keys(images))
-    buckets = pd.Series([shard_of(k, shards) for k in images["bucket_key"]], index=images.index)
+    keys = images["bucket_key"].tolist()
+    buckets = pd.Series([shard_of(k, shards) for k in keys], index=images.index)
     index: dict[str, dict] = {}
     rewritten = set()  # shards whose list changed: they run again anyway
     for bucket, rows in images.groupby(buckets, sort=True):
@@ -288,6 +289,10 @@ def journaled_shards(paths: WorkPaths) -> list[str]:
     return sorted(j.stem for j in paths.journals.glob("*.jsonl") if j.stat().st_size > 0)
 
 
+# What planning checks of the last results: every listed file, the outputs' size and mtime.
+CHECKED_COLUMNS = ["status", "output", "output_size", "output_mtime_ns"]
+
+
 def stale_results(paths: WorkPaths, index: dict) -> dict[str, str]:
     """Shards whose results file cannot be trusted any more, with the reason: the file
     is damaged (a torn or corrupt line, empty or short after a crash), or an output it
@@ -301,7 +306,7 @@ def stale_results(paths: WorkPaths, index: dict) -> dict[str, str]:
                 continue  # never ran yet: it runs anyway
             stale[shard] = f"its results file {results} is missing"
             continue
-        table = cached_shard_table(results)
+        table = cached_shard_table(results, columns=CHECKED_COLUMNS)
         if table is None:
             try:
                 rows = read_results(results)
@@ -319,7 +324,10 @@ def stale_results(paths: WorkPaths, index: dict) -> dict[str, str]:
         changed = [
             output
             for output, size, mtime_ns in zip(
-                done["output"], done["output_size"], done["output_mtime_ns"], strict=True
+                done["output"].tolist(),
+                done["output_size"].tolist(),
+                done["output_mtime_ns"].tolist(),
+                strict=True,
             )
             if not _intact(output, size, mtime_ns)
         ]
@@ -332,7 +340,7 @@ def stale_results(paths: WorkPaths, index: dict) -> dict[str, str]:
 
 def _intact(output, size, mtime_ns) -> bool:
     """True while an output is the one its shard wrote (same size and mtime)."""
-    if is_url(output):  # an object: same size and LastModified, from a listing
+    if "://" in str(output) and is_url(output):  # an object: size and LastModified
         from dicomprep.storage.transfer import output_intact
 
         return output_intact(output, size, mtime_ns)
