@@ -136,6 +136,20 @@ def test_csv_quoting_and_line_endings(tmp_path):
     pd.testing.assert_frame_equal(back, df)
 
 
+def test_csv_bytes_equal_pandas_with_and_without_quoted_fields(tmp_path):
+    rows = [
+        row("1.2", "1.2.3", path="1.2/1.2.3.tiff", inode=2**40, width=3328),
+        row("1.1", "1.1.1", path="é ü/with space.tiff", inode=None),
+        row("1.3", "1.3.1", path="1.3/1.3.1.tiff", inode=7, num_frames=60),
+    ]
+    for extra in ([], [row("1.4", "1.4.1", path='a,b "c"/1.4.1.tiff')]):
+        df = manifest_frame(rows + extra)
+        path = tmp_path / "manifest.csv"
+        write_manifest(df, path)
+        expected = df.to_csv(index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        assert path.read_bytes() == expected.encode("utf-8")
+
+
 def test_parquet_round_trip(tmp_path):
     df = manifest_frame(
         [row("1.2", "1.2.3", inode=2**40, width=3328, height=4096, num_frames=60), row("1", "1.1")]

@@ -2,6 +2,7 @@
 
 import gc
 import sys
+import time
 from pathlib import Path
 
 from dicomprep.options import Options
@@ -11,6 +12,7 @@ from dicomprep.run.collect import collect_run
 from dicomprep.run.plan import run_started_ns
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
+    started = time.perf_counter()
     collected = collect_run(
         snakemake.input.results,  # noqa: F821
         snakemake.input.catalog,  # noqa: F821
@@ -25,7 +27,9 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         series_report=snakemake.input.series_report,  # noqa: F821
         series_report_csv=snakemake.output.series_report,  # noqa: F821
     )
-    print(collected.numbers, file=log, flush=True)
+    print(collected.numbers, file=log)
+    print(f"collect: {time.perf_counter() - started:.2f} s", file=log, flush=True)
+    started = time.perf_counter()
     dataset = Path(snakemake.output.manifest_csv).parent  # noqa: F821 - the dataset root
     numbers = write_report(
         snakemake.output.report,  # noqa: F821
@@ -44,6 +48,7 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         log=log,
     )
     print(numbers, file=log)
+    print(f"report: {time.perf_counter() - started:.2f} s", file=log)
     if "error" in numbers:
         print(f"dicomprep: the QC report could not be built: {numbers['error']}", file=sys.stderr)
 
