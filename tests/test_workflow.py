@@ -273,3 +273,39 @@ def test_shard_jobs_that_run_together_share_the_cores(tmp_path):
     second = worker_counts(tmp_path / "work")
     changed = [shard for shard in second if second[shard] != first.get(shard)]
     assert len(changed) == 1 and second[changed[0]] == 2  # alone: both cores
+
+
+def test_report_thumbnail_of_a_reduced_jpeg2000_decode_matches_a_full_one(tmp_path):
+    """The shard draws the source thumbnail from the frame its conversion decoded (here
+    JPEG 2000 at a reduced resolution level); it matches one drawn from a full decode."""
+    import numpy as np
+    from PIL import Image
+
+    from dicomprep.options import Options
+    from dicomprep.report import build_report
+
+    from .codestream_helpers import J2K_LOSSLESS, write_encapsulated
+
+    ds = synthetic.mammogram(rows=1664, columns=1280, seed=3)
+    write_encapsulated(ds, tmp_path / "src" / "j2k.dcm", J2K_LOSSLESS)
+    config = config_for(tmp_path, shards=1, size=[256, 320])
+    snakemake(tmp_path, config=config)
+    log = (tmp_path / "work" / "logs" / "collect.log").read_text()
+    assert "ok (thumbnails reused)" in log
+    again = tmp_path / "again" / "index.html"
+    build_report(
+        again,
+        output_root=tmp_path / "out",
+        manifest_csv=tmp_path / "out" / "manifest.csv",
+        failures_csv=tmp_path / "out" / "failures.csv",
+        catalog=tmp_path / "work" / "catalog.parquet",
+        options=Options.from_mapping(config),
+    )
+    shard = tmp_path / "out" / "report" / "img"
+    [name] = [p.name for p in shard.glob("*.source.png")]
+    drawn = np.asarray(Image.open(shard / name), dtype=np.int16)
+    full = np.asarray(Image.open(again.parent / "img" / name), dtype=np.int16)
+    assert drawn.shape == full.shape == (256, 197, 3)
+    assert np.abs(drawn - full).mean() < 2.0
+    record = json.loads((shard / name.replace(".source.png", ".json")).read_text())
+    assert record["sample"]["source_size"] == [1280, 1664]  # the source's, not the level's

@@ -91,12 +91,16 @@ def process_file(
     *,
     output_path: str | os.PathLike | None = None,
     decode_threads: int = 1,
+    source_view: list | None = None,
 ) -> FileResult:
     """Convert one DICOM file; the TIFF goes to ``output_path`` or under ``output_root``.
 
     ``decode_threads`` decodes the compressed frames of a volume that
     :mod:`dicomprep.formats.codestreams` handles (JPEG 2000, HTJ2K, JPEG-LS, lossless JPEG) on that
-    many threads; the output does not depend on it.
+    many threads; the output does not depend on it.  Given a ``source_view`` list, a
+    converted single-frame file appends ``(frame, (width, height))``: its frame after the
+    intensity mapping, before crop and resize, and the source size (the QC report's
+    source thumbnail is drawn from it instead of decoding the file again).
     """
     options = options or Options()
     started = time.perf_counter()
@@ -121,6 +125,8 @@ def process_file(
             compression=options.compression,
             resolution=rendered.resolution(),
         )
+        if source_view is not None and rendered.source is not None:
+            source_view.append((rendered.source, rendered.source_size))
         height, width = rendered.shape[:2]
         result.status, result.output = OK, str(output_path)
         result.width, result.height = width, height
@@ -172,6 +178,10 @@ class Rendered:
     shape: tuple[int, ...]
     geometry: Geometry
     pixel_spacing: tuple[float, float] | None
+    # A single-frame source's frame after the intensity mapping, before crop and resize
+    # (decoded at a reduced resolution when the output allowed it), and the source size.
+    source: np.ndarray | None = None
+    source_size: tuple[int, int] = (0, 0)
 
     def resolution(self) -> tuple[float, float] | None:
         """(x, y) pixels per cm after crop and resize, from Pixel Spacing (mm)."""
@@ -386,7 +396,10 @@ def render(
         finer = _decode_level(codestreams, options, x1 - x0, y1 - y0)
         if finer < level:  # the crop needs more pixels than this level has
             return render(path, ds, options, decode_threads, finer)
-    return _finish(frame_stream(), count, info, options, box, level)
+    rendered = _finish(frame_stream(), count, info, options, box, level)
+    if n == 1:
+        rendered.source, rendered.source_size = single, (info.columns, info.rows)
+    return rendered
 
 
 def _decode_level(

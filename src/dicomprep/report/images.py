@@ -159,9 +159,16 @@ def _mark_box(thumb: Image.Image, box, outside_colour, outline_colour) -> Image.
     return marked
 
 
-def source_thumbnail(frame: np.ndarray, crop_box, size: int = THUMBNAIL_SIZE) -> Image.Image:
-    """The source frame as an RGB thumbnail, outside the crop box tinted, the box outlined."""
+def source_thumbnail(
+    frame: np.ndarray, crop_box, size: int = THUMBNAIL_SIZE, source_size=None
+) -> Image.Image:
+    """The source frame as an RGB thumbnail, outside the crop box tinted, the box outlined.
+
+    ``crop_box`` is in source pixels; ``source_size`` (width, height) is the source's when
+    ``frame`` was decoded at a reduced resolution."""
     thumb, sx, sy = _thumbnail(to_display(frame), size)
+    if source_size is not None:
+        sx, sy = thumb.width / source_size[0], thumb.height / source_size[1]
     box = _scaled_box(crop_box, sx, sy, thumb.width, thumb.height)
     return _mark_box(thumb, box, OUTSIDE_CROP_COLOUR, CROP_COLOUR)
 
@@ -234,18 +241,25 @@ def _render_output(sample: Sample, tiff_path: Path, img_dir: Path, size: int, fm
     )
 
 
-def _render_source(sample: Sample, path: str, options: Options, img_dir: Path, size, fmt):
-    from dicomprep.formats.decode import image_info, read_header
-    from dicomprep.pipeline import render
+def _render_source(
+    sample: Sample, path: str, options: Options, img_dir: Path, size, fmt, source=None
+):
+    source_options = _source_options(options)
+    if source is not None and source_options.voi == options.voi:
+        frame, source_size = source  # the conversion's frame: as decoding it again gives
+        frames = 1
+    else:
+        from dicomprep.formats.decode import image_info, read_header
+        from dicomprep.pipeline import render
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds, _ = read_header(path)
-        frames = image_info(ds).num_frames
-        source_options = _source_options(options)
-        frame = next(render(path, ds, source_options).frames)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds, _ = read_header(path)
+            frames = image_info(ds).num_frames
+            frame = next(render(path, ds, source_options).frames)
+        source_size = (frame.shape[1], frame.shape[0])
     sample.source_frames = frames
-    sample.source_size = (frame.shape[1], frame.shape[0])
+    sample.source_size = tuple(source_size)
     if frames > 1:
         if source_options.volume == "max-intensity":
             sample.source_view = f"maximum-intensity projection of {frames} frames"
@@ -254,7 +268,8 @@ def _render_source(sample: Sample, path: str, options: Options, img_dir: Path, s
     g = sample.geometry
     crop = g.crop_box if g is not None else (0, 0, *sample.source_size)
     sample.source_image = f"{sample.sop_instance_uid}.source.{fmt}"
-    save_image(img_dir / sample.source_image, source_thumbnail(frame, crop, size), fmt)
+    thumbnail = source_thumbnail(frame, crop, size, source_size)
+    save_image(img_dir / sample.source_image, thumbnail, fmt)
 
 
 def render_sample(
@@ -264,11 +279,14 @@ def render_sample(
     options: Options,
     size: int = THUMBNAIL_SIZE,
     image_format: str = "png",
+    source=None,
 ) -> Sample:
     """Thumbnails of one processed file (source with crop box, TIFF with active area).
 
     ``row`` is a row of :func:`~dicomprep.report.data.instance_table`.  Problems (a source
     that moved, a TIFF that cannot be read) are recorded in ``Sample.errors``, not raised.
+    ``source`` is the ``(frame, (width, height))`` the conversion of a single-frame file
+    kept (see :func:`~dicomprep.pipeline.process_file`); without it the file is decoded.
     """
     sample = Sample(str(row.modality), str(row.study_instance_uid), str(row.sop_instance_uid))
     img_dir = Path(img_dir)
@@ -277,7 +295,7 @@ def render_sample(
     except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the report
         sample.errors.append(f"output: {_one_line(exc)}")
     try:
-        _render_source(sample, str(row.path), options, img_dir, size, image_format)
+        _render_source(sample, str(row.path), options, img_dir, size, image_format, source)
     except Exception as exc:  # noqa: BLE001
         sample.errors.append(f"source: {_one_line(exc)}")
     frames_in = sample.source_frames or int(row.source_frames)
@@ -333,9 +351,9 @@ def _cached_sample(row, img_dir: Path, key: dict) -> Sample | None:
     return sample
 
 
-def _render_and_record(job) -> Sample:
+def _render_and_record(job, source=None) -> Sample:
     row, output_root, img_dir, options, size, image_format, key = job
-    sample = render_sample(row, output_root, img_dir, options, size, image_format)
+    sample = render_sample(row, output_root, img_dir, options, size, image_format, source)
     record = {"key": key, "sample": asdict(sample)}
     _atomic_write(img_dir / record_name(sample.sop_instance_uid), json.dumps(record).encode())
     return sample
@@ -348,9 +366,11 @@ def render_and_record(
     options: Options,
     size: int = THUMBNAIL_SIZE,
     image_format: str = "png",
+    source=None,
 ) -> Sample:
     """Render one sample's thumbnails with the record :func:`render_samples` reuses them
-    by (a shard job does this for the files it converts that the report will show).
+    by (a shard job does this for the files it converts that the report will show, from
+    the ``source`` frame the conversion kept, see :func:`render_sample`).
 
     ``row`` needs the :func:`~dicomprep.report.data.instance_table` fields ``modality``,
     ``study_instance_uid``, ``sop_instance_uid``, ``path`` (the source), ``tiff`` (relative
@@ -359,7 +379,8 @@ def render_and_record(
     img_dir = Path(img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
     key = sample_record_key(row, output_root, options, size, image_format)
-    return _render_and_record((row, output_root, img_dir, options, size, image_format, key))
+    job = (row, output_root, img_dir, options, size, image_format, key)
+    return _render_and_record(job, source)
 
 
 def render_samples(

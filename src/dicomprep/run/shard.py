@@ -673,14 +673,21 @@ def _convert(entry: dict, output_root, options: Options, decode_threads: int = 1
         from dicomprep.storage.transfer import convert_entry
 
         return convert_entry(entry, output_root, options, decode_threads)
-    result = process_file(entry["path"], output_root, options, decode_threads=decode_threads)
-    if result.status == OK and entry.get(REPORT_IMAGES):
-        render_report_sample(entry, result, output_root, options)
+    sample = bool(entry.get(REPORT_IMAGES))
+    view: list | None = [] if sample else None
+    result = process_file(
+        entry["path"], output_root, options, decode_threads=decode_threads, source_view=view
+    )
+    if sample and result.status == OK:
+        render_report_sample(entry, result, output_root, options, view[0] if view else None)
     return result
 
 
-def render_report_sample(entry: dict, result: FileResult, output_root, options: Options) -> None:
-    """The QC report's thumbnails of a file just converted (see :func:`mark_report_samples`).
+def render_report_sample(
+    entry: dict, result: FileResult, output_root, options: Options, source=None
+) -> None:
+    """The QC report's thumbnails of a file just converted (see :func:`mark_report_samples`),
+    the source's from the frame its conversion kept (``source``, single-frame files).
     A problem here costs only the thumbnails: the report renders them itself then."""
     from types import SimpleNamespace
 
@@ -697,7 +704,7 @@ def render_report_sample(entry: dict, result: FileResult, output_root, options: 
         num_frames=result.num_frames,
     )
     with contextlib.suppress(Exception):  # the report falls back to rendering it
-        render_and_record(row, output_root, entry[REPORT_IMAGES], options)
+        render_and_record(row, output_root, entry[REPORT_IMAGES], options, source=source)
 
 
 def _log_line(result) -> str:
