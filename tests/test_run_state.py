@@ -189,6 +189,13 @@ def test_outputs_of_deleted_sources_are_removed_and_named(finished):
     manifest = assert_folder_and_manifest_agree(tmp)
     assert len(manifest) == 5 and "st1/m1.dcm" not in set(manifest["source"])
 
+    # the next run has nothing to do: it neither repeats the removal nor counts it
+    output = run(tmp)
+    assert "Nothing to be done" in output and "removed" not in output
+    assert "dicomprep: 5 processed" in output
+    numbers = summary(tmp)
+    assert (numbers["removed_now"], numbers["removed"], numbers["converted_now"]) == (0, [], 0)
+
 
 def test_a_study_deleted_whole_loses_its_outputs(finished):
     tmp, files = finished

@@ -1,6 +1,5 @@
 import functools
 import gc
-import json
 import logging
 import threading
 from pathlib import Path
@@ -10,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger as snakemake_logger
 from snakemake.utils import validate
 
+from dicomprep.run.collect import current_summary
 from dicomprep.run.discover import SourceError
 from dicomprep.run.failures import summary_line
 from dicomprep.options import (
@@ -26,6 +26,7 @@ from dicomprep.run.plan import (
     WorkFolderLocked,
     non_dicom_paths,
     plan_shards,
+    run_started_ns,
     saved_shards,
     shard_resources,
     shards_to_run,
@@ -140,9 +141,8 @@ def final_outputs():
 
 
 def print_summary():
-    summary = WORK / "summary.json"
-    if summary.exists():
-        numbers = json.loads(summary.read_text())
+    numbers = current_summary(WORK / "summary.json", run_started_ns(WORK))
+    if numbers is not None:
         print(summary_line(numbers, OUTPUT_ROOT))
         if numbers.get("removed_now"):
             shown = ", ".join(numbers.get("removed", []))

@@ -339,3 +339,26 @@ def collect_run(
 
 
 SUMMARY_REMOVED_SHOWN = 20  # removed outputs named in the summary (all are in the logs)
+
+
+def current_summary(summary_json: str | os.PathLike, run_started_ns: int) -> dict | None:
+    """The run summary to report at the end of a run (None before the first collect).
+
+    When collect did not run in this run (Snakemake found nothing to do), the summary
+    collect wrote last still counts that run's conversions and removals; it is rewritten
+    with nothing converted or removed now, so the summary always speaks of the run that
+    just ended.
+    """
+    path = Path(summary_json)
+    try:
+        written = path.stat().st_mtime_ns
+        numbers = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if run_started_ns and written < run_started_ns and (
+        numbers.get("converted_now") or numbers.get("removed_now")
+    ):
+        numbers.update(converted_now=0, seconds_now=0.0, removed_now=0, removed=[])
+        numbers["reused"] = numbers.get("processed", 0)
+        atomic_write_text(path, json.dumps(numbers, indent=2, sort_keys=True) + "\n")
+    return numbers
