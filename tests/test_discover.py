@@ -125,3 +125,25 @@ def test_the_catalog_counts_frames_and_keeps_where_slices_lie(tmp_path):
     assert position == [float(v) for v in ds.ImagePositionPatient]
     assert catalog.loc["ct.dcm", "instance_number"] == int(ds.InstanceNumber)
     assert catalog.loc["ct.dcm", "sop_class_uid"] == ds.SOPClassUID
+
+
+def test_relative_keys_equal_the_absolute_path_definition(tmp_path, monkeypatch):
+    from dicomprep.run.discover import relative_keys
+
+    def by_definition(path, root):
+        prefix = os.path.join(os.path.abspath(root), "")
+        absolute = os.path.abspath(path)
+        return absolute[len(prefix) :] if absolute.startswith(prefix) else absolute
+
+    monkeypatch.chdir(tmp_path)
+    for root in [str(tmp_path / "src"), "src", "./src", "src/", "src/sub/..", "."]:
+        paths = [
+            os.path.join(root, "a", "b.dcm"),
+            os.path.join(root, ".hidden.dcm"),
+            os.path.join(root, "a", "..", "c.dcm"),
+            os.path.join(root, "a", ".", "d.dcm"),
+            os.path.join(root, "") + "/e.dcm",
+            str(tmp_path / "elsewhere" / "f.dcm"),
+            "src2/g.dcm",
+        ]
+        assert relative_keys(paths, root) == [by_definition(p, root) for p in paths], root

@@ -355,8 +355,10 @@ def current_summary(summary_json: str | os.PathLike, run_started_ns: int) -> dic
         numbers = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if run_started_ns and written < run_started_ns and (
-        numbers.get("converted_now") or numbers.get("removed_now")
+    if (
+        run_started_ns
+        and written < run_started_ns
+        and (numbers.get("converted_now") or numbers.get("removed_now"))
     ):
         numbers.update(converted_now=0, seconds_now=0.0, removed_now=0, removed=[])
         numbers["reused"] = numbers.get("processed", 0)

@@ -387,8 +387,14 @@ def relative_keys(paths, root: str | os.PathLike) -> list[str]:
     ``root`` (POSIX style), or its absolute path when it lies outside ``root``.  String
     operations only: a million paths in about a second."""
     prefix = os.path.join(os.path.abspath(root), "")
+    given = os.path.join(os.path.normpath(root), "")  # as the walk joins paths to it
     keys = []
     for path in paths:
+        if path.startswith(given):  # the walk's own paths: already normal below the root
+            rest = path[len(given) :]
+            if "//" not in rest and "/." not in rest and rest[:1] not in (".", "/", ""):
+                keys.append(rest)
+                continue
         absolute = os.path.abspath(path)
         keys.append(absolute[len(prefix) :] if absolute.startswith(prefix) else absolute)
     return keys
