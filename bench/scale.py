@@ -156,14 +156,13 @@ def tiny_sources(
 def phases_since(tmp: Path, started: float, ended: float) -> dict[str, float]:
     """Seconds of each phase of a rerun, from the modification times of what each phase
     writes last: planning (the shard index), the shard jobs that ran (their results),
-    collect (the summary), the report, and Snakemake's exit."""
+    the collect job with the QC report (the summary), and Snakemake's exit."""
     work = tmp / "work"
     marks = [("start", started)]
     for phase, paths in (
         ("start + planning", [work / "shards" / "index.json"]),
         ("shard jobs", list((work / "shards").glob("*.results.jsonl"))),
-        ("collect", [work / "summary.json"]),
-        ("report", [tmp / "out" / "report" / "index.html"]),
+        ("collect + QC report", [work / "summary.json"]),  # one job
     ):
         times = [t for p in paths if (t := p.stat().st_mtime) >= marks[-1][1]]
         if times:

@@ -8,8 +8,9 @@ size 1024x1280, triangle, packbits, volume keep):
 
 (a) the workflow from discovery through the manifest:
     ``snakemake --cores N OUTPUT/manifest.csv --config source=... output=... shards=S``
-    (this repository's Snakefile and config.yaml), and (a+) the default target, which adds
-    the QC report (sample thumbnails decoded from the sources);
+    (this repository's Snakefile and config.yaml; the collect job that writes the manifest
+    also builds the QC report, whose thumbnails the shard workers draw), and (a+) the
+    default target;
 (b) the lower bound of orchestration: ``multiprocessing.Pool(N)`` over
     ``dicomprep.pipeline.process_file``, nothing else (no discovery, manifest or journal);
 (d) the command line tool on the same files and options,
@@ -217,15 +218,14 @@ def run_workflow(
 
 def run_phases(run: Path, started: float, ended: float) -> dict[str, float]:
     """Seconds of each phase of a first run, from the modification times of what each
-    phase writes last: discovery (the catalog), the shard jobs (their results), collect
-    (the summary), the report, and Snakemake's own exit."""
+    phase writes last: discovery (the catalog), the shard jobs (their results), the
+    collect job with the QC report (the summary), and Snakemake's own exit."""
     work, out = run / "work", run / "out"
     marks = [("start", started)]
     for phase, paths in (
         ("discovery", [work / "catalog.parquet"]),
         ("shard jobs", list((work / "shards").glob("*.results.jsonl"))),
-        ("collect", [work / "summary.json"]),
-        ("report", [out / "report" / "index.html"]),
+        ("collect + QC report", [work / "summary.json"]),  # one job
     ):
         times = [p.stat().st_mtime for p in paths if p.exists()]
         if times and max(times) >= marks[-1][1]:
