@@ -220,7 +220,7 @@ def run_phases(run: Path, started: float, ended: float) -> dict[str, float]:
     """Seconds of each phase of a first run, from the modification times of what each
     phase writes last: discovery (the catalog), the shard jobs (their results), the
     collect job with the QC report (the summary), and Snakemake's own exit."""
-    work, out = run / "work", run / "out"
+    work = run / "work"
     marks = [("start", started)]
     for phase, paths in (
         ("discovery", [work / "catalog.parquet"]),
