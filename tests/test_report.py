@@ -253,7 +253,13 @@ def test_report_holds_no_patient_data(finished_run):
         data_bytes = path.read_bytes().lower()
         for value in values:
             for form in {value, value.replace("^", " "), value.replace("^", ", ")}:
-                if len(form) >= 4:
+                if len(form) < 4:
+                    continue
+                if form.replace(".", "").isdigit():  # a number: as a whole token only,
+                    # not as digits inside a size, mtime or UID the report rightly holds
+                    token = rb"(?<![0-9.])" + re.escape(form.encode()) + rb"(?![0-9.])"
+                    assert not re.search(token, data_bytes), f"{form!r} in {path.name}"
+                else:
                     assert form.lower().encode() not in data_bytes, f"{form!r} in {path.name}"
 
 
