@@ -760,3 +760,21 @@ def test_paths_are_shown_relative_to_the_common_input_folder():
     assert data.relative_to("/data/a/sub/y.dcm", "/data/a") == "sub/y.dcm"
     assert data.relative_to("/elsewhere/y.dcm", "/data/a") == "/elsewhere/y.dcm"
     assert data.strip_folder("same as /data/a/x.dcm", "/data/a") == "same as x.dcm"
+
+
+def test_each_shards_first_files_hold_the_reports_sample():
+    """The report's sample (first n per modality over the dataset) is among the files the
+    shards mark for thumbnails (each shard's own first n per modality)."""
+    import random
+
+    from dicomprep.report.sampling import first_per_modality, sample_key
+
+    rng = random.Random(7)
+    files = [(rng.choice(["MG", "CT", "US"]), f"1.2.3.{k}") for k in range(600)]
+    shards = [files[k::8] for k in range(8)]
+    marked = set().union(*(first_per_modality(shard, 5) for shard in shards))
+    assert sum(len(first_per_modality(shard, 5)) for shard in shards) == len(marked) <= 8 * 15
+    for modality in ("MG", "CT", "US"):
+        uids = sorted((u for m, u in files if m == modality), key=lambda u: (sample_key(u), u))
+        assert set(uids[:5]) <= marked
+        assert first_per_modality([(m, u) for m, u in files if m == modality], 5) == set(uids[:5])
