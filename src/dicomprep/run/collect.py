@@ -55,12 +55,14 @@ def _table_cache(results_file: Path) -> Path:
 
 
 def cached_shard_table(
-    results_file: str | os.PathLike, columns: list[str] | None = None
+    results_file: str | os.PathLike,
+    columns: list[str] | None = None,
+    output_root: str | os.PathLike | None = None,
 ) -> pd.DataFrame | None:
     """The table :func:`shard_table` cached for ``results_file`` while it is current
-    (whatever output root it was made with), else None; only ``columns`` if given.
-    Planning reads it to check the last run's outputs without parsing every results
-    line again."""
+    (made with ``output_root``, or with any output root when it is None), else None;
+    only ``columns`` if given.  Planning reads it to check the last run's outputs
+    without parsing every results line again."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -68,7 +70,10 @@ def cached_shard_table(
     try:
         st = results_file.stat()
         key = json.loads(pq.read_schema(_table_cache(results_file)).metadata[_TABLE_KEY])
-        if key[:2] == [st.st_size, st.st_mtime_ns]:
+        wanted = [st.st_size, st.st_mtime_ns]
+        if output_root is not None:
+            wanted.append(str(output_root))
+        if key[: len(wanted)] == wanted:
             return pd.read_parquet(_table_cache(results_file), columns=columns)
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
         pass
@@ -86,12 +91,9 @@ def shard_table(results_file: str | os.PathLike, output_root: str | os.PathLike)
     results_file = Path(results_file)
     st = results_file.stat()
     key = json.dumps([st.st_size, st.st_mtime_ns, str(output_root)]).encode()
-    cache = _table_cache(results_file)
-    try:
-        if pq.read_schema(cache).metadata.get(_TABLE_KEY) == key:
-            return pd.read_parquet(cache)
-    except (OSError, ValueError, AttributeError, pa.ArrowException):
-        pass
+    cached = cached_shard_table(results_file, output_root=output_root)
+    if cached is not None:
+        return cached
     rows = read_shard_results(results_file)
     table = pd.DataFrame(rows, columns=RESULT_COLUMNS, dtype=object)  # ints stay exact
     paths, inodes = [], []
@@ -131,7 +133,7 @@ def shard_table(results_file: str | os.PathLike, output_root: str | os.PathLike)
     arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), _TABLE_KEY: key})
     sink = pa.BufferOutputStream()
     pq.write_table(arrow, sink)
-    atomic_write_bytes(cache, sink.getvalue().to_pybytes())
+    atomic_write_bytes(_table_cache(results_file), sink.getvalue().to_pybytes())
     return table
 
 
