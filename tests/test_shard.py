@@ -16,7 +16,7 @@ from pydicom.uid import RLELossless
 
 from dicomprep import synthetic
 from dicomprep.options import Options
-from dicomprep.run.collect import collect
+from dicomprep.run.collect import collect_run
 from dicomprep.run.plan import WorkPaths, plan_shards, run_started_ns, shard_resources
 from dicomprep.run.records import FAILED, OK, read_results
 from dicomprep.run.shard import run_shard
@@ -246,7 +246,7 @@ def test_collect_counts_only_what_this_run_converted(tmp_path):
                 journal=work / "journal" / f"{name}.jsonl",
                 results=work / "shards" / f"{name}.results.jsonl",
             )
-        return collect(
+        return collect_run(
             [work / "shards" / f"{name}.results.jsonl" for name in shards],
             paths.catalog,
             out,
@@ -255,7 +255,7 @@ def test_collect_counts_only_what_this_run_converted(tmp_path):
             out / "failures.csv",
             work / "summary.json",
             run_started_ns=run_started_ns(work),
-        )
+        ).numbers
 
     first = run_all(shards)
     assert (first["processed"], first["converted_now"], first["reused"]) == (4, 4, 0)

@@ -257,32 +257,6 @@ class Collected:
     summary: dict
 
 
-def collect(
-    results_files: Iterable[str | os.PathLike],
-    catalog_path: str | os.PathLike,
-    output_root: str | os.PathLike,
-    manifest_csv: str | os.PathLike,
-    manifest_parquet: str | os.PathLike,
-    failures_csv: str | os.PathLike,
-    summary_json: str | os.PathLike,
-    run_started_ns: int = 0,
-    **outputs,
-) -> dict[str, int]:
-    """Write manifest (CSV + Parquet), failures and a JSON summary; return the counts
-    (:func:`collect_run`'s ``numbers``)."""
-    return collect_run(
-        results_files,
-        catalog_path,
-        output_root,
-        manifest_csv,
-        manifest_parquet,
-        failures_csv,
-        summary_json,
-        run_started_ns,
-        **outputs,
-    ).numbers
-
-
 def collect_run(
     results_files: Iterable[str | os.PathLike],
     catalog_path: str | os.PathLike,
