@@ -22,6 +22,7 @@ from dicomprep.report.images import (
     Sample,
     record_name,
     render_samples,
+    write_atomically,
 )
 from dicomprep.report.page import MAX_STUDIES, page_context, render_html
 
@@ -101,7 +102,7 @@ def build_report(
     context = page_context(
         run, instances, samples, charts, options, samples_per_modality, max_studies
     )
-    _write_text(report_html, render_html(context))
+    write_atomically(report_html, render_html(context).encode("utf-8"))
     return {
         "inputs": len(instances),
         "outputs": len(run.manifest),
@@ -133,7 +134,7 @@ def write_report(report_html: str | os.PathLike, *, log=None, **arguments) -> di
             "<p>The manifest and the failures table beside this folder are complete; "
             "the log of the collect step in the work folder has the details.</p></body></html>\n"
         )
-        _write_text(Path(report_html), page)
+        write_atomically(Path(report_html), page.encode("utf-8"))
         return {"error": message}
 
 
@@ -166,13 +167,3 @@ def _remove_stale(img_dir: Path, samples: list[Sample]) -> None:
     for stale in [p for pattern in patterns for p in img_dir.glob(pattern)]:
         if stale.name not in wanted:
             stale.unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -199,7 +199,9 @@ def save_image(path: str | os.PathLike, image: Image.Image, image_format: str = 
         tmp.unlink(missing_ok=True)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` through a hidden temporary beside it (a reader never
+    sees a part; no fsync: the report can always be built again)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -360,7 +362,8 @@ def _render_and_record(job, source=None) -> Sample:
     row, output_root, img_dir, options, size, image_format, key = job
     sample = render_sample(row, output_root, img_dir, options, size, image_format, source)
     record = {"key": key, "sample": asdict(sample)}
-    _atomic_write(img_dir / record_name(sample.sop_instance_uid), json.dumps(record).encode())
+    record_path = img_dir / record_name(sample.sop_instance_uid)
+    write_atomically(record_path, json.dumps(record).encode())
     return sample
 
 
