@@ -56,13 +56,14 @@ OPTIONS = Options(
 )
 
 
-def snakemake_executable() -> str:
-    sibling = Path(sys.executable).with_name("snakemake")
+def executable(name: str, package: str) -> str:
+    """The command ``name`` beside this interpreter, else on PATH (``package`` installs it)."""
+    sibling = Path(sys.executable).with_name(name)
     if sibling.exists():
         return str(sibling)
-    found = shutil.which("snakemake")
+    found = shutil.which(name)
     if found is None:
-        raise SystemExit("snakemake not found (install dicomprep[workflow])")
+        raise SystemExit(f"{name} not found (install {package})")
     return found
 
 
@@ -128,7 +129,7 @@ def workflow_command(
         f"volume={opts.volume}",
     ]
     return [
-        snakemake_executable(),
+        executable("snakemake", "dicomprep[workflow]"),
         "--snakefile",
         str(REPO / "Snakefile"),
         "--directory",
@@ -139,16 +140,6 @@ def workflow_command(
         "--config",
         *config,
     ]
-
-
-def cli_executable() -> str:
-    sibling = Path(sys.executable).with_name("dicom-preprocess")
-    if sibling.exists():
-        return str(sibling)
-    found = shutil.which("dicom-preprocess")
-    if found is None:
-        raise SystemExit("dicom-preprocess not found (install dicomprep)")
-    return found
 
 
 def cli_command(source: Path, output: Path, cores: int) -> list[str]:
@@ -162,7 +153,7 @@ def cli_command(source: Path, output: Path, cores: int) -> list[str]:
         "keep",
     ), "dicom-preprocess defaults differ from OPTIONS: pass them"
     return [
-        cli_executable(),
+        executable("dicom-preprocess", "dicomprep"),
         *(["-c"] if opts.crop else []),
         *(["-m"] if opts.crop_max else []),
         "-s",
@@ -313,7 +304,13 @@ def run_naive(files: list[Path], source: Path, run: Path, cores: int) -> float:
     options = repr(OPTIONS.to_dict())
     (run / "Snakefile").write_text(NAIVE_SNAKEFILE.replace("OPTIONS_JSON", options))
     (run / "convert.py").write_text(NAIVE_SCRIPT)
-    cmd = [snakemake_executable(), "--snakefile", "Snakefile", "--cores", str(cores)]
+    cmd = [
+        executable("snakemake", "dicomprep[workflow]"),
+        "--snakefile",
+        "Snakefile",
+        "--cores",
+        str(cores),
+    ]
     seconds = run_logged(cmd, run / "log.txt", run)
     done = len(list((run / "out").glob("*.tiff")))
     if done != len(files):
