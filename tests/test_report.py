@@ -686,6 +686,13 @@ def test_display_conversion_and_histogram():
     counts = images.display_histogram(shown, (1, 0, 3, 2))  # columns 1-2
     assert len(counts) == 256 and sum(counts) == 4
     assert (counts[7], counts[9], counts[0], counts[255]) == (3, 1, 0, 0)
+    rng = np.random.default_rng(5)
+    for shape in [(37, 53), (37, 53, 3)]:  # grey and colour: every channel counted
+        shown = rng.integers(0, 256, shape, dtype=np.uint8)
+        box = (3, 5, 41, 30)
+        expected = np.bincount(shown[5:30, 3:41].ravel(), minlength=256).tolist()
+        assert images.display_histogram(shown, box) == expected
+    assert images.display_histogram(shown, (4, 4, 4, 9)) == [0] * 256  # an empty box
 
 
 def test_size_counts_keep_the_most_frequent_sizes():

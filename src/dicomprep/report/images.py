@@ -124,7 +124,10 @@ def display_histogram(display: np.ndarray, box) -> list[int]:
     """Counts of the values 0..255 of a uint8 image inside ``box`` (x0, y0, x1, y1; exclusive
     end), every channel of a colour image counted."""
     x0, y0, x1, y1 = box
-    values = np.asarray(display, np.uint8)[y0:y1, x0:x1]
+    values = np.ascontiguousarray(np.asarray(display, np.uint8)[y0:y1, x0:x1])
+    if values.size and (values.ndim == 2 or (values.ndim == 3 and values.shape[2] == 3)):
+        counts = Image.fromarray(values).histogram()  # 256 per channel, counted in C
+        return [sum(counts[value::256]) for value in range(256)]
     return np.bincount(values.ravel(), minlength=256).tolist()
 
 
@@ -179,7 +182,8 @@ def source_thumbnail(
 
 
 def output_thumbnail(page: np.ndarray, active_area, size: int = THUMBNAIL_SIZE) -> Image.Image:
-    """An output page as an RGB thumbnail, the padding tinted, the active area outlined."""
+    """An output page (or its :func:`to_display` image) as an RGB thumbnail, the padding
+    tinted, the active area outlined."""
     thumb, sx, sy = _thumbnail(to_display(page), size)
     box = _scaled_box(active_area, sx, sy, thumb.width, thumb.height)
     return _mark_box(thumb, box, PADDING_COLOUR, ACTIVE_COLOUR)
@@ -241,10 +245,11 @@ def _render_output(sample: Sample, tiff_path: Path, img_dir: Path, size: int, fm
     sample.output_frames = pages
     sample.output_size = (page.shape[1], page.shape[0])
     sample.output_view = f"page {index + 1} of {pages}" if pages > 1 else ""
-    sample.histogram = display_histogram(to_display(page), geometry.active_area)
+    display = to_display(page)
+    sample.histogram = display_histogram(display, geometry.active_area)
     sample.output_image = f"{sample.sop_instance_uid}.output.{fmt}"
     save_image(
-        img_dir / sample.output_image, output_thumbnail(page, geometry.active_area, size), fmt
+        img_dir / sample.output_image, output_thumbnail(display, geometry.active_area, size), fmt
     )
 
 
