@@ -208,9 +208,10 @@ def tiny_studies(source, files: int, studies: int, first: int = 0) -> None:
         synthetic.write(ds, source / f"study{k % studies + first}" / f"{k:03d}.dcm")
 
 
-def test_shard_jobs_draw_the_report_thumbnails(tmp_path):
+def test_shard_jobs_draw_the_report_thumbnails(tmp_path, monkeypatch):
     from dicomprep.options import Options
     from dicomprep.report import build_report
+    from dicomprep.report.data import load_run
 
     tiny_studies(tmp_path / "src", files=6, studies=2)
     config = config_for(tmp_path, shards=1, report={"samples_per_modality": 2})
@@ -222,18 +223,35 @@ def test_shard_jobs_draw_the_report_thumbnails(tmp_path):
     img = tmp_path / "out" / "report" / "img"
     assert len(list(img.iterdir())) == 2 * 3  # the report's 2 samples: 2 PNGs + a record each
 
-    # the report drawing them itself gives the same pixels
+    # the report drawing them itself gives the same pixels; given the shard results and
+    # no results root, their outputs are taken relative to the output root (not to the
+    # current folder), and without their cached tables
+    for cached in (tmp_path / "work" / "shards").glob("*.table.parquet"):
+        cached.unlink()
     again = tmp_path / "again" / "index.html"
+    elsewhere = tmp_path / "a" / "b"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
     numbers = build_report(
         again,
         output_root=tmp_path / "out",
         manifest_csv=tmp_path / "out" / "manifest.csv",
         failures_csv=tmp_path / "out" / "failures.csv",
         catalog=tmp_path / "work" / "catalog.parquet",
+        results=sorted((tmp_path / "work" / "shards").glob("*.results.jsonl")),
         options=Options.from_mapping({**config, "report": None}),
         samples_per_modality=2,
     )
-    assert (numbers["samples"], numbers["samples_reused"]) == (2, 0)
+    assert (numbers["samples"], numbers["samples_reused"], numbers["sample_errors"]) == (2, 0, 0)
+    run = load_run(
+        tmp_path / "out",
+        manifest_csv=tmp_path / "out" / "manifest.csv",
+        failures_csv=tmp_path / "out" / "failures.csv",
+        summary_json=None,
+        catalog=tmp_path / "work" / "catalog.parquet",
+        results=sorted((tmp_path / "work" / "shards").glob("*.results.jsonl")),
+    )
+    assert sorted(run.results["path"]) == sorted(run.manifest["path"])  # TIFFs under out/
     pngs = sorted(p.name for p in img.glob("*.png"))
     assert pngs == sorted(p.name for p in (again.parent / "img").glob("*.png"))
     assert all((img / n).read_bytes() == (again.parent / "img" / n).read_bytes() for n in pngs)

@@ -56,11 +56,11 @@ def build_report(
     of what collect has just written, in the same process).
 
     ``results_root`` is the output root the collect step gave
-    :func:`~dicomprep.run.collect.collect_run` (a folder or a bucket URL): the shard results
-    are then read from the tables collect cached beside them instead of being parsed
-    again.  Thumbnails of files no longer sampled are removed; the crop tags read for the
-    crop-fraction plot are cached in ``crop_tags.json`` beside the page.  Returns a few
-    numbers for logs.
+    :func:`~dicomprep.run.collect.collect_run` (a folder or a bucket URL; by default
+    ``output_root``): the shard results are then read from the tables collect cached
+    beside them instead of being parsed again.  Thumbnails of files no longer sampled are
+    removed; the crop tags read for the crop-fraction plot are cached in
+    ``crop_tags.json`` beside the page.  Returns a few numbers for logs.
     """
     options = options or Options()
     report_html = Path(report_html)

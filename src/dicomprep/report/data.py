@@ -91,9 +91,12 @@ def load_run(
     results: Iterable[str | os.PathLike] = (),
     results_root: str | None = None,
 ) -> Run:
-    """Read the manifest, failures, summary, catalog and shard results of a run (with
-    ``results_root``, the output root collect was given, from the tables collect cached
-    beside each results file)."""
+    """Read the manifest, failures, summary, catalog and shard results of a run.
+
+    ``results_root`` is the output root collect was given (a bucket URL when the TIFFs went
+    to object storage; by default ``output_root``): the shard results' output paths are
+    taken relative to it, and the tables collect cached beside each results file for it
+    are read instead of the results themselves."""
     manifest = read_manifest(manifest_csv)
     failures = pd.read_csv(failures_csv, dtype=str, keep_default_na=False)
     summary = {}
@@ -105,7 +108,7 @@ def load_run(
         failures=failures,
         summary=summary,
         catalog=load_catalog(catalog) if catalog is not None else None,
-        results=read_results(list(results), results_root),
+        results=read_results(list(results), output_root if results_root is None else results_root),
     )
 
 
