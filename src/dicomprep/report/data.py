@@ -270,13 +270,12 @@ def source_size_distribution(instances: pd.DataFrame) -> pd.DataFrame:
 
 
 def in_sample_order(instances: pd.DataFrame) -> pd.DataFrame:
-    """The rows that became a TIFF, in :func:`sample_key` order (ties by UID)."""
+    """The rows that became a TIFF, in :func:`sample_key` order."""
     if not len(instances):
         return instances
     done = instances[(instances["status"] == "processed") & (instances["tiff"] != "")]
-    keys = np.asarray([sample_key(u) for u in done["sop_instance_uid"]], dtype=object)
-    order = np.lexsort((done["sop_instance_uid"].to_numpy(dtype=object), keys))
-    return done.iloc[order]
+    uids = done["sop_instance_uid"].tolist()
+    return done.iloc[sorted(range(len(uids)), key=lambda i: sample_key(uids[i]))]
 
 
 def choose_samples(

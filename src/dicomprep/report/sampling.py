@@ -23,9 +23,10 @@ __all__ = ["NO_MODALITY", "first_per_modality", "sample_key", "volume_label"]
 NO_MODALITY = "(none)"  # the modality of files whose header has none
 
 
-def sample_key(sop_instance_uid: str) -> str:
-    """The sort key that picks samples: the SHA-256 of the SOP Instance UID (hex)."""
-    return hashlib.sha256(sop_instance_uid.encode()).hexdigest()
+def sample_key(sop_instance_uid: str) -> tuple[str, str]:
+    """The sort key that picks samples: the SHA-256 of the SOP Instance UID (hex), then
+    the UID itself (for equal hashes, i.e. the same UID twice)."""
+    return hashlib.sha256(sop_instance_uid.encode()).hexdigest(), sop_instance_uid
 
 
 def first_per_modality(items: Iterable[tuple[str, str]], per_modality: int) -> set[str]:
@@ -39,7 +40,7 @@ def first_per_modality(items: Iterable[tuple[str, str]], per_modality: int) -> s
             by_modality.setdefault(modality, set()).add(uid)
     chosen: set[str] = set()
     for uids in by_modality.values():
-        chosen.update(heapq.nsmallest(per_modality, uids, key=lambda u: (sample_key(u), u)))
+        chosen.update(heapq.nsmallest(per_modality, uids, key=sample_key))
     return chosen
 
 
