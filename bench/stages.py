@@ -16,9 +16,10 @@ peak is compared with the size of the output (target: peak <= 2 x output + 300 M
 
 ``--syntaxes`` converts the same mammogram stored in each transfer syntax (uncompressed, RLE,
 JPEG lossless, JPEG-LS, JPEG 2000 lossless/lossy, HTJ2K lossless) with ``decode_resolution``
-``auto`` and ``full``, compares the reduced-resolution outputs with full decoding on a bench
-set of mammograms (PSNR and largest difference in output units, next to the difference two
-resize filters make), and converts a JPEG 2000 tomosynthesis volume with ``decode_threads``
+``auto`` and ``full`` (and, for uncompressed, JPEG 2000 and HTJ2K lossless, resampled to
+0.2 mm pixels with ``spacing`` instead of a size), compares the reduced-resolution outputs
+with full decoding on a bench set of mammograms (PSNR and largest difference in output
+units, next to the difference two resize filters make), and converts a JPEG 2000 tomosynthesis volume with ``decode_threads``
 1 and 2.  ``--only-syntaxes`` skips everything else.
 """
 
@@ -303,6 +304,9 @@ def write_syntax(ds, path: Path, syntax: str) -> Path:
     return path
 
 
+SPACING = (0.2, 0.2)  # mm, for the spacing rows (the synthetic mammogram has 0.07 mm pixels)
+
+
 def with_options(**changes) -> Options:
     return Options(**{**OPTIONS.to_dict(), "size": OPTIONS.size, **changes})
 
@@ -327,6 +331,16 @@ def bench_syntaxes(tmp: Path, repeat: int) -> tuple[list, dict]:
             label = f"{name}" + (f", decode {mode}" if len(modes) > 1 else "")
             rows.append(row(label, times, f"{size_mb:.1f} MB source"))
             medians[(name, mode)] = statistics.median(times) * 1e3
+        if name in ("uncompressed", "JPEG 2000 lossless", "HTJ2K lossless"):
+            for mode in modes:  # 0.07 mm pixels resampled to 0.2 mm instead of a size
+                options = with_options(decode_resolution=mode, size=None, spacing=SPACING)
+                times = timed(
+                    lambda source=source, o=options: process_file(source, tmp / "sp", o), repeat
+                )
+                label = f"{name}, spacing {SPACING[0]} mm" + (
+                    f", decode {mode}" if len(modes) > 1 else ""
+                )
+                rows.append(row(label, times, f"{size_mb:.1f} MB source"))
     base = medians[("uncompressed", "full")]
     rows = [(n, m, mi, f"{note}, {m / base:.1f}x uncompressed") for n, m, mi, note in rows]
     return rows, medians

@@ -267,6 +267,49 @@ def test_landmark_lands_where_the_tags_map_it(tmp_path, landmark_files, syntax):
 
 
 @pytest.mark.parametrize("syntax", [J2K_LOSSLESS, HTJ2K_LOSSLESS])
+def test_a_target_spacing_is_decoded_at_the_level_its_grid_needs(tmp_path, syntax):
+    """0.07 mm pixels to 0.2 mm shrink 2.86 times: level 1 still has the pixels.  The
+    exact scale stays the source's (tags and record), and the landmark lands where the
+    tags map it in the reduced and the full decode alike."""
+    ds = mammogram_with_landmark()
+    ds.PixelSpacing = [0.07, 0.07]
+    source = write_encapsulated(ds, tmp_path / "spaced.dcm", syntax)
+    header, _ = read_header(source)
+    frames = codestream_frames(source, header, image_info(header))
+    scale = 0.07 / 0.2
+    assert frames.level_for(round(COLUMNS * scale), round(ROWS * scale)) == 1
+    spacing = {"spacing": (0.2, 0.2), "size": None}
+    reduced = convert(tmp_path, source, "auto", **spacing)
+    full = convert(tmp_path, source, "full", decode_resolution="full", **spacing)
+    reduced_image, full_image = read_frames(reduced)[0], read_frames(full)[0]
+    assert not np.array_equal(reduced_image, full_image)  # decoded differently
+    reduced_geometry, full_geometry = read_geometry(reduced), read_geometry(full)
+    assert reduced_geometry.exact_scale == full_geometry.exact_scale == (scale, scale)
+    assert all(v % 2 == 0 for v in reduced_geometry.crop_box)  # whole blocks of level 1
+    assert np.abs(np.subtract(reduced_geometry.crop_box, full_geometry.crop_box)).max() <= 3
+    assert reduced_image.shape[:2] == (
+        reduced_geometry.resized_height,
+        reduced_geometry.resized_width,
+    )
+    x, y, side = LANDMARK
+    centre = (x + side / 2, y + side / 2)
+    for out, image in ((reduced, reduced_image), (full, full_image)):
+        expected = read_geometry(out).to_output(centre)
+        measured = landmark_centroid(image, expected, radius=6)
+        assert np.hypot(*(np.array(measured) - expected)) < 1.0, (out.name, measured, expected)
+    # the same picture: on the rows and columns both outputs cover, values agree closely
+    dx, dy = (
+        round((reduced_geometry.crop_x - full_geometry.crop_x) * scale),
+        round((reduced_geometry.crop_y - full_geometry.crop_y) * scale),
+    )
+    h = min(reduced_image.shape[0], full_image.shape[0] - dy) - 2
+    w = min(reduced_image.shape[1], full_image.shape[1] - dx) - 2
+    a = reduced_image[1:h, 1:w].astype(np.float64)
+    b = full_image[1 + dy : h + dy, 1 + dx : w + dx].astype(np.float64)
+    assert np.mean(np.abs(a - b)) < 0.01 * 65535
+
+
+@pytest.mark.parametrize("syntax", [J2K_LOSSLESS, HTJ2K_LOSSLESS])
 def test_reduced_tags_differ_from_full_decode_only_by_whole_blocks(
     tmp_path, landmark_files, syntax
 ):

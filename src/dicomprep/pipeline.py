@@ -349,7 +349,7 @@ def render(
         raise DicomError("decode", message, type(exc).__name__) from exc
     n = len(order)
     if level is None:
-        level = _decode_level(codestreams, options, info.columns, info.rows)
+        level = _decode_level(codestreams, options, info.columns, info.rows, info.pixel_spacing)
 
     def decoded(indices: list[int]) -> Iterator[np.ndarray]:
         if codestreams is None:
@@ -393,7 +393,7 @@ def render(
 
     if level > 0:
         x0, y0, x1, y1 = source_box(box or (0, 0, info.columns >> level, info.rows >> level), level)
-        finer = _decode_level(codestreams, options, x1 - x0, y1 - y0)
+        finer = _decode_level(codestreams, options, x1 - x0, y1 - y0, info.pixel_spacing)
         if finer < level:  # the crop needs more pixels than this level has
             return render(path, ds, options, decode_threads, finer)
     rendered = _finish(frame_stream(), count, info, options, box, level)
@@ -403,10 +403,25 @@ def render(
 
 
 def _decode_level(
-    codestreams: CodestreamFrames | None, options: Options, width: int, height: int
+    codestreams: CodestreamFrames | None,
+    options: Options,
+    width: int,
+    height: int,
+    pixel_spacing: tuple[float, float] | None = None,
 ) -> int:
-    """The wavelet level to decode a ``width x height`` source region at (0: full)."""
-    if codestreams is None or options.decode_resolution != "auto" or options.size is None:
+    """The wavelet level to decode a ``width x height`` source region at (0: full): the
+    coarsest that still has the output's pixels, for a ``size`` or a ``spacing``."""
+    if codestreams is None or options.decode_resolution != "auto":
+        return 0
+    if options.spacing is not None:
+        if pixel_spacing is None:  # the conversion fails on it; nothing to save
+            return 0
+        scale_x, scale_y = spacing_scale(pixel_spacing, options.spacing)
+        target = Geometry.identity(width, height).with_exact_scale(scale_x, scale_y)
+        return codestreams.level_for(
+            target.resized_width, target.resized_height, width, height
+        )
+    if options.size is None:
         return 0
     return codestreams.level_for(*fit_size(width, height, *options.size), width, height)
 
@@ -466,9 +481,10 @@ def _finish(
 
     def transformed(frame: np.ndarray) -> np.ndarray:
         frame = cropping.crop(frame, box)
-        if geometry.exact_scale is not None:
+        if geometry.exact_scale is not None:  # per pixel of this frame: 2^level source pixels
             size = geometry.resized_width, geometry.resized_height
-            return resample_by_scale(frame, *geometry.exact_scale, *size, options.filter)
+            scale_x, scale_y = (s * (1 << level) for s in geometry.exact_scale)
+            return resample_by_scale(frame, scale_x, scale_y, *size, options.filter)
         if (geometry.resized_width, geometry.resized_height) != frame.shape[1::-1]:
             frame = resize(frame, geometry.resized_width, geometry.resized_height, options.filter)
         return frame
