@@ -19,8 +19,9 @@ JPEG lossless, JPEG-LS, JPEG 2000 lossless/lossy, HTJ2K lossless) with ``decode_
 ``auto`` and ``full`` (and, for uncompressed, JPEG 2000 and HTJ2K lossless, resampled to
 0.2 mm pixels with ``spacing`` instead of a size), compares the reduced-resolution outputs
 with full decoding on a bench set of mammograms (PSNR and largest difference in output
-units, next to the difference two resize filters make), and converts a JPEG 2000 tomosynthesis volume with ``decode_threads``
-1 and 2.  ``--only-syntaxes`` skips everything else.
+units, next to the difference two resize filters make), and converts a JPEG 2000
+tomosynthesis volume with ``decode_threads`` 1 and 2.  ``--only-syntaxes`` skips
+everything else.
 """
 
 from __future__ import annotations

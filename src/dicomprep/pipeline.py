@@ -418,9 +418,7 @@ def _decode_level(
             return 0
         scale_x, scale_y = spacing_scale(pixel_spacing, options.spacing)
         target = Geometry.identity(width, height).with_exact_scale(scale_x, scale_y)
-        return codestreams.level_for(
-            target.resized_width, target.resized_height, width, height
-        )
+        return codestreams.level_for(target.resized_width, target.resized_height, width, height)
     if options.size is None:
         return 0
     return codestreams.level_for(*fit_size(width, height, *options.size), width, height)
