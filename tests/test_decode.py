@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
+from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.pixels import iter_pixels
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -20,6 +20,7 @@ from pydicom.uid import (
 )
 
 from dicomprep import synthetic
+from dicomprep.formats import decode
 from dicomprep.formats.decode import DicomError, iter_frames, read_header, read_native_frames
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
@@ -133,7 +134,33 @@ def test_a_file_cut_inside_its_pixels_is_an_error_not_short_frames(tmp_path):
 # -- files that need care before decoding -------------------------------------------
 
 
-def test_a_deflate_bomb_fails_clearly_without_inflating_it(tmp_path):
+def test_the_transfer_syntax_found_in_a_files_first_bytes_is_pydicoms():
+    """read_header looks for the deflated syntax in the first bytes of a file; where they
+    settle it, the syntax found there is the one pydicom reads (every bundled file)."""
+    settled = 0
+    for path in get_testdata_files():
+        if not Path(path).is_file():
+            continue
+        with open(path, "rb") as f:
+            head = f.read(132 + decode.META_PEEK_BYTES)
+        if head[128:132] != b"DICM":
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+        except Exception:  # noqa: BLE001 - files pydicom cannot read are not the question
+            continue
+        found = decode._meta_transfer_syntax(head)
+        if found is not None:
+            settled += 1
+            assert found == str(meta.get("TransferSyntaxUID", "")), path
+    assert settled > 200
+
+
+@pytest.mark.parametrize("peek", [decode.META_PEEK_BYTES, 40])  # 40: too short to settle it
+def test_a_deflate_bomb_fails_clearly_without_inflating_it(tmp_path, monkeypatch, peek):
+    monkeypatch.setattr(decode, "META_PEEK_BYTES", peek)
     bomb = synthetic.deflate_bomb(tmp_path / "bomb.dcm", inflated_bytes=256 * 2**20)
     assert bomb.stat().st_size < 2**20  # a small file that inflates to 256 MiB
     out = tmp_path / "out.tiff"

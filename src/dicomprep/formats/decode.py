@@ -64,13 +64,6 @@ class NoPixelDataError(DicomError):
 # -- recognition and headers -------------------------------------------------------
 
 
-def has_dicm_prefix(path: str | os.PathLike) -> bool:
-    """True when the file holds ``DICM`` at offset 128 (the Part 10 preamble marker)."""
-    with open(path, "rb") as f:
-        f.seek(128)
-        return f.read(4) == b"DICM"
-
-
 def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
     """The dataset without pixel data, and whether pixel data follows it.
 
@@ -89,8 +82,10 @@ def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
     path = Path(path)
     if path.stat().st_size == 0:
         raise NotDicomError("discover", "empty file (0 bytes)", "EmptyFile")
-    preamble = has_dicm_prefix(path)
-    if preamble and _file_transfer_syntax(path) == DeflatedExplicitVRLittleEndian:
+    with open(path, "rb") as f:
+        head = f.read(132 + META_PEEK_BYTES)
+    preamble = head[128:132] == b"DICM"
+    if preamble and _meta_says_deflated(head, path):
         try:
             return read_deflated(path, header_only=True)
         except DicomError:
@@ -116,6 +111,64 @@ def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
         if not _syntax_of(ds):
             _assume_transfer_syntax(path, ds)
     return ds, has_pixels
+
+
+#: Bytes after the preamble read to find the Transfer Syntax UID without parsing the file
+#: meta information with pydicom (real meta groups take a few hundred bytes).
+META_PEEK_BYTES = 4096
+# VRs whose explicit little-endian elements have a 4-byte length (after 2 reserved bytes).
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
+
+
+def _meta_says_deflated(head: bytes, path: Path) -> bool:
+    """Whether the file meta information of a Part 10 file names the deflated transfer
+    syntax, from ``head`` (the file's first bytes) when they settle it, else from
+    pydicom's reading of the meta information (:func:`_file_transfer_syntax`)."""
+    value = _meta_transfer_syntax(head)
+    if value is None:
+        return _file_transfer_syntax(path) == DeflatedExplicitVRLittleEndian
+    return value == DeflatedExplicitVRLittleEndian
+
+
+def _meta_transfer_syntax(head: bytes) -> str | None:
+    """The Transfer Syntax UID (0002,0010) of the explicit VR little-endian file meta
+    elements that follow the preamble in ``head``; '' when the group ends without it;
+    None when ``head`` does not settle it (cut short, implicit VR, undefined lengths)."""
+    pos = 132
+    while pos + 8 <= len(head):
+        group = int.from_bytes(head[pos : pos + 2], "little")
+        element = int.from_bytes(head[pos + 2 : pos + 4], "little")
+        if group != 2:
+            return ""
+        vr = head[pos + 4 : pos + 6]
+        if not (vr.isalpha() and vr.isupper()):
+            return None
+        if vr in _LONG_VRS:
+            length, start = int.from_bytes(head[pos + 8 : pos + 12], "little"), pos + 12
+            if start > len(head) or length == 0xFFFFFFFF:
+                return None
+        else:
+            length, start = int.from_bytes(head[pos + 6 : pos + 8], "little"), pos + 8
+        if start + length > len(head):
+            return None
+        if element == 0x0010:
+            return head[start : start + length].decode("ascii", "replace").rstrip("\0 ")
+        pos = start + length
+    return None
 
 
 def _file_transfer_syntax(path: Path) -> str:
