@@ -202,3 +202,25 @@ def test_stack_outputs_are_deterministic_and_interpolate_keeps_positions(tmp_pat
     pages = read_frames(tmp_path / "i.tiff").astype(np.float64)
     hu = np.stack([pydicom.dcmread(p).pixel_array * 1.0 - 1024 for p in stack.paths])
     np.testing.assert_allclose(pages[1], np.rint((hu[0] + hu[1]) / 2), atol=0.5)
+
+
+def test_each_slice_keeps_its_own_rescale(tmp_path):
+    """Slices of one stack with different Rescale Slope / Intercept (as PET and some CT
+    series have): each slice's voxels are its own modality values, as pydicom gives them,
+    and the windowed output maps each through its own rescale too."""
+    series = write_series(tmp_path / "in", count=6, name="rescale")
+    for k, ds in enumerate(series["datasets"]):
+        ds.RescaleSlope, ds.RescaleIntercept = (1, -1024) if k % 2 else (2, -1000)
+        ds.save_as(series["paths"][ds.SOPInstanceUID])
+    (stack,), _ = form_stacks(facts_of(tmp_path / "in"))
+    order = list(stack.sop_instance_uids)
+    tiff = tmp_path / "hu.tiff"
+    assert process_stack(stack.paths, tiff, Options(voi="none")).status == "ok"
+    np.testing.assert_array_equal(read_frames(tiff), hounsfield_volume(series, order))
+
+    window = tmp_path / "window.tiff"
+    assert process_stack(stack.paths, window, Options(voi=(40.0, 400.0))).status == "ok"
+    hu = hounsfield_volume(series, order)
+    # the linear window of PS3.3 C.11.2.1.2.1 onto 0..65535
+    expected = np.rint(np.clip((hu - (40 - 0.5)) / (400 - 1) + 0.5, 0, 1) * 65535)
+    assert np.abs(read_frames(window).astype(np.float64) - expected).max() <= 1

@@ -224,11 +224,20 @@ class _IntensityMapper:
     before the first frame is mapped; a single frame uses its own.
     """
 
-    def __init__(self, ds: Dataset, info: ImageInfo, options: Options):
+    def __init__(self, ds: Dataset, info: ImageInfo, options: Options, luts: dict | None = None):
+        """``luts``: a table cache to share with other mappers (the slices of a stack)."""
         self.ds, self.info, self.options = ds, info, options
-        self._luts: dict = {}
+        self._luts: dict = {} if luts is None else luts
+        self._frames: dict[int, FrameIntensity] = {}
         self.dtype: np.dtype | None = self._initial_dtype()
         self.volume_range: tuple[float, float] | None = None  # modality values
+
+    def frame(self, index: int) -> FrameIntensity:
+        """:func:`frame_intensity` of frame ``index`` (read from the header once)."""
+        frame = self._frames.get(index)
+        if frame is None:
+            frame = self._frames[index] = frame_intensity(self.ds, index)
+        return frame
 
     def needs_range(self, frame: FrameIntensity) -> bool:
         """Whether mapping ``frame`` depends on the range of the data."""
@@ -244,7 +253,7 @@ class _IntensityMapper:
             return None
         if self.options.voi != "none":
             return output_dtype(self.info.bits_stored)
-        frame = frame_intensity(self.ds, 0)
+        frame = self.frame(0)
         if not is_integral(frame):
             return np.dtype(np.float32)
         bits, signed = self.info.bits_stored, self.info.pixel_representation == 1
@@ -256,16 +265,15 @@ class _IntensityMapper:
         return candidate if candidate.itemsize <= 2 else None
 
     def set_dtype(self, dtype: np.dtype) -> None:
-        """Fix the output type (clears cached tables made for another type)."""
+        """Fix the output type."""
         self.dtype = np.dtype(dtype)
-        self._luts.clear()
 
     def __call__(self, index: int, raw: np.ndarray) -> np.ndarray:
         if self.info.photometric == "PALETTE COLOR":
             return raw  # palette entries are already output values (8 or 16 bits)
         if self.info.is_color:
             return color_to_output(raw, self.info.bits_stored)
-        frame = frame_intensity(self.ds, index)
+        frame = self.frame(index)
         voi = self.options.voi
         value_range = None
         if self.needs_range(frame):
@@ -275,7 +283,7 @@ class _IntensityMapper:
         invert = self.info.inverted
         if lut_domain(raw.dtype) is None:
             return gray_values(raw, frame, voi, self.dtype, invert, value_range)
-        key = (frame.cache_key(), value_range, raw.dtype.str)
+        key = (frame.cache_key(), value_range, raw.dtype.str, self.dtype.str, invert, voi)
         lut = self._luts.get(key)
         if lut is None:
             if len(self._luts) > 64:
@@ -298,7 +306,7 @@ def _volume_value_range(
     """First pass over a volume whose mapping depends on its data: the range of modality
     values over every frame (``decoded`` one at a time) becomes ``mapper.volume_range``,
     and the output type of `voi: none` follows from it."""
-    frames = [(i, frame_intensity(ds, i)) for i in order]
+    frames = [(i, mapper.frame(i)) for i in order]
     if not any(mapper.needs_range(frame) for _, frame in frames):
         return
     value_range = None
@@ -353,7 +361,7 @@ def render(
 
     def decoded(indices: list[int]) -> Iterator[np.ndarray]:
         if codestreams is None:
-            return _staged("decode", iter_frames(path, ds, indices))
+            return _staged("decode", iter_frames(path, ds, indices, info))
         return _staged("decode", codestreams.frames(indices, level, decode_threads))
 
     def mapped(indices: list[int]) -> Iterator[np.ndarray]:

@@ -570,16 +570,17 @@ def frame_order(ds: Dataset, num_frames: int) -> list[int]:
 
 
 def iter_frames(
-    path: str | os.PathLike, ds: Dataset, indices: Iterable[int]
+    path: str | os.PathLike, ds: Dataset, indices: Iterable[int], info: ImageInfo | None = None
 ) -> Iterator[np.ndarray]:
     """Decode the frames ``indices`` (in that order), one at a time.
 
     Colour data is returned as RGB (YBR converted by pydicom; palette applied here).
     Deflated files are inflated whole (within bounds, :func:`read_deflated`) first
-    because they cannot be read frame-wise.
+    because they cannot be read frame-wise.  ``info`` is ``image_info(ds)`` when the
+    caller has it.
     """
     indices = list(indices)
-    native = read_native_frames(path, ds, indices)
+    native = read_native_frames(path, ds, indices, info)
     if native is not None:
         yield from native
         return
@@ -642,7 +643,7 @@ NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 
 
 def read_native_frames(
-    path: str | os.PathLike, ds: Dataset, indices: list[int]
+    path: str | os.PathLike, ds: Dataset, indices: list[int], info: ImageInfo | None = None
 ) -> Iterator[np.ndarray] | None:
     """Frames of uncompressed little-endian greyscale Pixel Data read straight into
     arrays, or None when the file is not that simple case (pydicom decodes it then).
@@ -652,7 +653,7 @@ def read_native_frames(
     :func:`read_header`, which records where the Pixel Data element starts.
     """
     position = getattr(ds, "pixel_element_position", None)
-    info = image_info(ds)
+    info = info or image_info(ds)
     if (
         position is None
         or info.transfer_syntax not in NATIVE_LITTLE_ENDIAN

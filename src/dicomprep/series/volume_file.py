@@ -36,7 +36,6 @@ import numpy as np
 from dicomprep import pipeline
 from dicomprep.formats.decode import (
     DicomError,
-    frame_intensity,
     image_info,
     iter_frames,
     read_header,
@@ -224,14 +223,16 @@ def _render_stack(paths, headers, positions, options: Options):
         raise DicomError("transform", f"the slices differ in size or colour: {shapes}", "Mixed")
     if options.voi == "auto":
         _share_voi(headers)
+    luts: dict = {}  # slices with the same rescale share their tables
     mappers = [
-        pipeline._IntensityMapper(ds, info, options)
+        pipeline._IntensityMapper(ds, info, options, luts)
         for ds, info in zip(headers, infos, strict=True)
     ]
     n = len(paths)
 
     def decoded(k: int) -> np.ndarray:
-        return next(pipeline._staged("decode", iter_frames(paths[k], headers[k], [0])))
+        frames = iter_frames(paths[k], headers[k], [0], infos[k])
+        return next(pipeline._staged("decode", frames))
 
     def mapped(indices) -> Iterator[np.ndarray]:
         frames = (mappers[k](0, decoded(k)) for k in indices)
@@ -271,7 +272,7 @@ def _stack_value_range(decoded, headers, mappers, options: Options) -> None:
     """First pass over the slices when the mapping depends on the stack's values (min-max
     window, MONOCHROME1, the type of `voi: none`) or the slices would get different
     types: one range of modality values and one output type for every slice."""
-    frames = [frame_intensity(ds, 0) for ds in headers]
+    frames = [m.frame(0) for m in mappers]
     dtypes = {m.dtype for m in mappers}
     needed = any(m.needs_range(f) for m, f in zip(mappers, frames, strict=True)) or len(dtypes) > 1
     if not needed:
