@@ -78,7 +78,7 @@ from .reliability_helpers import (
     with_transfer_syntax,
 )
 from .workflow_helpers import (
-    journal_lines,
+    journal_results,
     journaled_tiff_states,
     snakemake,
     tiff_bytes,
@@ -635,7 +635,7 @@ def _kill_point(name: str, run: Path):
     if name == "during-write":  # a TIFF is being written (likely the long volume)
         return lambda: bool(temporaries_under(out)), lambda: bool(temporaries_under(out))
     if name == "between-files":  # right after the second file was recorded as done
-        return lambda: journal_lines(work) >= 2, lambda: 2 <= journal_lines(work) < 10
+        return lambda: journal_results(work) >= 2, lambda: 2 <= journal_results(work) < 10
     if name == "during-collect":  # the manifest/failures step has started
         return (
             lambda: (work / "logs" / "collect.log").exists(),

@@ -121,6 +121,45 @@ def test_a_torn_journal_line_costs_only_its_file_and_the_next_record_is_kept(fin
     assert len(assert_folder_and_manifest_agree(tmp)) == 7
 
 
+# Loaded by every Python process of a run (sitecustomize): the shard job's process is
+# killed right before it writes the journal record of one file, i.e. after the worker
+# renamed that file's TIFF into place -- the window a kill can hit in any real run.
+KILL_BEFORE_RECORD = """
+import os
+import signal
+
+key = os.environ.get("KILL_BEFORE_RECORD_OF")
+if key:
+    import dicomprep.run.shard as shard
+
+    original = shard._journal_record
+
+    def _journal_record(entry, *args, **kwargs):
+        if entry["key"] == key:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(entry, *args, **kwargs)
+
+    shard._journal_record = _journal_record
+"""
+
+
+def test_a_tiff_renamed_just_before_a_kill_is_removed_once_its_source_is_gone(finished):
+    tmp, _ = finished
+    new = write_mammogram(tmp / "src" / "st0" / "new.dcm", 0, 90)
+    hook = tmp / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_BEFORE_RECORD)
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "KILL_BEFORE_RECORD_OF": "st0/new.dcm"}
+    proc = snakemake(tmp, config=config(tmp), check=False, env=env)
+    assert proc.returncode != 0  # the shard job was killed
+    assert len(list((tmp / "out").rglob("*.tiff"))) == 7  # its TIFF is there, unrecorded
+    new.unlink()  # and its source goes before the next run
+    run(tmp)
+    manifest = assert_folder_and_manifest_agree(tmp)
+    assert sorted(manifest["source"]) == sorted(f"st{k % 3}/m{k}.dcm" for k in range(6))
+
+
 def test_invalid_bytes_in_state_files_never_stop_the_planner_or_a_shard(finished):
     tmp, _ = finished
     for shard_list in (tmp / "work" / "shards").glob("s*.tsv"):

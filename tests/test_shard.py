@@ -305,3 +305,41 @@ def test_collect_tables_keep_nanosecond_mtimes_exactly(tmp_path):
     table = shard_table(results, tmp_path / "out")
     assert int(table.loc[0, "output_mtime_ns"]) == mtime_ns == output.stat().st_mtime_ns
     assert int(cached_shard_table(results).loc[0, "output_mtime_ns"]) == mtime_ns
+
+
+ORPHAN = """
+import os, signal, sys, time
+from dicomprep.run.processes import worker_pool
+
+pool = worker_pool(2)
+pids = set()
+for future in [pool.submit(os.getpid) for _ in range(8)]:
+    pids.add(future.result())
+pool.submit(time.sleep, 60)
+print(" ".join(map(str, sorted(pids))), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+"""
+
+
+def test_workers_do_not_outlive_a_killed_parent():
+    """A shard job killed outright (SIGKILL) takes its workers with it: none is left
+    waiting for work, holding memory and the job's output pipes."""
+    proc = subprocess.run(
+        [sys.executable, "-c", ORPHAN], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == -signal.SIGKILL
+    pids = [int(p) for p in proc.stdout.split()]
+    assert pids
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
+        time.sleep(0.05)
+    assert alive == []
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return False

@@ -20,7 +20,7 @@ from dicomprep.formats.manifest import MANIFEST_COLUMNS
 from .workflow_helpers import (
     REPO,
     build_mixed_source,
-    journal_lines,
+    journal_results,
     journaled_tiff_states,
     snakemake,
     snakemake_command,
@@ -142,7 +142,7 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path):
         cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 120
-    while journal_lines(killed_dir / "work") < 3 and time.time() < deadline:
+    while journal_results(killed_dir / "work") < 3 and time.time() < deadline:
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -116,9 +118,15 @@ def tiff_states(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def journal_lines(work: Path) -> int:
-    """Lines in the shard journals under ``work`` (a torn last line counts too)."""
-    return sum(len(p.read_text().splitlines()) for p in (work / "journal").glob("*.jsonl"))
+def journal_results(work: Path) -> int:
+    """The records of converted (or failed) files in the shard journals under ``work``:
+    not the intent lines written before files are converted, nor a torn last line."""
+    count = 0
+    for journal in (work / "journal").glob("*.jsonl"):
+        for line in journal.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                count += "status" in json.loads(line)
+    return count
 
 
 def journaled_tiff_states(out: Path, work: Path) -> dict[str, tuple[int, int]]:
@@ -128,7 +136,7 @@ def journaled_tiff_states(out: Path, work: Path) -> dict[str, tuple[int, int]]:
     yet: a rerun converts such a file again (to the same bytes); recorded ones it keeps."""
     journals = (work / "journal").glob("*.jsonl")
     records = [r for j in journals for r in read_journal(j).values()]
-    journaled = {r["output"] for r in records if r["status"] == "ok"}  # relative to out
+    journaled = {r["output"] for r in records if r.get("status") == "ok"}  # relative to out
     states = {k: v for k, v in tiff_states(out).items() if k in journaled}
     assert len(states) == len(journaled), "a TIFF recorded as done is missing"
     return states

@@ -302,8 +302,6 @@ def convert_stacks(
     Returns the entries left to convert one by one, failure rows (failed stacks, slices left
     out as duplicate positions, copies of stacked slices) and the number of stacks written;
     writes ``series_report.csv`` and ``slices.csv`` under ``output``."""
-    from concurrent.futures import ProcessPoolExecutor
-
     from dicomprep.formats.decode import read_header
     from dicomprep.formats.uids import is_valid_uid
     from dicomprep.series.stacks import DUPLICATE_POSITION, REPORT_COLUMNS, form_stacks, stack_facts
@@ -333,7 +331,9 @@ def convert_stacks(
         for s in stacks
     ]
     if threads > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=threads) as pool:
+        from dicomprep.run.processes import worker_pool
+
+        with worker_pool(threads) as pool:
             results = list(pool.map(process_stack, *zip(*jobs, strict=True)))
     else:
         results = [process_stack(*job) for job in jobs]

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -423,8 +421,9 @@ def render_samples(
         from dicomprep import pipeline  # noqa: F401 - imported once, before the workers fork
         from dicomprep.formats import tiff  # noqa: F401
     if processes > 1 and len(jobs) > 1:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=context) as pool:
+        from dicomprep.run.processes import worker_pool
+
+        with worker_pool(min(processes, len(jobs))) as pool:
             fresh = iter(list(pool.map(_render_and_record, jobs)))
     else:
         fresh = iter([_render_and_record(job) for job in jobs])

@@ -15,12 +15,12 @@ import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
 from dicomprep.formats.uids import describe_invalid_uid, is_valid_uid
+from dicomprep.run.processes import worker_pool
 from dicomprep.storage.urls import is_url
 
 # Statuses of catalog rows.  Only DICOM rows are converted.
@@ -412,7 +412,7 @@ def _stat(path: str) -> tuple[int, int]:
 def _map(func, items: list, processes: int) -> Iterable:
     if processes <= 1 or len(items) < 64:
         return map(func, items)
-    with ProcessPoolExecutor(processes) as pool:
+    with worker_pool(processes) as pool:
         return list(pool.map(func, items, chunksize=64))
 
 

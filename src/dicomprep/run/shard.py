@@ -8,6 +8,10 @@ of one list and appends one line per finished file to the shard's journal.  A fi
 skipped when its journal line has the same fingerprint (key relative to the source root,
 size, mtime, options and code) and its TIFF is still there unchanged, so a killed or
 repeated shard redoes only what is not done, and a moved source root costs nothing.
+Before files are handed to the workers, an *intent* line per file (the output its
+conversion will write, and the one its previous record named) is appended and synced: a
+shard killed after a worker renamed a TIFF into place but before its record was written
+still knows of that TIFF, so a later run removes it if its source is gone.
 
 Copies of one SOP Instance UID are tried in path order: the first that converts is the
 image, the others are reported as duplicates, and a copy that fails (truncated, damaged)
@@ -35,18 +39,19 @@ import contextlib
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dicomprep.formats.uids import is_valid_uid
 from dicomprep.options import Options
 from dicomprep.pipeline import output_path_for, process_file
 from dicomprep.run.durable import atomic_write_text, iter_lines, open_for_append
+from dicomprep.run.processes import worker_pool
 from dicomprep.run.records import DUPLICATE, FAILED, OK, REMOVED, FileResult, write_results
 from dicomprep.run.shard_list import read_shard_list
 from dicomprep.storage.urls import is_url, join_url, relative_url
@@ -133,6 +138,43 @@ def _is_data_failure(result: FileResult) -> bool:
     )
 
 
+def intent_record(unit: dict, output_root, previous: dict | None) -> dict | None:
+    """The journal line written before ``unit`` (a shard list entry or a stack) is
+    converted: the output (relative to the output root) its conversion may leave behind,
+    and the outputs ``previous`` (the unit's last record, which the intent supersedes)
+    names; None when the unit cannot name an output (its UIDs are not valid)."""
+    if "output" in unit:  # a stack: its output path is planned
+        output = unit["output"]
+        relative = (
+            relative_url(output, str(output_root))
+            if is_url(output)
+            else Path(os.path.relpath(output, output_root)).as_posix()
+        )
+    else:
+        study, sop = unit["study_instance_uid"], unit["sop_instance_uid"]
+        if not (is_valid_uid(study) and is_valid_uid(sop)):
+            return None
+        relative = f"{study}/{sop}.tiff"
+    return {
+        "key": unit["key"],
+        "bucket_key": unit.get("bucket_key") or unit["study_instance_uid"],
+        "intent": True,
+        "output": relative,
+        "previous": outputs_named(previous) if previous else [],
+    }
+
+
+def outputs_named(record: dict) -> list[str]:
+    """The outputs (relative) a journal record says may exist: a finished file's, or both
+    outputs an intent names."""
+    if record.get("intent"):
+        previous = record.get("previous")
+        named = [record.get("output"), *(previous if isinstance(previous, list) else [])]
+        return [o for o in named if o and isinstance(o, str)]
+    output = record.get("output")
+    return [output] if output and record.get("status") == OK else []
+
+
 def remove_stale_temporaries(output: Path) -> None:
     """Delete temporaries an interrupted write of ``output`` may have left behind."""
     for stale in output.parent.glob(f".{output.name}.*.tmp"):
@@ -193,6 +235,7 @@ def convert_copies(
     workers: int,
     *,
     settled=lambda index: None,
+    starting=lambda indices: None,
     log=None,
 ) -> Iterator[tuple[int, FileResult]]:
     """Convert ``entries`` (shard list entries, in path order) so that each SOP Instance
@@ -220,6 +263,7 @@ def convert_copies(
                 position[g] += 1  # a copy known to fail: try the next
         if not todo:
             return
+        starting(list(todo))
         order = outliers_first(list(todo), [entries[i]["cost"] for i in todo])
         jobs = [(index, entries[index]) for index in order]
         for index, result in convert_in_workers(jobs, output_root, options, workers, log):
@@ -282,6 +326,17 @@ def run_shard(
         kept[unit["key"]] = record
         return record
 
+    def write_intents(units: list[dict]) -> None:
+        """Append and sync the intent lines of ``units`` before they are converted."""
+        nonlocal appended
+        records = [intent_record(u, output_root, done.get(u["key"])) for u in units]
+        lines = [json.dumps(r, sort_keys=True) + "\n" for r in records if r is not None]
+        if lines:
+            out.write("".join(lines).encode())
+            out.flush()
+            os.fsync(out.fileno())
+            appended += len(lines)
+
     def settled(index: int) -> str | None:
         """The status of a file the journal says is done or known to fail, else None;
         a stack's slice is settled by its stack (its copies are duplicates)."""
@@ -310,11 +365,20 @@ def run_shard(
                 _stack_rows(rows, entries, unit, record["result"], record, reused=True)
             else:
                 todo.append((name, unit))
+        write_intents([unit for _, unit in todo])
         for name, result in convert_in_workers(todo, output_root, options, workers, log):
             unit = stacks[name]
             record = journal_result(unit, unit["fingerprint"], result)
             _stack_rows(rows, entries, unit, result.to_dict(), record, reused=False)
-        converted = convert_copies(entries, output_root, options, workers, settled=settled, log=log)
+        converted = convert_copies(
+            entries,
+            output_root,
+            options,
+            workers,
+            settled=settled,
+            starting=lambda indices: write_intents([entries[i] for i in indices]),
+            log=log,
+        )
         for index, result in converted:
             record = journal_result(entries[index], fingerprints[index], result)
             rows[index] = _row(result.to_dict(), entries[index], record, reused=False)
@@ -492,16 +556,16 @@ def remove_orphans(
     log=None,
 ) -> list[dict]:
     """Delete the outputs that journal records ``before`` this run point to and no
-    record ``after`` it does (their source was deleted, or now holds another image);
-    return a results row for each (``keep``: report them, delete nothing)."""
+    record ``after`` it does (their source was deleted, or now holds another image; or an
+    intent names them: a run killed while converting may have left them); return a
+    results row for each that existed (``keep``: report them, delete nothing)."""
     claimed = {r.get("output") for r in after.values() if r.get("status") == OK}
     removed = []
-    for record in before.values():
-        output = record.get("output")
-        if record.get("status") != OK or not output or output in claimed:
+    for record, output in ((r, o) for r in before.values() for o in outputs_named(r)):
+        if output in claimed:
             continue
         claimed.add(output)  # one row per output, even if several records named it
-        path = journaled_output(record, output_root)
+        path = journaled_output({"output": output}, output_root)
         if is_url(output_root):  # an object
             from dicomprep.storage.transfer import output_exists, remove_output
 
@@ -513,7 +577,7 @@ def remove_orphans(
             continue
         elif not keep:
             path.unlink(missing_ok=True)
-        result = record.get("result") or {}
+        result = record.get("result") or {"study_instance_uid": output.split("/")[0]}
         removed.append(
             {
                 "source": record.get("source", ""),
@@ -606,8 +670,7 @@ def _pool_results(remaining: deque, output_root, options, workers):
     files ahead by the parent (:class:`~dicomprep.storage.transfer.Prefetcher`, started
     once the workers are forked, as threads must not be forked)."""
     decode_threads = max(1, workers // max(1, len(remaining)))
-    context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(max(1, min(workers, len(remaining))), mp_context=context)
+    pool = worker_pool(min(workers, len(remaining)))
     window = max(1, workers) * IN_FLIGHT_PER_WORKER
     pending: dict = {}
     broken = False
