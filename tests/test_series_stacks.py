@@ -224,3 +224,33 @@ def test_each_slice_keeps_its_own_rescale(tmp_path):
     # the linear window of PS3.3 C.11.2.1.2.1 onto 0..65535
     expected = np.rint(np.clip((hu - (40 - 0.5)) / (400 - 1) + 0.5, 0, 1) * 65535)
     assert np.abs(read_frames(window).astype(np.float64) - expected).max() <= 1
+
+
+def test_compressed_slices_are_decoded_once_for_every_pass(tmp_path, monkeypatch):
+    """`voi: none` (the value range) with crop (the box) takes three passes over a stack;
+    compressed slices are decoded in the first and kept, with the same output bytes."""
+    from pydicom.uid import RLELossless
+
+    from dicomprep.series import volume_file
+
+    series = write_series(tmp_path / "in", count=6, name="rle")
+    for ds in series["datasets"]:
+        ds.compress(RLELossless, generate_instance_uid=False)
+        ds.save_as(series["paths"][ds.SOPInstanceUID])
+    (stack,), _ = form_stacks(facts_of(tmp_path / "in"))
+    decodes = []
+    original = volume_file.iter_frames
+
+    def counting(path, *args, **kwargs):
+        decodes.append(path)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(volume_file, "iter_frames", counting)
+    options = Options(voi="none", crop=True)
+    assert process_stack(stack.paths, tmp_path / "kept.tiff", options).status == "ok"
+    assert sorted(decodes) == sorted(stack.paths)  # each slice once
+    decodes.clear()
+    monkeypatch.setattr(volume_file, "KEEP_DECODED_BYTES", 0)  # nothing kept: every pass
+    assert process_stack(stack.paths, tmp_path / "again.tiff", options).status == "ok"
+    assert len(decodes) == 3 * len(stack.paths)
+    assert (tmp_path / "kept.tiff").read_bytes() == (tmp_path / "again.tiff").read_bytes()

@@ -12,6 +12,8 @@ and go through the same stages, as one volume:
   Rescale Slope / Intercept, in the smallest integer type that holds the stack's range
   (int16 for CT).
 - **One crop box**: the union of the slices' boxes (a first pass when cropping).
+- Compressed slices are decoded once and kept for the later passes while they fit in
+  :data:`KEEP_DECODED_BYTES`; uncompressed ones are read again (a read costs less).
 - **Volume handlers**: ``keep`` streams slice by slice (and with ``spacing: [sx, sy, sz]``
   resamples the slice axis to ``sz`` mm at the slices' physical positions, two slices held);
   ``central-slice`` decodes one slice; ``max-intensity`` keeps a running maximum;
@@ -32,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom.uid import UID
 
 from dicomprep import pipeline
 from dicomprep.formats.decode import (
@@ -68,6 +71,10 @@ VOI_KEYWORDS = (
     "VOILUTSequence",
 )
 PROJECTIONS = ("max-intensity", "laplacian-mip")
+#: Decoded slices of a compressed stack kept between its passes (the value range, the crop
+#: box, the output): each slice is decoded once while they fit, up to a 512x512 int16
+#: series of 500 slices; beyond that, the rest are decoded again in each pass.
+KEEP_DECODED_BYTES = 256 * 2**20
 EXTENSIONS = {"tiff": ".tiff", "nifti": ".nii.gz"}
 
 
@@ -229,10 +236,17 @@ def _render_stack(paths, headers, positions, options: Options):
         for ds, info in zip(headers, infos, strict=True)
     ]
     n = len(paths)
+    kept: dict[int, np.ndarray] = {}  # compressed slices decoded once, for every pass
+    room = [KEEP_DECODED_BYTES if _is_compressed(infos[0].transfer_syntax) else 0]
 
     def decoded(k: int) -> np.ndarray:
-        frames = iter_frames(paths[k], headers[k], [0], infos[k])
-        return next(pipeline._staged("decode", frames))
+        frame = kept.get(k)
+        if frame is None:
+            frames = iter_frames(paths[k], headers[k], [0], infos[k])
+            frame = next(pipeline._staged("decode", frames))
+            if frame.nbytes <= room[0]:
+                kept[k], room[0] = frame, room[0] - frame.nbytes
+        return frame
 
     def mapped(indices) -> Iterator[np.ndarray]:
         frames = (mappers[k](0, decoded(k)) for k in indices)
@@ -266,6 +280,14 @@ def _render_stack(paths, headers, positions, options: Options):
         targets, frames = np.asarray(positions), mapped(everything)
     rendered = pipeline._finish(frames, len(targets), infos[0], options, box)
     return rendered, [float(t) for t in targets]
+
+
+def _is_compressed(transfer_syntax: str) -> bool:
+    """Whether frames in this transfer syntax cost a decoder's work (not a plain read)."""
+    try:
+        return UID(transfer_syntax).is_compressed
+    except ValueError:  # not a transfer syntax pydicom knows: assume the costly case
+        return True
 
 
 def _stack_value_range(decoded, headers, mappers, options: Options) -> None:
