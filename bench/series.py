@@ -1,10 +1,11 @@
 """A CT series stacked into one volume by dicomprep, next to dcm2niix on the same files.
 
-    python bench/series.py [--slices 300] [--size 512] [--repeat 2]
+    python bench/series.py [--slices 300] [--size 512] [--repeat 2] [--stored jpeg2000]
 
 Writes ``--slices`` synthetic 512x512 CT slices (``dicomprep.synthetic.ct_slice``, int16
-stored, uncompressed) in shuffled file names, then times, each in a fresh subprocess
-(wall time, and the peak resident memory of that subprocess from
+stored, uncompressed or with ``--stored jpeg2000`` JPEG 2000 lossless) in shuffled file
+names, then times, each in a fresh subprocess (wall time, and the peak resident memory of
+that subprocess from
 ``resource.getrusage(RUSAGE_CHILDREN)`` in an intermediate process):
 
 - dicomprep: read the headers, ``form_stacks``, ``process_stack`` with ``voi: none`` to a
@@ -50,8 +51,14 @@ assert result.status == "ok", result.message
 """
 
 
-def write_series(folder: Path, slices: int, size: int) -> int:
+STORED = {"uncompressed": None, "jpeg2000": "JPEG 2000 lossless"}  # --stored: a stages.SYNTAXES key
+
+
+def write_series(folder: Path, slices: int, size: int, stored: str = "uncompressed") -> int:
     from dicomprep import synthetic
+
+    if STORED[stored] is not None:
+        import stages
 
     folder.mkdir(parents=True)
     names = list(range(slices))
@@ -69,7 +76,11 @@ def write_series(folder: Path, slices: int, size: int) -> int:
         ds.InstanceNumber = index + 1
         ds.ImagePositionPatient = [-0.35 * size, -0.35 * size, 2.5 * index]
         ds.SliceLocation = 2.5 * index
-        path = synthetic.write(ds, folder / f"{names[index]:05d}.dcm")
+        path = folder / f"{names[index]:05d}.dcm"
+        if STORED[stored] is None:
+            synthetic.write(ds, path)
+        else:
+            stages.write_syntax(ds, path, stages.SYNTAXES[STORED[stored]])
         total += path.stat().st_size
     return total
 
@@ -92,12 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--stored", choices=sorted(STORED), default="uncompressed", help="how the slices are stored"
+    )
     args = parser.parse_args(argv)
     dcm2niix = str(Path(sys.executable).with_name("dcm2niix"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        source_bytes = write_series(tmp / "in", args.slices, args.size)
-        print(f"{args.slices} slices {args.size}x{args.size}: {source_bytes / 2**20:.1f} MiB")
+        source_bytes = write_series(tmp / "in", args.slices, args.size, args.stored)
+        print(
+            f"{args.slices} slices {args.size}x{args.size}, {args.stored}: "
+            f"{source_bytes / 2**20:.1f} MiB"
+        )
         runs = {
             "dicomprep tiff": lambda out: [
                 sys.executable,
