@@ -147,7 +147,12 @@ def object_facts(
 ) -> ObjectFacts:
     """The facts of one object (a HEAD request); FileNotFoundError when it is absent."""
     fs, path = filesystem(url, storage_options)
-    info = with_retries(lambda: fs.info(path, refresh=True), policy)
+
+    def fresh_info() -> dict:
+        fs.invalidate_cache(path)  # not a listing cached earlier (``refresh`` is s3fs's alone)
+        return fs.info(path)
+
+    info = with_retries(fresh_info, policy)
     return facts_from_info(fs, info)
 
 
