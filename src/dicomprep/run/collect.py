@@ -35,7 +35,7 @@ from dicomprep.run.failures import (
 )
 from dicomprep.run.records import OK, REMOVED, RESULT_COLUMNS
 from dicomprep.run.records import read_results as read_shard_results
-from dicomprep.storage.urls import is_url, relative_url
+from dicomprep.storage.urls import is_url, relative_to_root
 
 
 def output_exists(url: str) -> bool:
@@ -100,10 +100,10 @@ def shard_table(results_file: str | os.PathLike, output_root: str | os.PathLike)
     for status, output in zip(table["status"], table["output"], strict=True):
         path, inode = "", -1
         if status == OK and output and is_url(output):  # an object: no inode (left empty)
-            path = relative_url(output, str(output_root))
+            path = relative_to_root(output, output_root)
             inode = None if output_exists(output) else -1
         elif status == OK and output:
-            path = Path(os.path.relpath(output, output_root)).as_posix()
+            path = relative_to_root(output, output_root)
             with contextlib.suppress(OSError):  # else removed since: not a finished TIFF
                 inode = os.stat(output).st_ino
         paths.append(path)

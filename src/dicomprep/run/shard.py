@@ -54,7 +54,7 @@ from dicomprep.run.durable import atomic_write_text, iter_lines, open_for_append
 from dicomprep.run.processes import worker_pool
 from dicomprep.run.records import DUPLICATE, FAILED, OK, REMOVED, FileResult, write_results
 from dicomprep.run.shard_list import read_shard_list
-from dicomprep.storage.urls import is_url, join_url, relative_url
+from dicomprep.storage.urls import is_url, join_url, relative_to_root
 
 STORAGE_UNAVAILABLE = "StorageUnavailable"  # an object unreachable after retries
 
@@ -97,10 +97,9 @@ def _read_journal(path: str | os.PathLike) -> tuple[dict[str, dict], int]:
     return records, lines
 
 
-def journaled_output(record: dict, output_root: str | os.PathLike) -> Path | str | None:
-    """Where a journal record's TIFF is (recorded relative to the output root); a URL
+def journaled_output(output: str | None, output_root: str | os.PathLike) -> Path | str | None:
+    """Where a TIFF the journal names (``output``, relative to the output root) is; a URL
     string for an output root in object storage."""
-    output = record.get("output")
     if output and is_url(output_root):
         return join_url(str(output_root), output)
     return Path(output_root) / output if output else None
@@ -112,10 +111,10 @@ def _still_done(record: dict | None, fingerprint: str, output_root) -> bool:
     if is_url(output_root):  # an object: same size and LastModified
         from dicomprep.storage.transfer import output_intact
 
-        output = journaled_output(record, output_root)
+        output = journaled_output(record.get("output"), output_root)
         return output_intact(output, record.get("output_size"), record.get("output_mtime_ns"))
     try:
-        st = os.stat(journaled_output(record, output_root))
+        st = os.stat(journaled_output(record.get("output"), output_root))
     except (OSError, TypeError):
         return False
     return st.st_size == record.get("output_size") and st.st_mtime_ns == record.get(
@@ -144,17 +143,12 @@ def intent_record(unit: dict, output_root, previous: dict | None) -> dict | None
     and the outputs ``previous`` (the unit's last record, which the intent supersedes)
     names; None when the unit cannot name an output (its UIDs are not valid)."""
     if "output" in unit:  # a stack: its output path is planned
-        output = unit["output"]
-        relative = (
-            relative_url(output, str(output_root))
-            if is_url(output)
-            else Path(os.path.relpath(output, output_root)).as_posix()
-        )
+        relative = relative_to_root(unit["output"], output_root)
     else:
         study, sop = unit["study_instance_uid"], unit["sop_instance_uid"]
         if not (is_valid_uid(study) and is_valid_uid(sop)):
             return None
-        relative = f"{study}/{sop}.tiff"
+        relative = output_path_for("", study, sop).as_posix()
     return {
         "key": unit["key"],
         "bucket_key": unit.get("bucket_key") or unit["study_instance_uid"],
@@ -488,11 +482,11 @@ def _journal_record(entry: dict, fingerprint: str, result: FileResult, output_ro
         from dicomprep.storage.transfer import output_facts
 
         facts = output_facts(result.output)
-        output = relative_url(result.output, str(output_root))
+        output = relative_to_root(result.output, output_root)
         record.update(output=output, output_size=facts.size, output_mtime_ns=facts.mtime_ns)
     elif result.status == OK:
         st = os.stat(result.output)
-        output = Path(os.path.relpath(result.output, output_root)).as_posix()
+        output = relative_to_root(result.output, output_root)
         record.update(output=output, output_size=st.st_size, output_mtime_ns=st.st_mtime_ns)
     return record
 
@@ -565,7 +559,7 @@ def remove_orphans(
         if output in claimed:
             continue
         claimed.add(output)  # one row per output, even if several records named it
-        path = journaled_output({"output": output}, output_root)
+        path = journaled_output(output, output_root)
         if is_url(output_root):  # an object
             from dicomprep.storage.transfer import output_exists, remove_output
 

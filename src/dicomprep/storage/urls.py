@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import PurePath
 
 # ``scheme://`` as in RFC 3986 (letters, digits, + - .), at least two characters so that
 # a Windows drive letter (``C:\\``) is never taken for one.
@@ -40,6 +41,14 @@ def relative_url(url: str, root: str) -> str:
     lies outside ``root``."""
     prefix = root.rstrip("/") + "/"
     return url[len(prefix) :] if url.startswith(prefix) else url
+
+
+def relative_to_root(output: str | os.PathLike, root: str | os.PathLike) -> str:
+    """``output`` (a local path, or an object's URL under a bucket ``root``) relative to
+    ``root``, POSIX style: how the journals and results tables name outputs."""
+    if is_url(output):
+        return relative_url(str(output), str(root))
+    return PurePath(os.path.relpath(output, root)).as_posix()
 
 
 def split_url(url: str) -> tuple[str, str]:
