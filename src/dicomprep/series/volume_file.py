@@ -237,22 +237,23 @@ def _render_stack(paths, headers, positions, options: Options):
     ]
     n = len(paths)
     kept: dict[int, np.ndarray] = {}  # compressed slices decoded once, for every pass
-    room = [KEEP_DECODED_BYTES if _is_compressed(infos[0].transfer_syntax) else 0]
+    room = KEEP_DECODED_BYTES if _is_compressed(infos[0].transfer_syntax) else 0
 
     def decoded(k: int) -> np.ndarray:
+        nonlocal room
         frame = kept.get(k)
         if frame is None:
             frames = iter_frames(paths[k], headers[k], [0], infos[k])
             frame = next(pipeline._staged("decode", frames))
-            if frame.nbytes <= room[0]:
-                kept[k], room[0] = frame, room[0] - frame.nbytes
+            if frame.nbytes <= room:
+                kept[k], room = frame, room - frame.nbytes
         return frame
 
     def mapped(indices) -> Iterator[np.ndarray]:
         frames = (mappers[k](0, decoded(k)) for k in indices)
         return pipeline._staged("transform", frames)
 
-    _stack_value_range(decoded, headers, mappers, options)
+    _stack_value_range(decoded, mappers, options)
     handler, everything = options.volume, list(range(n))
     middle = central_index(n)
     if handler in ("central-slice", *PROJECTIONS):
@@ -290,7 +291,7 @@ def _is_compressed(transfer_syntax: str) -> bool:
         return True
 
 
-def _stack_value_range(decoded, headers, mappers, options: Options) -> None:
+def _stack_value_range(decoded, mappers, options: Options) -> None:
     """First pass over the slices when the mapping depends on the stack's values (min-max
     window, MONOCHROME1, the type of `voi: none`) or the slices would get different
     types: one range of modality values and one output type for every slice."""
