@@ -19,6 +19,7 @@ reuses thumbnails whose record still matches.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import warnings
@@ -192,13 +193,9 @@ def save_image(path: str | os.PathLike, image: Image.Image, image_format: str = 
 
     No metadata is written, so the bytes depend on the pixels alone."""
     name, arguments = IMAGE_FORMATS[image_format]
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        image.save(tmp, format=name, **arguments)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    encoded = io.BytesIO()
+    image.save(encoded, format=name, **arguments)
+    write_atomically(Path(path), encoded.getvalue())
 
 
 def write_atomically(path: Path, data: bytes) -> None:
