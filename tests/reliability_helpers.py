@@ -166,9 +166,10 @@ def resize_tmpfs(folder: Path, size: str) -> None:
 # -- killing a workflow at a chosen moment -----------------------------------------------
 
 
-def start_snakemake(workdir: Path, config: dict) -> subprocess.Popen:
+def start_snakemake(workdir: Path, config: dict, env: dict | None = None) -> subprocess.Popen:
     """The project's workflow in ``workdir`` as a process group of its own."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    env = dict(env or os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return subprocess.Popen(
         snakemake_command(workdir, config),
         start_new_session=True,
@@ -177,6 +178,37 @@ def start_snakemake(workdir: Path, config: dict) -> subprocess.Popen:
         text=True,
         env=env,
     )
+
+
+def environment_with_hook(folder: Path, source: str, **variables: str) -> dict:
+    """The environment of a process whose Python runs ``source`` at start-up (as
+    ``sitecustomize``, written to ``folder``): how a test stops a run at an exact point
+    of the real code, in every process of the run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(source)
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **variables}
+
+
+# Kills the whole run (its process group) when a TIFF writer starts its second page: a
+# multi-page TIFF is then half written in its temporary.
+KILL_DURING_TIFF_WRITE = """
+import os
+import signal
+
+if os.environ.get("KILL_DURING_TIFF_WRITE"):
+    import tifffile
+
+    original = tifffile.TiffWriter.write
+
+    def write(self, *args, **kwargs):
+        self._pages_begun = getattr(self, "_pages_begun", 0) + 1
+        if self._pages_begun == 2:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        return original(self, *args, **kwargs)
+
+    tifffile.TiffWriter.write = write
+"""
 
 
 def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, timeout: float) -> bool:

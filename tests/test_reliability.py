@@ -62,7 +62,9 @@ from dicomprep.run.records import FAILED, OK, SKIPPED
 from dicomprep.run.shard_list import read_shard_list
 
 from .reliability_helpers import (
+    KILL_DURING_TIFF_WRITE,
     encode_with_elements,
+    environment_with_hook,
     files_under,
     identifying_strings,
     kill_group,
@@ -632,7 +634,7 @@ def _kill_point(name: str, run: Path):
             lambda: any((work / "journal").glob("*.jsonl")),
             lambda: not list(out.rglob("*.tiff")) and not temporaries_under(out),
         )
-    if name == "during-write":  # a TIFF is being written (likely the long volume)
+    if name == "during-write":  # the long volume's TIFF is half written (killed by a hook)
         return lambda: bool(temporaries_under(out)), lambda: bool(temporaries_under(out))
     if name == "between-files":  # right after the second file was recorded as done
         return lambda: journal_results(work) >= 2, lambda: 2 <= journal_results(work) < 10
@@ -653,7 +655,12 @@ def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_outputs(
 ):
     config = run_config(tmp_path, workflow_source)
     condition, landed = _kill_point(point, tmp_path)
-    proc = start_snakemake(tmp_path, config)
+    env = None
+    if point == "during-write":  # the moment is too short to catch from outside every time
+        env = environment_with_hook(
+            tmp_path / "hook", KILL_DURING_TIFF_WRITE, KILL_DURING_TIFF_WRITE="1"
+        )
+    proc = start_snakemake(tmp_path, config, env=env)
     try:
         reached = wait_for(condition, proc, timeout=120)
     finally:

@@ -18,6 +18,7 @@ from dicomprep import synthetic
 from dicomprep.formats.manifest import read_manifest, scan_dataset
 from dicomprep.run.shard import read_journal
 
+from .reliability_helpers import environment_with_hook
 from .workflow_helpers import snakemake, tiff_states
 
 pytestmark = pytest.mark.slow
@@ -146,11 +147,9 @@ if key:
 def test_a_tiff_renamed_just_before_a_kill_is_removed_once_its_source_is_gone(finished):
     tmp, _ = finished
     new = write_mammogram(tmp / "src" / "st0" / "new.dcm", 0, 90)
-    hook = tmp / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(KILL_BEFORE_RECORD)
-    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "KILL_BEFORE_RECORD_OF": "st0/new.dcm"}
+    env = environment_with_hook(
+        tmp / "hook", KILL_BEFORE_RECORD, KILL_BEFORE_RECORD_OF="st0/new.dcm"
+    )
     proc = snakemake(tmp, config=config(tmp), check=False, env=env)
     assert proc.returncode != 0  # the shard job was killed
     assert len(list((tmp / "out").rglob("*.tiff"))) == 7  # its TIFF is there, unrecorded
