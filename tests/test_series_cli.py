@@ -68,3 +68,44 @@ def test_annotations_of_stacked_slices_map_to_their_page(tmp_path):
     assert set(mapped["path"]) == {f"{series['study']}/{series['series']}.tiff"}
     assert mapped["x"].tolist() == pytest.approx([20.0, 50.0])
     assert mapped["y"].tolist() == pytest.approx([25.0, 5.0])
+
+
+@pytest.mark.parametrize("volume_format", ["tiff", "nifti"])
+def test_dicom_manifest_lists_stack_volumes_as_the_run_names_them(tmp_path, volume_format):
+    """A folder of stacks' volumes (a split series among them) says what they hold: the
+    first slice's SOP Instance UID, the series and the number of slices."""
+    import pydicom
+
+    from dicomprep.cli import manifest_main
+    from dicomprep.formats.manifest import read_manifest
+
+    big = write_series(tmp_path / "in", count=4, name="split")
+    small = write_series(tmp_path / "tmp", source="MR_small.dcm", count=3, name="split-mr")
+    for k, ds in enumerate(small["datasets"]):  # MR slices put into the CT series
+        ds.SeriesInstanceUID, ds.StudyInstanceUID = big["series"], big["study"]
+        ds.save_as(tmp_path / "in" / f"mr{k}.dcm")
+    whole = write_series(tmp_path / "in" / "b", count=5, name="whole")
+    out = tmp_path / "out"
+    args = [str(tmp_path / "in"), str(out), "--series", "stack", "--voi", "none", "-j", "1"]
+    assert preprocess_main([*args, "--volume-format", volume_format]) == 0
+    assert manifest_main([str(out), str(out / "manifest.csv")]) == 0
+
+    rows = read_manifest(out / "manifest.csv").set_index("path")
+    suffix = ".tiff" if volume_format == "tiff" else ".nii.gz"
+
+    def first_slice(datasets) -> str:
+        return min(datasets, key=lambda d: float(d.ImagePositionPatient[2])).SOPInstanceUID
+
+    expected = {
+        f"{big['study']}/{big['series']}-1{suffix}": (first_slice(big["datasets"]), 4, 4),
+        f"{big['study']}/{big['series']}-2{suffix}": (first_slice(small["datasets"]), 3, 3),
+        f"{whole['study']}/{whole['series']}{suffix}": (first_slice(whole["datasets"]), 5, 5),
+    }
+    assert sorted(rows.index) == sorted(expected)
+    for path, (sop, slices, pages) in expected.items():
+        row = rows.loc[path]
+        assert (row["sop_instance_uid"], row["slices"], row["num_frames"]) == (sop, slices, pages)
+        assert row["series_instance_uid"] in (big["series"], whole["series"])
+    mr = pydicom.dcmread(tmp_path / "in" / "mr0.dcm")
+    mr_row = rows.loc[f"{big['study']}/{big['series']}-2{suffix}"]
+    assert (mr_row["width"], mr_row["height"]) == (mr.Columns, mr.Rows)

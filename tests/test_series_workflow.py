@@ -112,3 +112,17 @@ def test_adding_a_slice_rebuilds_only_its_series(stacked_run):
     assert pydicom.dcmread(tmp / "src" / "mr" / "added.dcm").SOPInstanceUID in set(
         pd.read_csv(tmp / "out" / "slices.csv", dtype=str)["sop_instance_uid"]
     )
+
+
+def test_the_folder_rebuilds_the_manifest_the_run_wrote(stacked_run):
+    """dicom-manifest on the output folder lists the same rows (volumes under their first
+    slice); only what the files do not hold differs: the sources, a single file's series."""
+    from dicomprep.formats.manifest import scan_dataset
+
+    tmp, *_ = stacked_run
+    written = read_manifest(tmp / "out" / "manifest.csv")
+    scanned = scan_dataset(tmp / "out")
+    singles = written["slices"] == 1
+    assert (scanned.loc[singles, "series_instance_uid"] == "").all()
+    scanned.loc[singles, "series_instance_uid"] = written.loc[singles, "series_instance_uid"]
+    pd.testing.assert_frame_equal(scanned.drop(columns="source"), written.drop(columns="source"))

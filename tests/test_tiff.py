@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 import dicomprep.formats.tiff as tiff_module
-from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.geometry import Geometry, StackSource
 from dicomprep.formats.tiff import (
     COMPRESSIONS,
     MAX_STRIP_BYTES,
@@ -396,13 +396,37 @@ def test_read_layout(tmp_path):
     assert read_layout(path) == TiffLayout(width=160, height=120, channels=1, num_frames=4)
 
 
+def test_a_stack_volume_records_what_it_holds(tmp_path):
+    path = tmp_path / "x.tiff"
+    held = StackSource("1.2.3", "1.2.3.4", 4)
+    write(path, frames_for(GEOMETRY, 4), stack=held)
+    assert StackSource.from_description(read_layout(path).description) == held
+    assert read_geometry(path) == GEOMETRY  # the geometry reads as before
+    assert StackSource.from_description(GEOMETRY.description()) is None
+    assert StackSource.from_description('{"dicomprep": 1, "stack": {"slices": "4"}}') is None
+
+
 @pytest.mark.parametrize("byteorder", ["<", ">"])
 @pytest.mark.parametrize("bigtiff", [False, True])
-def test_read_layout_other_writers(tmp_path, byteorder, bigtiff):
+@pytest.mark.parametrize("description", [None, "ab", "abcdefg", '{"x": "' + "y" * 300 + '"}'])
+def test_read_layout_other_writers(tmp_path, byteorder, bigtiff, description):
+    """Sizes, pages and the first page's description as tifffile reads them (descriptions
+    short enough to sit in the entry itself, and longer)."""
     path = tmp_path / "x.tif"
     data = np.zeros((5, 70, 300, 3), np.uint8)
-    tifffile.imwrite(path, data, byteorder=byteorder, bigtiff=bigtiff, photometric="rgb")
-    assert read_layout(path) == TiffLayout(width=300, height=70, channels=3, num_frames=5)
+    tifffile.imwrite(
+        path,
+        data,
+        byteorder=byteorder,
+        bigtiff=bigtiff,
+        photometric="rgb",
+        description=description,
+        metadata=None,
+    )
+    with tifffile.TiffFile(path) as tif:
+        described = tif.pages[0].description or None
+    assert described == description
+    assert read_layout(path) == TiffLayout(300, 70, 3, 5, description=described)
 
 
 def test_read_layout_rejects_non_tiff(tmp_path):

@@ -191,15 +191,18 @@ class Geometry:
 
     # -- the JSON record of the values the integer tags cannot hold -------------
 
-    def description(self) -> str | None:
-        """The exact scale and volume placement as JSON (None when there is neither)."""
-        if self.exact_scale is None and self.volume is None:
+    def description(self, stack: StackSource | None = None) -> str | None:
+        """The exact scale, the volume placement and, for a stack's volume, the series and
+        slices it holds (``stack``), as JSON (None when there is none of them)."""
+        if self.exact_scale is None and self.volume is None and stack is None:
             return None
         record: dict = {"dicomprep": 1}
         if self.exact_scale is not None:
             record["exact_scale"] = list(self.exact_scale)
         if self.volume is not None:
             record["volume"] = self.volume.to_dict()
+        if stack is not None:
+            record["stack"] = stack.to_dict()
         return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
     def with_description(self, text: str | None) -> Geometry:
@@ -214,6 +217,44 @@ class Geometry:
             exact_scale=tuple(float(v) for v in scale) if scale is not None else None,
             volume=VolumeGeometry.from_dict(volume) if volume is not None else None,
         )
+
+
+@dataclass(frozen=True)
+class StackSource:
+    """What a stack's volume was made from, recorded in it: the Series Instance UID, the
+    SOP Instance UID of its first slice (the lowest position) and how many slices it holds.
+    A folder of outputs then says the same as the manifest the run wrote (dicom-manifest)."""
+
+    series_instance_uid: str
+    sop_instance_uid: str
+    slices: int
+
+    def to_dict(self) -> dict:
+        return {
+            "series_instance_uid": self.series_instance_uid,
+            "sop_instance_uid": self.sop_instance_uid,
+            "slices": self.slices,
+        }
+
+    def description(self) -> str:
+        """This record alone as a description (a NIfTI volume's; a TIFF's is
+        :meth:`Geometry.description`, which holds it beside the geometry)."""
+        return json.dumps({"dicomprep": 1, "stack": self.to_dict()}, sort_keys=True)
+
+    @classmethod
+    def from_description(cls, text: str | None) -> StackSource | None:
+        """The record in a :meth:`Geometry.description`, None when there is none (or it is
+        not one this code wrote: other text, missing or mistyped values)."""
+        record = _description_record(text)
+        stack = record.get("stack") if record is not None else None
+        if not isinstance(stack, dict):
+            return None
+        series, sop, slices = (
+            stack.get(k) for k in ("series_instance_uid", "sop_instance_uid", "slices")
+        )
+        if not (isinstance(series, str) and isinstance(sop, str) and type(slices) is int):
+            return None
+        return cls(series, sop, slices)
 
 
 def _description_record(text: str | None) -> dict | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dicomprep.formats.geometry import StackSource
 from dicomprep.formats.tiff import read_layout
 from dicomprep.formats.uids import is_valid_uid
 from dicomprep.run.durable import atomic_write_bytes
@@ -54,6 +55,7 @@ TRAILING_DEFAULTS = {"series_instance_uid": "", "slices": 1, "source": ""}
 SORT_COLUMNS = ["study_instance_uid", "sop_instance_uid"]
 
 TIFF_SUFFIX = ".tiff"
+OUTPUT_SUFFIXES = (TIFF_SUFFIX, ".nii.gz")  # a file's TIFF; a stack's TIFF or NIfTI volume
 
 _TEXT_DTYPE = pd.StringDtype()
 
@@ -107,30 +109,59 @@ def _scan_rows(root: Path) -> Iterable[dict]:
     for study in study_entries:
         with os.scandir(study.path) as files:
             for entry in files:
-                name = entry.name
-                if not name.endswith(TIFF_SUFFIX):
-                    continue
-                sop = name[: -len(TIFF_SUFFIX)]
-                if not is_valid_uid(sop) or not entry.is_file():
-                    continue
-                layout = read_layout(entry.path)
-                yield {
-                    "study_instance_uid": study.name,
-                    "sop_instance_uid": sop,
-                    "path": f"{study.name}/{name}",
-                    "inode": entry.stat().st_ino,
-                    "width": layout.width,
-                    "height": layout.height,
-                    "channels": layout.channels,
-                    "num_frames": layout.num_frames,
-                }
+                row = _scanned_row(entry)
+                if row is not None:
+                    yield {
+                        "study_instance_uid": study.name,
+                        "path": f"{study.name}/{entry.name}",
+                        **row,
+                    }
+
+
+def _scanned_row(entry: os.DirEntry) -> dict | None:
+    """The manifest values a file holds (None for a file that is not an output): a
+    ``{sop}.tiff``, or a stack's volume (``{series}.tiff``, ``{series}-{k}.tiff`` or the
+    same ``.nii.gz``) as the record written in it names it."""
+    name = entry.name
+    suffix = next((s for s in OUTPUT_SUFFIXES if name.endswith(s)), None)
+    if suffix is None or not entry.is_file():
+        return None
+    stem = name[: -len(suffix)]
+    if not (is_valid_uid(stem) or is_valid_uid(stem.rpartition("-")[0])):
+        return None
+    if suffix == TIFF_SUFFIX:
+        layout = read_layout(entry.path)
+        size = (layout.width, layout.height, layout.channels, layout.num_frames)
+        stack = StackSource.from_description(layout.description)
+    else:
+        from dicomprep.series.nifti import read_stack_layout
+
+        width, height, pages, stack = read_stack_layout(entry.path)
+        size = (width, height, 1, pages)
+    row = dict(zip(("width", "height", "channels", "num_frames"), size, strict=True))
+    row["inode"] = entry.stat().st_ino
+    if stack is not None and is_valid_uid(stack.sop_instance_uid) and stack.slices > 1:
+        return {
+            **row,
+            "sop_instance_uid": stack.sop_instance_uid,
+            "series_instance_uid": stack.series_instance_uid,
+            "slices": stack.slices,
+        }
+    if suffix == TIFF_SUFFIX and is_valid_uid(stem):
+        return {**row, "sop_instance_uid": stem}
+    return None
 
 
 def scan_dataset(root) -> pd.DataFrame:
-    """The manifest of every ``{root}/{study}/{sop}.tiff`` whose two names are valid UIDs.
+    """The manifest of every ``{root}/{study}/{sop}.tiff`` whose two names are valid UIDs,
+    and of every stack's volume in the study folders (``{series}.tiff``,
+    ``{series}-{k}.tiff``, ``.nii.gz``), listed as the record written in it says: the
+    first slice's SOP Instance UID, the Series Instance UID and the number of slices.
 
     Other files and folders (temporaries, reports, non-UID names, other suffixes) are
-    ignored.  Only TIFF headers are read (first page size and samples, number of pages).
+    ignored.  Only headers are read (first page size and samples, number of pages, the
+    first page's description; a NIfTI header and its extensions).  ``source`` is empty,
+    and so is ``series_instance_uid`` of a single file's TIFF: the files do not hold them.
     """
     root = Path(root)
     if not root.is_dir():

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.geometry import Geometry, StackSource
 
 __all__ = [
     "COMPRESSIONS",
@@ -239,13 +239,15 @@ def write_tiff(
     geometry: Geometry,
     compression: str = "packbits",
     resolution: tuple[float, float] | None = None,
+    stack: StackSource | None = None,
 ) -> None:
     """Write ``frames`` as a multi-page TIFF at ``path``, atomically.
 
     ``frames`` is consumed one frame at a time; each is H x W or H x W x 3 of uint8, uint16,
     int16, int32 or float32, all alike. ``num_frames`` must equal the number of frames
     yielded (it goes into PageNumber and decides BigTIFF before the first page is written).
-    ``resolution`` is (x, y) in pixels per centimetre. The data go to a hidden temporary
+    ``resolution`` is (x, y) in pixels per centimetre; ``stack`` is recorded in the first
+    page's description when the file is a stack's volume. The data go to a hidden temporary
     file in the same folder that replaces ``path`` only when complete; on any error it is
     removed and the error re-raised, leaving an existing file at ``path`` untouched.
     """
@@ -281,7 +283,7 @@ def write_tiff(
         maxworkers=1,
     )
     tags = _geometry_tags(geometry)
-    description = geometry.description()
+    description = geometry.description(stack)
     shape, dtype = first.shape, first.dtype
     frame = first
     del first  # hold no frame longer than its page takes to write
@@ -439,15 +441,20 @@ def read_frames(path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TiffLayout:
-    """Image size, samples per pixel and page count read from the IFD chain only."""
+    """Image size, samples per pixel, page count and the first page's description, read
+    from the IFD chain only."""
 
     width: int
     height: int
     channels: int
     num_frames: int
+    description: str | None = None
 
 
 _TYPE_FORMATS = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
+_ASCII = 2
+_IMAGE_DESCRIPTION = 270
+_MAX_DESCRIPTION = 1 << 20  # dicomprep's are a few hundred bytes
 
 
 def read_layout(path) -> TiffLayout:
@@ -476,6 +483,8 @@ def read_layout(path) -> TiffLayout:
         entry = struct.Struct(bo + "HH" + off_fmt)
 
         fields: dict[int, int] = {}
+        description_at: tuple[int, int] | None = None  # (offset, length) of page 0's
+        description = None
         pages = 0
         seen: set[int] = set()
         while offset:
@@ -494,6 +503,13 @@ def read_layout(path) -> TiffLayout:
                 for i in range(n):
                     pos = i * entry_size
                     code, typ, cnt = entry.unpack_from(block, pos)
+                    if code == _IMAGE_DESCRIPTION and typ == _ASCII and cnt <= _MAX_DESCRIPTION:
+                        value_pos = pos + entry.size
+                        if cnt <= value_size:
+                            description = block[value_pos : value_pos + cnt]
+                        else:
+                            at = struct.unpack_from(bo + off_fmt, block, value_pos)[0]
+                            description_at = (at, cnt)
                     if code in (256, 257, 277) and cnt == 1 and typ in _TYPE_FORMATS:
                         value_pos = pos + entry.size
                         fmt = bo + _TYPE_FORMATS[typ]
@@ -507,6 +523,9 @@ def read_layout(path) -> TiffLayout:
                     raise ValueError(f"{path}: truncated IFD at offset {offset}")
             pages += 1
             offset = struct.unpack(bo + off_fmt, raw)[0]
+        if description_at is not None:
+            fh.seek(description_at[0])
+            description = fh.read(description_at[1])
     if pages == 0 or 256 not in fields or 257 not in fields:
         raise ValueError(f"{path}: no image in TIFF file")
     return TiffLayout(
@@ -514,4 +533,12 @@ def read_layout(path) -> TiffLayout:
         height=fields[257],
         channels=fields.get(277, 1),
         num_frames=pages,
+        description=_ascii_text(description),
     )
+
+
+def _ascii_text(value: bytes | None) -> str | None:
+    """A TIFF ASCII value as text (up to its first NUL; undecodable bytes replaced)."""
+    if value is None:
+        return None
+    return value.split(b"\0", 1)[0].decode("ascii", errors="replace")

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dicomprep.formats.geometry import VolumeGeometry
+from dicomprep.formats.geometry import StackSource, VolumeGeometry
+
+#: The NIfTI extension code of the record of what a volume holds ("comment").
+STACK_EXTENSION_CODE = 6
 
 
 def nifti_array(pages: np.ndarray) -> np.ndarray:
@@ -37,11 +40,17 @@ def stacked(frames, count: int) -> np.ndarray:
     return volume
 
 
-def write_nifti(path, pages: np.ndarray, volume: VolumeGeometry) -> None:
-    """Write ``pages`` (pages x rows x columns) at ``path`` (``.nii.gz``) with its affine."""
+def write_nifti(
+    path, pages: np.ndarray, volume: VolumeGeometry, stack: StackSource | None = None
+) -> None:
+    """Write ``pages`` (pages x rows x columns) at ``path`` (``.nii.gz``) with its affine,
+    and ``stack`` (the series and slices it holds) as a JSON comment extension."""
     import nibabel as nib
 
     image = nib.Nifti1Image(nifti_array(pages), volume.affine_ras())
+    if stack is not None:
+        extension = nib.nifti1.Nifti1Extension(STACK_EXTENSION_CODE, stack.description().encode())
+        image.header.extensions.append(extension)
     image.header.set_xyzt_units("mm")
     image.set_sform(volume.affine_ras(), code=1)
     image.set_qform(volume.affine_ras(), code=1)
@@ -57,3 +66,20 @@ def write_nifti(path, pages: np.ndarray, volume: VolumeGeometry) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def read_stack_layout(path) -> tuple[int, int, int, StackSource | None]:
+    """(width, height, pages, what the volume holds) of a NIfTI volume this code wrote,
+    from its header and extensions (the voxels are not read)."""
+    import nibabel as nib
+
+    header = nib.load(path).header
+    shape = header.get_data_shape()
+    if len(shape) != 3:
+        raise ValueError(f"{path}: not a volume of pages (shape {shape})")
+    stack = None
+    for extension in header.extensions:
+        if extension.get_code() == STACK_EXTENSION_CODE:
+            text = bytes(extension.get_content()).split(b"\0", 1)[0].decode("utf-8", "replace")
+            stack = StackSource.from_description(text) or stack
+    return int(shape[0]), int(shape[1]), int(shape[2]), stack

@@ -43,7 +43,7 @@ from dicomprep.formats.decode import (
     iter_frames,
     read_header,
 )
-from dicomprep.formats.geometry import Geometry, VolumeGeometry
+from dicomprep.formats.geometry import Geometry, StackSource, VolumeGeometry
 from dicomprep.formats.tiff import write_tiff
 from dicomprep.formats.uids import is_valid_uid
 from dicomprep.options import Options
@@ -148,12 +148,14 @@ def process_stack(
         rendered, page_positions = _render_stack(paths, headers, positions, options)
         volume = _volume_geometry(rendered, first, positions, page_positions, orientation, options)
         geometry = rendered.geometry.with_volume(volume)
+        source = StackSource(result.series_instance_uid, result.sop_instance_uid, len(paths))
         if options.volume_format == "nifti":
             if volume is None:
                 raise DicomError(
                     "transform", "NIfTI output needs Pixel Spacing in the slices", "NoSpacing"
                 )
-            write_nifti(output_path, stacked(rendered.frames, rendered.num_frames), volume)
+            pages = stacked(rendered.frames, rendered.num_frames)
+            write_nifti(output_path, pages, volume, stack=source)
         else:
             write_tiff(
                 output_path,
@@ -162,6 +164,7 @@ def process_stack(
                 geometry=geometry,
                 compression=options.compression,
                 resolution=rendered.resolution(),
+                stack=source,
             )
         result.status, result.output, result.geometry = OK, str(output_path), geometry
         result.height, result.width = rendered.shape[:2]
