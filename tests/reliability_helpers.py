@@ -190,9 +190,10 @@ def environment_with_hook(folder: Path, source: str, **variables: str) -> dict:
     return {**os.environ, "PYTHONPATH": path, **variables}
 
 
-# Kills the whole run (its process group) when a TIFF writer starts its second page: a
-# multi-page TIFF is then half written in its temporary.
-KILL_DURING_TIFF_WRITE = """
+# Kills the whole run (its process group) when a TIFF writer starts its second page (a
+# multi-page TIFF is then half written in its temporary), or with KILL_DURING_GZIP_WRITE
+# at a gzip stream's second write. Only for a run started in a session of its own.
+KILL_DURING_WRITE = """
 import os
 import signal
 
@@ -208,6 +209,19 @@ if os.environ.get("KILL_DURING_TIFF_WRITE"):
         return original(self, *args, **kwargs)
 
     tifffile.TiffWriter.write = write
+
+if os.environ.get("KILL_DURING_GZIP_WRITE"):  # a NIfTI volume half written
+    import gzip
+
+    original_gzip_write = gzip.GzipFile.write
+
+    def gzip_write(self, data):
+        self._written_calls = getattr(self, "_written_calls", 0) + 1
+        if self._written_calls == 2:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        return original_gzip_write(self, data)
+
+    gzip.GzipFile.write = gzip_write
 """
 
 

@@ -62,7 +62,7 @@ from dicomprep.run.records import FAILED, OK, SKIPPED
 from dicomprep.run.shard_list import read_shard_list
 
 from .reliability_helpers import (
-    KILL_DURING_TIFF_WRITE,
+    KILL_DURING_WRITE,
     encode_with_elements,
     environment_with_hook,
     files_under,
@@ -658,7 +658,7 @@ def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_outputs(
     env = None
     if point == "during-write":  # the moment is too short to catch from outside every time
         env = environment_with_hook(
-            tmp_path / "hook", KILL_DURING_TIFF_WRITE, KILL_DURING_TIFF_WRITE="1"
+            tmp_path / "hook", KILL_DURING_WRITE, KILL_DURING_TIFF_WRITE="1"
         )
     proc = start_snakemake(tmp_path, config, env=env)
     try:

@@ -126,3 +126,33 @@ def test_the_folder_rebuilds_the_manifest_the_run_wrote(stacked_run):
     assert (scanned.loc[singles, "series_instance_uid"] == "").all()
     scanned.loc[singles, "series_instance_uid"] = written.loc[singles, "series_instance_uid"]
     pd.testing.assert_frame_equal(scanned.drop(columns="source"), written.drop(columns="source"))
+
+
+@pytest.mark.parametrize(
+    ("volume_format", "kill_at"),
+    [("tiff", "KILL_DURING_TIFF_WRITE"), ("nifti", "KILL_DURING_GZIP_WRITE")],
+)
+def test_a_volume_killed_while_written_leaves_no_temporary_after_the_rerun(
+    tmp_path, volume_format, kill_at
+):
+    """The whole run is killed while a stack's volume is half written; the rerun removes
+    the temporary and writes the volume as an uninterrupted run does."""
+    from .reliability_helpers import KILL_DURING_WRITE, environment_with_hook, start_snakemake
+
+    write_series(tmp_path / "src" / "ct", count=6, name="killed")
+    settings = config(tmp_path, volume_format=volume_format)
+    env = environment_with_hook(tmp_path / "hook", KILL_DURING_WRITE, **{kill_at: "1"})
+    proc = start_snakemake(tmp_path, settings, env=env)
+    proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    hidden = [p.name for p in (tmp_path / "out").rglob(".*") if p.is_file()]
+    assert len(hidden) == 1 and hidden[0].endswith(".tmp"), hidden  # the half-written volume
+
+    snakemake(tmp_path, "--unlock", config=settings)
+    snakemake(tmp_path, config=settings)
+    assert [p for p in (tmp_path / "out").rglob(".*") if p.is_file()] == []
+    reference = tmp_path / "reference"
+    snakemake(reference, config={**settings, "output": reference / "out", "work": reference / "w"})
+    [volume] = (tmp_path / "out").rglob(f"*{'.tiff' if volume_format == 'tiff' else '.nii.gz'}")
+    again = reference / "out" / volume.relative_to(tmp_path / "out")
+    assert volume.read_bytes() == again.read_bytes()

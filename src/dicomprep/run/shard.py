@@ -178,11 +178,16 @@ def remove_stale_temporaries(output: Path) -> None:
 def remove_shard_temporaries(output_root: str | os.PathLike, entries: list[dict]) -> int:
     """Delete the temporaries that interrupted writes of this shard's outputs left behind,
     listing each study folder once (not once per file); returns how many."""
+    from dicomprep.series.volume_file import EXTENSIONS
+
     names: dict[str, set[str]] = {}
     for entry in entries:
         study, sop = entry["study_instance_uid"], entry["sop_instance_uid"]
         if study and sop:
             names.setdefault(study, set()).add(f"{sop}.tiff")
+        if study and entry.get("stack"):  # a slice: its stack's volume, in either format
+            stack = entry["stack"]
+            names.setdefault(study, set()).update(f"{stack}{s}" for s in EXTENSIONS.values())
     removed = 0
     for study, outputs in names.items():
         try:
@@ -706,9 +711,12 @@ def _pool_results(remaining: deque, output_root, options, workers):
 
 
 def _died(entry: dict, output_root) -> FileResult:
-    """The result of a file whose process died; removes what its write left behind."""
+    """The result of a file (or stack) whose process died; removes what its write left
+    behind."""
     study, sop = entry["study_instance_uid"], entry["sop_instance_uid"]
-    if study and sop:
+    if "paths" in entry:
+        remove_stale_temporaries(Path(entry["output"]))
+    elif study and sop:
         remove_stale_temporaries(output_path_for(output_root, study, sop))
     return FileResult(
         source=entry["path"],

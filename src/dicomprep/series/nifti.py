@@ -10,6 +10,7 @@ nibabel's deterministic gzip, the same volume gives the same bytes.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 from pathlib import Path
 
@@ -56,10 +57,14 @@ def write_nifti(
     image.set_qform(volume.affine_ras(), code=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{os.getpid()}.{path.name}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # the name every writer's has
     try:
-        nib.save(image, tmp)
-        with open(tmp, "rb") as fh:
+        # what nibabel.save writes for a .nii.gz name (level 1, no name, no time), streamed
+        with open(tmp, "wb") as fh:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=1, mtime=0) as gz:
+                holder = nib.FileHolder(fileobj=gz)
+                image.to_file_map({"image": holder, "header": holder})
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
