@@ -680,6 +680,35 @@ def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_outputs(
     assert_same_outputs(tmp_path, reference_run)
 
 
+@pytest.mark.parametrize("series", ["files", "stack"])
+def test_a_killed_dicom_preprocess_leaves_no_temporary_after_its_rerun(tmp_path, series):
+    """dicom-preprocess killed (with everything it started) while a multi-page TIFF is half
+    written: the next run over the same folders removes the temporary and completes."""
+    from .series_helpers import write_series
+
+    source, out = tmp_path / "src", tmp_path / "out"
+    if series == "files":
+        synthetic.write(synthetic.tomosynthesis(frames=6, rows=64, columns=48), source / "v.dcm")
+    else:
+        write_series(source, count=4, name="cli-killed")
+    args = [str(source), str(out), "--series", series, "-j", "1"]
+    env = environment_with_hook(tmp_path / "hook", KILL_DURING_WRITE, KILL_DURING_TIFF_WRITE="1")
+    proc = subprocess.Popen(
+        [*_dicom_preprocess(), *args],
+        start_new_session=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(temporaries_under(out)) == 1  # the half-written volume
+
+    assert preprocess_main(args) == 0
+    assert temporaries_under(out) == []
+    assert len(tiff_bytes(out)) == 1 and unreadable_tiffs(out) == []
+
+
 # -- 4. full disk --------------------------------------------------------------------------------
 
 

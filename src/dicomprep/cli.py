@@ -30,7 +30,12 @@ from dicomprep.run.failures import (
     write_failures,
 )
 from dicomprep.run.records import OK, FileResult
-from dicomprep.run.shard import convert_copies, mark_copies
+from dicomprep.run.shard import (
+    convert_copies,
+    mark_copies,
+    remove_shard_temporaries,
+    remove_stale_temporaries,
+)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -280,6 +285,7 @@ def preprocess_main(argv: list[str] | None = None) -> int:
         catalog["status"].isin([DICOM, DUPLICATE]),
         ["path", "key", "study_instance_uid", "sop_instance_uid"],
     ].to_dict("records")
+    remove_shard_temporaries(output, todo)  # of writes a killed earlier run left
     stack_failures, stacked = [], 0
     if options.series == "stack":
         todo, stack_failures, stacked = convert_stacks(todo, output, options, args.threads)
@@ -330,6 +336,8 @@ def convert_stacks(
         )
         for s in stacks
     ]
+    for _, volume, _ in jobs:
+        remove_stale_temporaries(volume)  # a killed earlier run's
     if threads > 1 and len(jobs) > 1:
         from dicomprep.run.processes import worker_pool
 
