@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomprep.formats.codestreams import (
     CodestreamFrames,
@@ -345,7 +346,7 @@ def render(
     """
     try:
         info = image_info(ds)
-        if not _is_deflated_syntax(info.transfer_syntax):
+        if info.transfer_syntax != DeflatedExplicitVRLittleEndian:  # inflates past its size
             check_plausible(info, os.path.getsize(path))
         mapper = _IntensityMapper(ds, info, options)
         order = frame_order(ds, info.num_frames)
@@ -430,10 +431,6 @@ def _decode_level(
     if options.size is None:
         return 0
     return codestreams.level_for(*fit_size(width, height, *options.size), width, height)
-
-
-def _is_deflated_syntax(syntax: str) -> bool:
-    return syntax == "1.2.840.10008.1.2.1.99"  # inflates to more than the file size
 
 
 def _box_of(frames, options: Options, level: int = 0) -> cropping.Box | None:

@@ -34,6 +34,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 import pydicom
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomprep.formats.decode import (
     DicomError,
@@ -66,7 +67,6 @@ PHOTOMETRICS = (
     "YBR_RCT",
 )
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
-DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _validate(path, result: Validation) -> None:
         result.add(WARNING, "unknown-photometric", f"PhotometricInterpretation {photometric}")
     try:
         info = image_info(ds)
-        if info.transfer_syntax != DEFLATED:
+        if info.transfer_syntax != DeflatedExplicitVRLittleEndian:
             check_plausible(info, os.path.getsize(path))
     except DicomError as exc:
         result.add(ERROR, "implausible-image", str(exc))
