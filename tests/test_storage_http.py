@@ -66,3 +66,21 @@ def test_a_list_of_http_urls_gives_the_tiffs_of_the_same_files_on_disk(http_fold
     failures = pd.read_csv(tmp_path / "web" / "failures.csv")
     assert failures["path"].tolist() == [f"{base}/absent.dcm"]
     assert failures["error_type"].tolist() == ["NotFound"]
+
+
+def test_a_series_listed_as_http_urls_becomes_the_volume_of_the_same_files_on_disk(
+    http_folder, tmp_path
+):
+    from .series_helpers import write_series
+
+    folder, base = http_folder
+    write_series(folder, count=5, name="http-series")
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{base}/{p.name}\n" for p in sorted(folder.glob("*.dcm"))))
+    options = ["--series", "stack", "--voi", "none", "-j", "2"]
+    assert preprocess_main([str(listing), str(tmp_path / "web"), *options]) == 0
+    assert preprocess_main([str(folder), str(tmp_path / "disk"), *options]) == 0
+    web = tiffs(tmp_path / "web")
+    assert len(web) == 1 and web == tiffs(tmp_path / "disk")
+    slices = pd.read_csv(tmp_path / "web" / "slices.csv", dtype=str)
+    assert len(slices) == 5 and slices["page"].tolist() == [str(k) for k in range(5)]

@@ -170,3 +170,32 @@ def test_outputs_go_to_a_bucket_one_object_each(on_disk, moto_server, bucket, tm
     summary = run(tmp_path, on_disk / "src", output)
     assert summary["converted_now"] == 1, summary["log"]
     assert fs.cat_file(f"{bucket}/dataset/{manifest['path'][0]}") == expected[manifest["path"][0]]
+
+
+def test_a_series_in_a_bucket_becomes_one_volume_in_a_bucket(moto_server, bucket, tmp_path):
+    """`series: stack` with slices and outputs in object storage: the same volume and
+    slices table as from disk to disk; a rerun has nothing to do."""
+    from .series_helpers import write_series
+
+    write_series(tmp_path / "src" / "ct", count=5, name="bucket-series")
+    stacked = {"series": "stack", "voi": "none"}
+    run(tmp_path / "disk", tmp_path / "src", tmp_path / "disk" / "out", **stacked)
+    [volume] = tiff_bytes(tmp_path / "disk" / "out").items()
+
+    upload_tree(tmp_path / "src", moto_server.endpoint, f"{bucket}/series")
+    output = f"s3://{bucket}/volumes"
+    summary = run(tmp_path / "web", f"s3://{bucket}/series", output, **stacked)
+    assert summary["converted_now"] == 5, summary["log"]  # source files
+    fs = s3(moto_server.endpoint)
+    assert fs.cat_file(f"{bucket}/volumes/{volume[0]}") == volume[1]
+    dataset = tmp_path / "web" / "work" / "dataset"
+    slices = pd.read_csv(dataset / "slices.csv", dtype=str)
+    on_disk = pd.read_csv(tmp_path / "disk" / "out" / "slices.csv", dtype=str)
+    assert slices["path"].tolist() == on_disk["path"].tolist() == [volume[0]] * 5
+    for column in ("sop_instance_uid", "page", "position", "source"):  # relative sources
+        assert slices[column].tolist() == on_disk[column].tolist()
+    manifest = read_manifest(dataset / "manifest.csv")
+    assert (manifest["path"].tolist(), manifest["slices"].tolist()) == ([volume[0]], [5])
+
+    again = run(tmp_path / "web", f"s3://{bucket}/series", output, **stacked)
+    assert again["converted_now"] == 0, again["log"]

@@ -32,6 +32,7 @@ from dicomprep.run.failures import (
 from dicomprep.run.records import OK, FileResult
 from dicomprep.run.shard import (
     convert_copies,
+    convert_stack,
     mark_copies,
     remove_shard_temporaries,
     remove_stale_temporaries,
@@ -288,7 +289,7 @@ def preprocess_main(argv: list[str] | None = None) -> int:
     remove_shard_temporaries(output, todo)  # of writes a killed earlier run left
     stack_failures, stacked = [], 0
     if options.series == "stack":
-        todo, stack_failures, stacked = convert_stacks(todo, output, options, args.threads)
+        todo, stack_failures, stacked = convert_stacks(todo, catalog, output, options, args.threads)
     results = convert_many(todo, str(output), options, args.threads)
     failures = failures_frame(catalog_failures(catalog) + result_failures(results) + stack_failures)
     processed = sum(1 for r in results if r["status"] == OK) + stacked
@@ -301,50 +302,45 @@ def preprocess_main(argv: list[str] | None = None) -> int:
 
 
 def convert_stacks(
-    entries: list[dict], output: Path, options: Options, threads: int
+    entries: list[dict], catalog, output: Path, options: Options, threads: int
 ) -> tuple[list[dict], list[dict], int]:
-    """Form stacks from the headers of ``entries`` and convert each into one volume.
+    """Form stacks from the header facts the ``catalog`` holds for ``entries`` and convert
+    each into one volume (slices on a web server or in a bucket too).
 
     Returns the entries left to convert one by one, failure rows (failed stacks, slices left
     out as duplicate positions, copies of stacked slices) and the number of stacks written;
     writes ``series_report.csv`` and ``slices.csv`` under ``output``."""
-    from dicomprep.formats.decode import read_header
     from dicomprep.formats.uids import is_valid_uid
-    from dicomprep.series.stacks import DUPLICATE_POSITION, REPORT_COLUMNS, form_stacks, stack_facts
-    from dicomprep.series.volume_file import process_stack, stack_output_path
+    from dicomprep.run.discover import placement_facts
+    from dicomprep.series.stacks import DUPLICATE_POSITION, REPORT_COLUMNS, form_stacks
+    from dicomprep.series.volume_file import stack_output_path
 
-    facts, firsts = [], {}
+    firsts = {}
     for entry in entries:
-        if entry["sop_instance_uid"] in firsts:
-            continue
-        firsts[entry["sop_instance_uid"]] = entry["path"]
-        try:
-            ds, has_pixels = read_header(entry["path"])
-        except Exception:  # noqa: BLE001 - the file's own conversion reports it
-            continue
-        if has_pixels and is_valid_uid(str(ds.get("StudyInstanceUID", ""))):
-            study = str(ds.StudyInstanceUID)
-            facts.append({**stack_facts(ds), "path": entry["path"], "study": study})
-    study_of = {f["path"]: f["study"] for f in facts}
-    stacks, records = form_stacks(facts)
+        firsts.setdefault(entry["sop_instance_uid"], entry["path"])
+    first_copies = catalog[catalog["path"].isin(set(firsts.values()))]
+    study_of = dict(zip(first_copies["path"], first_copies["study_instance_uid"], strict=True))
+    stacks, records = form_stacks(placement_facts(first_copies))
     stacks = [s for s in stacks if is_valid_uid(s.series_instance_uid)]
-    jobs = [
-        (
-            list(s.paths),
-            stack_output_path(output, study_of[s.paths[0]], s.name, options.volume_format),
-            options,
-        )
+    units = [
+        {
+            "paths": list(s.paths),
+            "output": stack_output_path(
+                output, study_of[s.paths[0]], s.name, options.volume_format
+            ),
+            "study_instance_uid": study_of[s.paths[0]],
+        }
         for s in stacks
     ]
-    for _, volume, _ in jobs:
-        remove_stale_temporaries(volume)  # a killed earlier run's
-    if threads > 1 and len(jobs) > 1:
+    for unit in units:
+        remove_stale_temporaries(Path(unit["output"]))  # a killed earlier run's
+    if threads > 1 and len(units) > 1:
         from dicomprep.run.processes import worker_pool
 
         with worker_pool(threads) as pool:
-            results = list(pool.map(process_stack, *zip(*jobs, strict=True)))
+            results = list(pool.map(convert_stack, units, [options] * len(units)))
     else:
-        results = [process_stack(*job) for job in jobs]
+        results = [convert_stack(unit, options) for unit in units]
 
     taken = {p for s in stacks for p in s.paths}
     taken_uids = {uid for s in stacks for uid in s.sop_instance_uids}

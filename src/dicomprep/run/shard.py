@@ -444,10 +444,8 @@ def stack_units(entries: list[dict], output_root, options: Options, fingerprints
             "sop_instance_uid": head["sop_instance_uid"],
             "bucket_key": head.get("bucket_key") or head["study_instance_uid"],
             "cost": sum(entries[i]["cost"] for i in indices),
-            "output": str(
-                stack_output_path(
-                    output_root, head["study_instance_uid"], name, options.volume_format
-                )
+            "output": stack_output_path(
+                output_root, head["study_instance_uid"], name, options.volume_format
             ),
             "fingerprint": digest.hexdigest()[:24],
         }
@@ -729,11 +727,22 @@ def _died(entry: dict, output_root) -> FileResult:
     )
 
 
+def convert_stack(unit: dict, options: Options):
+    """The :class:`~dicomprep.series.volume_file.StackResult` of one stack: its slices
+    (``paths``, in order) into one volume at ``output``, through local temporaries when
+    the slices or the output are in object storage."""
+    if is_url(unit["output"]) or any(is_url(p) for p in unit["paths"]):
+        from dicomprep.storage.transfer import convert_stack_entry
+
+        return convert_stack_entry(unit, options)
+    from dicomprep.series.volume_file import process_stack
+
+    return process_stack(unit["paths"], unit["output"], options)
+
+
 def _convert(entry: dict, output_root, options: Options, decode_threads: int = 1) -> FileResult:
     if "paths" in entry:  # a stack: its slices become one volume
-        from dicomprep.series.volume_file import process_stack
-
-        return process_stack(entry["paths"], entry["output"], options)
+        return convert_stack(entry, options)
     if is_url(entry["path"]) or is_url(output_root):  # object storage: fetch / put
         from dicomprep.storage.transfer import convert_entry
 

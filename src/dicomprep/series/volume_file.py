@@ -61,6 +61,7 @@ from dicomprep.run.records import FAILED, OK
 from dicomprep.series.nifti import stacked, write_nifti
 from dicomprep.series.spacing import slice_targets
 from dicomprep.series.stacks import UNEVEN_TOLERANCE_MM
+from dicomprep.storage.urls import is_url, join_url
 
 #: The VOI elements of the first slice that every slice of a stack gets (``voi: auto``).
 VOI_KEYWORDS = (
@@ -78,9 +79,11 @@ KEEP_DECODED_BYTES = 256 * 2**20
 EXTENSIONS = {"tiff": ".tiff", "nifti": ".nii.gz"}
 
 
-def stack_output_path(root, study_uid: str, name: str, volume_format: str = "tiff") -> Path:
-    """``{root}/{StudyInstanceUID}/{name}.tiff`` (or ``.nii.gz``); ``name`` is a Stack's."""
-    return Path(root) / study_uid / f"{name}{EXTENSIONS[volume_format]}"
+def stack_output_path(root, study_uid: str, name: str, volume_format: str = "tiff") -> str:
+    """``{root}/{StudyInstanceUID}/{name}.tiff`` (or ``.nii.gz``); ``name`` is a Stack's,
+    ``root`` a folder or a bucket URL."""
+    relative = f"{study_uid}/{name}{EXTENSIONS[volume_format]}"
+    return join_url(str(root), relative) if is_url(str(root)) else str(Path(root) / relative)
 
 
 @dataclass

@@ -6,7 +6,8 @@ finished file: readers see the whole object or none).
 A shard job's parent fetches the objects of the next few files while its workers convert
 (:class:`Prefetcher`, at most a few objects ahead), so transfer overlaps decoding; a
 worker converts the local copy and removes it, or fetches the object itself when the
-copy is not there.  A shard never copies its source to local disk.
+copy is not there; a stack's worker fetches its slices into a temporary folder for the
+time the volume takes.  A shard never copies its source to local disk.
 Transient errors are retried (:mod:`.retry`); an object that is gone or refused is a
 failure of stage ``read``; one still unreachable after the retries is a failure that is
 not remembered (error type :data:`UNAVAILABLE`), so the next run tries it again.
@@ -54,7 +55,7 @@ def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_t
     """The :class:`~dicomprep.run.records.FileResult` of one shard list entry whose source
     or output root (or both) is a URL; ``result.output`` is the output's URL then."""
     from dicomprep.pipeline import process_file
-    from dicomprep.run.records import FAILED, OK, FileResult
+    from dicomprep.run.records import FAILED, FileResult
 
     source, output_root = entry["path"], str(output_root)
     started = time.perf_counter()
@@ -83,18 +84,68 @@ def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_t
         target_root = Path(scratch) / "out" if remote_output else output_root
         result = process_file(local, target_root, options, decode_threads=decode_threads)
         result.source = source
-        if result.status == OK and remote_output:
+        if remote_output:
             relative = Path(result.output).relative_to(target_root).as_posix()
-            url = join_url(output_root, relative)
-            try:
-                put_file(result.output, url)
-                result.output = url
-            except Exception as exc:  # noqa: BLE001 - the shard fails for it, a rerun retries
-                result.status, result.stage, result.output = FAILED, "write", ""
-                result.error_type = read_failure_type(exc)
-                result.message = f"cannot put the output object {url}: {_one_line(exc)}"
+            _put_output(result, join_url(output_root, relative))
         result.seconds = time.perf_counter() - started
     return result
+
+
+def convert_stack_entry(entry: dict, options):
+    """The :class:`~dicomprep.series.volume_file.StackResult` of a stack (a shard list
+    unit with ``paths`` and ``output``) whose slices or output root are URLs: the slices
+    are fetched into a local temporary folder, the volume is written there and put once
+    when ``output`` is a URL.  Sources in the result are the slices' URLs."""
+    from dicomprep.run.records import FAILED
+    from dicomprep.series.volume_file import StackResult, process_stack
+
+    sources, output = [str(p) for p in entry["paths"]], str(entry["output"])
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dicomprep-stack-") as scratch:
+        local_of = {}
+        for k, source in enumerate(sources):
+            local_of[source] = str(Path(scratch) / f"{k}.dcm") if is_url(source) else source
+            if not is_url(source):
+                continue
+            try:
+                fetch_to_file(source, local_of[source])
+            except Exception as exc:  # noqa: BLE001 - recorded as the stack's failure
+                return StackResult(
+                    sources=sources,
+                    status=FAILED,
+                    stage="read",
+                    error_type=read_failure_type(exc),
+                    message=f"cannot fetch the object {source}: {_one_line(exc)}",
+                    study_instance_uid=entry.get("study_instance_uid", ""),
+                    seconds=time.perf_counter() - started,
+                )
+        remote_output = is_url(output)
+        target = Path(scratch) / output.rsplit("/", 1)[-1] if remote_output else Path(output)
+        result = process_stack([local_of[s] for s in sources], target, options)
+        source_of = {local: source for source, local in local_of.items()}
+        result.sources = sources
+        for placed in result.slices:
+            placed.source = source_of.get(placed.source, placed.source)
+        if remote_output:
+            _put_output(result, output)
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def _put_output(result, url: str) -> None:
+    """Put a converted result's local output at ``url`` (its output then); a put that
+    fails makes it a failure of stage ``write`` (the shard fails for it, a rerun retries)."""
+    from dicomprep.run.records import FAILED, OK
+
+    if result.status != OK:
+        return
+    try:
+        put_file(result.output, url)
+        result.output = url
+    except Exception as exc:  # noqa: BLE001
+        result.status, result.stage, result.output = FAILED, "write", ""
+        result.error_type = read_failure_type(exc)
+        result.message = f"cannot put the output object {url}: {_one_line(exc)}"
 
 
 class Prefetcher:
@@ -115,6 +166,8 @@ class Prefetcher:
         """Start fetching ``entry``'s object unless it is fetched already or too many
         fetches are under way."""
         if key in self._fetches or not is_url(entry["path"]) or len(self._fetches) >= self.ahead:
+            return
+        if "paths" in entry:  # a stack: its worker fetches every slice
             return
         self._count += 1
         local = self.folder / f"{self._count}.dcm"
