@@ -785,3 +785,39 @@ def test_each_shards_first_files_hold_the_reports_sample():
         uids = sorted((u for m, u in files if m == modality), key=sample_key)
         assert set(uids[:5]) <= marked
         assert first_per_modality([(m, u) for m, u in files if m == modality], 5) == set(uids[:5])
+
+
+def test_a_nifti_volumes_sample_shows_its_central_page(tmp_path):
+    """A stack written as NIfTI (no crop or padding tags): the sample shows its central
+    page, whole, counted in the intensity histogram as nibabel reads it."""
+    from types import SimpleNamespace
+
+    import nibabel as nib
+
+    from dicomprep.series.volume_file import process_stack
+
+    from .series_helpers import write_series
+
+    series = write_series(tmp_path / "in", count=5, name="report-nifti")
+    paths = sorted(series["paths"].values(), key=str)
+    by_position = sorted(paths, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    output = tmp_path / "out" / "volume.nii.gz"
+    options = Options(voi="none", volume_format="nifti")
+    assert process_stack(by_position, output, options).status == "ok"
+    row = SimpleNamespace(
+        modality="CT",
+        study_instance_uid=series["study"],
+        sop_instance_uid=pydicom.dcmread(by_position[0]).SOPInstanceUID,
+        path=str(by_position[0]),
+        tiff="volume.nii.gz",
+        source_frames=1,
+        num_frames=5,
+    )
+    sample = images.render_sample(row, tmp_path / "out", tmp_path / "img", options)
+    assert sample.errors == []
+    assert (sample.output_frames, sample.output_view) == (5, "page 3 of 5")
+    page = np.asarray(nib.load(output).dataobj[:, :, 2]).T
+    assert sample.output_size == (page.shape[1], page.shape[0])
+    box = (0, 0, page.shape[1], page.shape[0])
+    assert sample.histogram == images.display_histogram(images.to_display(page), box)
+    assert (tmp_path / "img" / sample.output_image).exists()

@@ -226,26 +226,33 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _render_output(sample: Sample, tiff_path: Path, img_dir: Path, size: int, fmt: str):
-    import tifffile
+def _render_output(sample: Sample, output_path: Path, img_dir: Path, size: int, fmt: str):
+    """The output's central page; a NIfTI volume (a stack's, ``volume_format: nifti``)
+    holds no crop or padding tags, so its whole page is the active area."""
+    if output_path.name.endswith(".nii.gz"):
+        from dicomprep.series.nifti import read_central_page
 
-    from dicomprep.formats.tiff import read_geometry
+        page, index, pages = read_central_page(output_path)
+        geometry, active_area = None, (0, 0, page.shape[1], page.shape[0])
+    else:
+        import tifffile
 
-    geometry = read_geometry(tiff_path)
-    with tifffile.TiffFile(tiff_path) as tif:
-        pages = len(tif.pages)
-        index = central_index(pages)
-        page = tif.pages[index].asarray()
+        from dicomprep.formats.tiff import read_geometry
+
+        geometry = read_geometry(output_path)
+        active_area = geometry.active_area
+        with tifffile.TiffFile(output_path) as tif:
+            pages = len(tif.pages)
+            index = central_index(pages)
+            page = tif.pages[index].asarray()
     sample.geometry = geometry
     sample.output_frames = pages
     sample.output_size = (page.shape[1], page.shape[0])
     sample.output_view = f"page {index + 1} of {pages}" if pages > 1 else ""
     display = to_display(page)
-    sample.histogram = display_histogram(display, geometry.active_area)
+    sample.histogram = display_histogram(display, active_area)
     sample.output_image = f"{sample.sop_instance_uid}.output.{fmt}"
-    save_image(
-        img_dir / sample.output_image, output_thumbnail(display, geometry.active_area, size), fmt
-    )
+    save_image(img_dir / sample.output_image, output_thumbnail(display, active_area, size), fmt)
 
 
 def _render_source(

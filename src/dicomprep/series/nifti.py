@@ -88,3 +88,17 @@ def read_stack_layout(path) -> tuple[int, int, int, StackSource | None]:
             text = bytes(extension.get_content()).split(b"\0", 1)[0].decode("utf-8", "replace")
             stack = StackSource.from_description(text) or stack
     return int(shape[0]), int(shape[1]), int(shape[2]), stack
+
+
+def read_central_page(path) -> tuple[np.ndarray, int, int]:
+    """(the central page as rows x columns, its index, the number of pages) of a NIfTI
+    volume this code wrote; only that page is read from the voxels."""
+    import nibabel as nib
+
+    from dicomprep.pixels.volume import central_index
+
+    image = nib.load(path)
+    pages = int(image.shape[2]) if len(image.shape) == 3 else 1
+    index = central_index(pages)
+    page = np.asarray(image.dataobj[:, :, index] if len(image.shape) == 3 else image.dataobj)
+    return np.ascontiguousarray(page.T), index, pages
