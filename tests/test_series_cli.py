@@ -43,7 +43,8 @@ def test_size_and_spacing_are_exclusive(tmp_path, capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
-def test_annotations_of_stacked_slices_map_to_their_page(tmp_path):
+@pytest.mark.parametrize("volume_format", ["tiff", "nifti"])
+def test_annotations_of_stacked_slices_map_to_their_page(tmp_path, volume_format):
     """An annotation drawn on one slice of a stacked series lands on that slice's page of
     the volume, at the coordinates the resize gives (128 x 128 slices to 64 x 64)."""
     from dicomprep.cli import manifest_main
@@ -52,6 +53,7 @@ def test_annotations_of_stacked_slices_map_to_their_page(tmp_path):
     series = write_series(tmp_path / "in", count=6, name="notes")
     out = tmp_path / "out"
     args = [str(tmp_path / "in"), str(out), "--series", "stack", "-s", "64,64", "-j", "1"]
+    args += ["--volume-format", volume_format]
     assert preprocess_main(args) == 0
     assert manifest_main([str(out), str(out / "manifest.csv")]) == 0
     by_position = sorted(series["datasets"], key=lambda d: float(d.ImagePositionPatient[2]))
@@ -65,7 +67,8 @@ def test_annotations_of_stacked_slices_map_to_their_page(tmp_path):
     mapped = map_annotations(table, out)
     assert list(mapped["status"]) == ["ok", "ok"]
     assert list(mapped["page"]) == [4, 1]
-    assert set(mapped["path"]) == {f"{series['study']}/{series['series']}.tiff"}
+    suffix = ".tiff" if volume_format == "tiff" else ".nii.gz"
+    assert set(mapped["path"]) == {f"{series['study']}/{series['series']}{suffix}"}
     assert mapped["x"].tolist() == pytest.approx([20.0, 50.0])
     assert mapped["y"].tolist() == pytest.approx([25.0, 5.0])
 

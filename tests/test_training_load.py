@@ -161,3 +161,32 @@ def test_the_top_level_offers_every_training_name_without_importing_it():
     code = "import sys, dicomprep; print('numpy' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_stacks_nifti_volume_loads_as_its_tiff_does(tmp_path):
+    """The same stack written as TIFF and as NIfTI: every page, chosen pages and each dtype
+    come out equal, and so does the geometry each records."""
+    import pydicom
+
+    from dicomprep.options import Options
+    from dicomprep.series.volume_file import process_stack
+
+    from .series_helpers import write_series
+
+    series = write_series(tmp_path / "in", count=5, name="load-nifti")
+    paths = sorted(
+        series["paths"].values(), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2])
+    )
+    for name, volume_format in (("v.tiff", "tiff"), ("v.nii.gz", "nifti")):
+        options = Options(voi="none", spacing=(1.0, 1.0), volume_format=volume_format)
+        assert process_stack(paths, tmp_path / name, options).status == "ok"
+    for dtype in ("native", "uint16", "float32"):
+        for frames in (None, 2, [4, 0, 0]):
+            tiff = dicomprep.load(tmp_path / "v.tiff", dtype, frames)
+            nifti = dicomprep.load(tmp_path / "v.nii.gz", dtype, frames)
+            assert nifti.dtype == tiff.dtype and nifti.shape == tiff.shape
+            np.testing.assert_array_equal(nifti, tiff)
+    geometry = dicomprep.load_with_geometry(tmp_path / "v.nii.gz")[1]
+    assert geometry == dicomprep.load_with_geometry(tmp_path / "v.tiff")[1]
+    assert geometry == read_geometry(tmp_path / "v.tiff")  # the exact scale and placement too
+    assert geometry.exact_scale is not None and geometry.volume is not None

@@ -1,2 +1,3 @@
 """Files and formats: reading DICOM (headers, frames, direct codestream decoding),
-writing and reading the TIFF outputs with their geometry, the manifest, UIDs."""
+writing and reading the outputs with their geometry (TIFF; a stack's NIfTI volume), the
+manifest, UIDs."""

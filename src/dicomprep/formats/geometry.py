@@ -205,6 +205,27 @@ class Geometry:
             record["stack"] = stack.to_dict()
         return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
+    def record(self, stack: StackSource | None = None) -> str:
+        """The whole geometry as JSON: :meth:`description` and the values a TIFF keeps in
+        its integer tags (under ``"tags"``); the record of an output that has no tags, a
+        stack's NIfTI volume."""
+        record = json.loads(self.description(stack) or '{"dicomprep": 1}')
+        record["tags"] = {name: getattr(self, name) for name in _TAG_FIELDS}
+        return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_record(cls, text: str | None) -> Geometry | None:
+        """The geometry of a :meth:`record` (None for other text)."""
+        record = _description_record(text)
+        tags = record.get("tags") if record is not None else None
+        if not isinstance(tags, dict):
+            return None
+        try:
+            values = {name: int(tags[name]) for name in _TAG_FIELDS}
+        except (KeyError, TypeError, ValueError):
+            return None
+        return cls(**values).with_description(text)
+
     def with_description(self, text: str | None) -> Geometry:
         """This geometry completed by a :meth:`description` (other text is ignored)."""
         record = _description_record(text)
@@ -217,6 +238,21 @@ class Geometry:
             exact_scale=tuple(float(v) for v in scale) if scale is not None else None,
             volume=VolumeGeometry.from_dict(volume) if volume is not None else None,
         )
+
+
+# The values of a Geometry the TIFF tags hold (DefaultCropOrigin/Size, ActiveArea, the size).
+_TAG_FIELDS = (
+    "crop_x",
+    "crop_y",
+    "crop_width",
+    "crop_height",
+    "resized_width",
+    "resized_height",
+    "canvas_width",
+    "canvas_height",
+    "active_left",
+    "active_top",
+)
 
 
 @dataclass(frozen=True)
@@ -235,11 +271,6 @@ class StackSource:
             "sop_instance_uid": self.sop_instance_uid,
             "slices": self.slices,
         }
-
-    def description(self) -> str:
-        """This record alone as a description (a NIfTI volume's; a TIFF's is
-        :meth:`Geometry.description`, which holds it beside the geometry)."""
-        return json.dumps({"dicomprep": 1, "stack": self.to_dict()}, sort_keys=True)
 
     @classmethod
     def from_description(cls, text: str | None) -> StackSource | None:

@@ -134,7 +134,7 @@ def _scanned_row(entry: os.DirEntry) -> dict | None:
         size = (layout.width, layout.height, layout.channels, layout.num_frames)
         stack = StackSource.from_description(layout.description)
     else:
-        from dicomprep.series.nifti import read_stack_layout
+        from dicomprep.formats.nifti import read_stack_layout
 
         width, height, pages, stack = read_stack_layout(entry.path)
         size = (width, height, 1, pages)

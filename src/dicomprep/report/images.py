@@ -227,20 +227,19 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _render_output(sample: Sample, output_path: Path, img_dir: Path, size: int, fmt: str):
-    """The output's central page; a NIfTI volume (a stack's, ``volume_format: nifti``)
-    holds no crop or padding tags, so its whole page is the active area."""
-    if output_path.name.endswith(".nii.gz"):
-        from dicomprep.series.nifti import read_central_page
+    """The output's central page (a TIFF's, or a stack's NIfTI volume's)."""
+    from dicomprep.formats.outputs import is_nifti, read_output_geometry
 
-        page, index, pages = read_central_page(output_path)
-        geometry, active_area = None, (0, 0, page.shape[1], page.shape[0])
+    geometry = read_output_geometry(output_path)
+    if is_nifti(output_path):
+        from dicomprep.formats.nifti import page_count, read_pages
+
+        pages = page_count(output_path)
+        index = central_index(pages)
+        [page] = read_pages(output_path, [index])
     else:
         import tifffile
 
-        from dicomprep.formats.tiff import read_geometry
-
-        geometry = read_geometry(output_path)
-        active_area = geometry.active_area
         with tifffile.TiffFile(output_path) as tif:
             pages = len(tif.pages)
             index = central_index(pages)
@@ -250,9 +249,10 @@ def _render_output(sample: Sample, output_path: Path, img_dir: Path, size: int, 
     sample.output_size = (page.shape[1], page.shape[0])
     sample.output_view = f"page {index + 1} of {pages}" if pages > 1 else ""
     display = to_display(page)
-    sample.histogram = display_histogram(display, active_area)
+    sample.histogram = display_histogram(display, geometry.active_area)
     sample.output_image = f"{sample.sop_instance_uid}.output.{fmt}"
-    save_image(img_dir / sample.output_image, output_thumbnail(display, active_area, size), fmt)
+    thumbnail = output_thumbnail(display, geometry.active_area, size)
+    save_image(img_dir / sample.output_image, thumbnail, fmt)
 
 
 def _render_source(

@@ -123,7 +123,7 @@ def crop_fractions(
     and modification time, and read from there while both are unchanged: a rerun opens
     only new or changed TIFFs.  The cache holds the rows of the last call only.
     """
-    from dicomprep.formats.tiff import read_geometry
+    from dicomprep.formats.outputs import read_output_geometry
 
     known = _read_crop_cache(cache)
     kept: dict[str, list[int]] = {}
@@ -137,7 +137,7 @@ def crop_fractions(
             st = os.stat(root / tiff)
             entry = known.get(tiff)
             if entry is None or entry[:2] != [st.st_size, st.st_mtime_ns]:
-                g = read_geometry(root / tiff)
+                g = read_output_geometry(root / tiff)
                 entry = [st.st_size, st.st_mtime_ns, g.crop_width, g.crop_height]
         except Exception:  # noqa: BLE001 - a file that went away is just not counted
             continue

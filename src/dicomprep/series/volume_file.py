@@ -44,6 +44,7 @@ from dicomprep.formats.decode import (
     read_header,
 )
 from dicomprep.formats.geometry import Geometry, StackSource, VolumeGeometry
+from dicomprep.formats.nifti import stacked, write_nifti
 from dicomprep.formats.tiff import write_tiff
 from dicomprep.formats.uids import is_valid_uid
 from dicomprep.options import Options
@@ -58,7 +59,6 @@ from dicomprep.pixels.volume import (
     projected_range,
 )
 from dicomprep.run.records import FAILED, OK
-from dicomprep.series.nifti import stacked, write_nifti
 from dicomprep.series.spacing import slice_targets
 from dicomprep.series.stacks import UNEVEN_TOLERANCE_MM
 from dicomprep.storage.urls import is_url, join_url
@@ -158,7 +158,7 @@ def process_stack(
                     "transform", "NIfTI output needs Pixel Spacing in the slices", "NoSpacing"
                 )
             pages = stacked(rendered.frames, rendered.num_frames)
-            write_nifti(output_path, pages, volume, stack=source)
+            write_nifti(output_path, pages, geometry, stack=source)
         else:
             write_tiff(
                 output_path,

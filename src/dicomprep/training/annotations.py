@@ -53,7 +53,7 @@ import pandas as pd
 
 from dicomprep.formats.geometry import Geometry
 from dicomprep.formats.manifest import read_manifest
-from dicomprep.formats.tiff import read_geometry
+from dicomprep.formats.outputs import read_output_geometry
 
 __all__ = [
     "BOX_COLUMNS",
@@ -119,7 +119,7 @@ class GeometryLookup:
         cached = self._geometries.get(path)
         if cached is None:
             try:
-                cached = read_geometry(self.root / path)
+                cached = read_output_geometry(self.root / path)
             except (OSError, ValueError) as exc:
                 cached = exc
             self._geometries[path] = cached

@@ -1,4 +1,5 @@
-"""Reading output TIFFs for training: chosen pages, one array type, shape (frames, H, W, C).
+"""Reading output TIFFs (and stacks' NIfTI volumes) for training: chosen pages, one array
+type, shape (frames, H, W, C).
 
 :func:`load` decodes only the requested pages and converts the stored values to the type
 the training code asks for.  The conversions are exact, fixed per stored type (never per
@@ -33,6 +34,7 @@ import numpy as np
 import tifffile
 
 from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.outputs import is_nifti, read_output_geometry
 from dicomprep.formats.tiff import _page_geometry
 
 __all__ = ["DTYPES", "convert", "load", "load_with_geometry"]
@@ -61,14 +63,19 @@ def load(path, dtype: str = "uint8", frames=None) -> np.ndarray:
 
 
 def load_with_geometry(path, dtype: str = "uint8", frames=None) -> tuple[np.ndarray, Geometry]:
-    """:func:`load` and the file's :class:`~dicomprep.formats.geometry.Geometry`, in one open."""
+    """:func:`load` and the file's :class:`~dicomprep.formats.geometry.Geometry`, in one open.
+
+    A stack's NIfTI volume (``.nii.gz``, ``volume_format: nifti``) loads the same way, page
+    by page, with the geometry recorded in it."""
     _check_dtype(dtype)
+    if is_nifti(path):
+        return convert(_nifti_pages(path, frames), dtype), read_output_geometry(path)
     with tifffile.TiffFile(os.fspath(path)) as tif:
         pages = tif.pages
         total = len(pages)
         indices = _page_indices(frames, total)
         first = pages[indices[0]] if indices else pages.first
-        geometry = _page_geometry(pages.first, path)
+        geometry = _page_geometry(pages.first, path).with_description(pages.first.description)
         height, width = int(first.imagelength), int(first.imagewidth)
         channels = int(first.samplesperpixel)
         stored = np.empty((len(indices), height, width, channels), dtype=first.dtype)
@@ -78,6 +85,14 @@ def load_with_geometry(path, dtype: str = "uint8", frames=None) -> tuple[np.ndar
                 raise ValueError(f"{path}: page {index} differs in shape or type from page 0")
             page.asarray(out=stored[slot].reshape(page.shape))
     return convert(stored, dtype), geometry
+
+
+def _nifti_pages(path, frames) -> np.ndarray:
+    """The requested pages of a NIfTI volume, shape (frames, H, W, 1)."""
+    from dicomprep.formats.nifti import page_count, read_pages
+
+    path = os.fspath(path)
+    return read_pages(path, _page_indices(frames, page_count(path)))[..., None]
 
 
 def _check_dtype(dtype: str) -> None:

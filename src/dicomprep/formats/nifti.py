@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dicomprep.formats.geometry import StackSource, VolumeGeometry
+from dicomprep.formats.geometry import Geometry, StackSource
 
-#: The NIfTI extension code of the record of what a volume holds ("comment").
-STACK_EXTENSION_CODE = 6
+#: The NIfTI extension code ("comment") of the JSON record of the volume's geometry and
+#: the series it holds.
+RECORD_EXTENSION_CODE = 6
 
 
 def nifti_array(pages: np.ndarray) -> np.ndarray:
@@ -42,16 +43,19 @@ def stacked(frames, count: int) -> np.ndarray:
 
 
 def write_nifti(
-    path, pages: np.ndarray, volume: VolumeGeometry, stack: StackSource | None = None
+    path, pages: np.ndarray, geometry: Geometry, stack: StackSource | None = None
 ) -> None:
-    """Write ``pages`` (pages x rows x columns) at ``path`` (``.nii.gz``) with its affine,
-    and ``stack`` (the series and slices it holds) as a JSON comment extension."""
+    """Write ``pages`` (pages x rows x columns) at ``path`` (``.nii.gz``) with the affine of
+    ``geometry.volume``, and the whole geometry and ``stack`` (the series and slices it
+    holds) as a JSON comment extension (:meth:`Geometry.record`)."""
     import nibabel as nib
 
+    volume = geometry.volume
+    if volume is None:
+        raise ValueError("a NIfTI volume needs the placement of its pages (geometry.volume)")
     image = nib.Nifti1Image(nifti_array(pages), volume.affine_ras())
-    if stack is not None:
-        extension = nib.nifti1.Nifti1Extension(STACK_EXTENSION_CODE, stack.description().encode())
-        image.header.extensions.append(extension)
+    record = geometry.record(stack).encode()
+    image.header.extensions.append(nib.nifti1.Nifti1Extension(RECORD_EXTENSION_CODE, record))
     image.header.set_xyzt_units("mm")
     image.set_sform(volume.affine_ras(), code=1)
     image.set_qform(volume.affine_ras(), code=1)
@@ -73,32 +77,53 @@ def write_nifti(
         raise
 
 
-def read_stack_layout(path) -> tuple[int, int, int, StackSource | None]:
-    """(width, height, pages, what the volume holds) of a NIfTI volume this code wrote,
-    from its header and extensions (the voxels are not read)."""
+def read_record(path) -> tuple[tuple[int, int, int], str | None]:
+    """((width, height, pages), the JSON record) of a NIfTI volume this code wrote, from
+    its header and extensions (the voxels are not read)."""
     import nibabel as nib
 
     header = nib.load(path).header
     shape = header.get_data_shape()
     if len(shape) != 3:
         raise ValueError(f"{path}: not a volume of pages (shape {shape})")
-    stack = None
+    text = None
     for extension in header.extensions:
-        if extension.get_code() == STACK_EXTENSION_CODE:
+        if extension.get_code() == RECORD_EXTENSION_CODE:
             text = bytes(extension.get_content()).split(b"\0", 1)[0].decode("utf-8", "replace")
-            stack = StackSource.from_description(text) or stack
-    return int(shape[0]), int(shape[1]), int(shape[2]), stack
+    return (int(shape[0]), int(shape[1]), int(shape[2])), text
 
 
-def read_central_page(path) -> tuple[np.ndarray, int, int]:
-    """(the central page as rows x columns, its index, the number of pages) of a NIfTI
-    volume this code wrote; only that page is read from the voxels."""
+def read_stack_layout(path) -> tuple[int, int, int, StackSource | None]:
+    """(width, height, pages, what the volume holds) of a NIfTI volume this code wrote."""
+    size, text = read_record(path)
+    return (*size, StackSource.from_description(text))
+
+
+def read_nifti_geometry(path) -> Geometry:
+    """The geometry recorded in a NIfTI volume this code wrote (ValueError without one)."""
+    _, text = read_record(path)
+    geometry = Geometry.from_record(text)
+    if geometry is None:
+        raise ValueError(f"{path}: no dicomprep geometry record in its extensions")
+    return geometry
+
+
+def page_count(path) -> int:
+    """The number of pages of a NIfTI volume (from its header)."""
+    _, _, pages = read_record(path)[0]
+    return pages
+
+
+def read_pages(path, indices: list[int]) -> np.ndarray:
+    """Pages ``indices`` of a NIfTI volume, shape (n, rows, columns); only those pages are
+    read from the voxels."""
     import nibabel as nib
 
-    from dicomprep.pixels.volume import central_index
-
     image = nib.load(path)
-    pages = int(image.shape[2]) if len(image.shape) == 3 else 1
-    index = central_index(pages)
-    page = np.asarray(image.dataobj[:, :, index] if len(image.shape) == 3 else image.dataobj)
-    return np.ascontiguousarray(page.T), index, pages
+    if len(image.shape) != 3:
+        raise ValueError(f"{path}: not a volume of pages (shape {image.shape})")
+    width, height = int(image.shape[0]), int(image.shape[1])
+    out = np.empty((len(indices), height, width), dtype=image.get_data_dtype())
+    for slot, index in enumerate(indices):
+        out[slot] = np.asarray(image.dataobj[:, :, index]).T
+    return out
