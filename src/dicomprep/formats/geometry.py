@@ -15,7 +15,7 @@ Boxes are ``(x0, y0, x1, y1)`` with exclusive ``x1, y1`` in the same convention.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -202,7 +202,7 @@ class Geometry:
         if self.volume is not None:
             record["volume"] = self.volume.to_dict()
         if stack is not None:
-            record["stack"] = stack.to_dict()
+            record["stack"] = asdict(stack)
         return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
     def record(self, stack: StackSource | None = None) -> str:
@@ -264,13 +264,6 @@ class StackSource:
     series_instance_uid: str
     sop_instance_uid: str
     slices: int
-
-    def to_dict(self) -> dict:
-        return {
-            "series_instance_uid": self.series_instance_uid,
-            "sop_instance_uid": self.sop_instance_uid,
-            "slices": self.slices,
-        }
 
     @classmethod
     def from_description(cls, text: str | None) -> StackSource | None:
