@@ -50,6 +50,17 @@ def test_an_object_becomes_the_tiff_of_the_same_file(bucket, moto_server, proxie
     assert fs.find(f"{bucket}/out") == [f"{bucket}/out/{relative}"]  # no temporaries
 
 
+def test_a_file_that_does_not_convert_puts_nothing_and_is_one_failure(
+    bucket, moto_server, proxied, tmp_path
+):
+    fs = s3(moto_server.endpoint)
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    fs.pipe_file(f"{bucket}/src/cut.dcm", data[: len(data) - 4000])  # pixel data cut short
+    result = convert_entry(entry(f"s3://{bucket}/src/cut.dcm"), f"s3://{bucket}/out", OPTIONS)
+    assert (result.status, result.stage, result.output) == ("failed", "decode", "")
+    assert not fs.exists(f"{bucket}/out")
+
+
 def test_refused_absent_and_unreachable_objects_are_one_failure_each(
     bucket, moto_server, proxied, tmp_path, monkeypatch
 ):

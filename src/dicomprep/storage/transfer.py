@@ -55,7 +55,7 @@ def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_t
     """The :class:`~dicomprep.run.records.FileResult` of one shard list entry whose source
     or output root (or both) is a URL; ``result.output`` is the output's URL then."""
     from dicomprep.pipeline import process_file
-    from dicomprep.run.records import FAILED, FileResult
+    from dicomprep.run.records import FAILED, OK, FileResult
 
     source, output_root = entry["path"], str(output_root)
     started = time.perf_counter()
@@ -84,7 +84,7 @@ def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_t
         target_root = Path(scratch) / "out" if remote_output else output_root
         result = process_file(local, target_root, options, decode_threads=decode_threads)
         result.source = source
-        if remote_output:
+        if remote_output and result.status == OK:
             relative = Path(result.output).relative_to(target_root).as_posix()
             _put_output(result, join_url(output_root, relative))
         result.seconds = time.perf_counter() - started
@@ -96,7 +96,7 @@ def convert_stack_entry(entry: dict, options):
     unit with ``paths`` and ``output``) whose slices or output root are URLs: the slices
     are fetched into a local temporary folder, the volume is written there and put once
     when ``output`` is a URL.  Sources in the result are the slices' URLs."""
-    from dicomprep.run.records import FAILED
+    from dicomprep.run.records import FAILED, OK
     from dicomprep.series.volume_file import StackResult, process_stack
 
     sources, output = [str(p) for p in entry["paths"]], str(entry["output"])
@@ -126,7 +126,7 @@ def convert_stack_entry(entry: dict, options):
         result.sources = sources
         for placed in result.slices:
             placed.source = source_of.get(placed.source, placed.source)
-        if remote_output:
+        if remote_output and result.status == OK:
             _put_output(result, output)
         result.seconds = time.perf_counter() - started
     return result
@@ -135,10 +135,8 @@ def convert_stack_entry(entry: dict, options):
 def _put_output(result, url: str) -> None:
     """Put a converted result's local output at ``url`` (its output then); a put that
     fails makes it a failure of stage ``write`` (the shard fails for it, a rerun retries)."""
-    from dicomprep.run.records import FAILED, OK
+    from dicomprep.run.records import FAILED
 
-    if result.status != OK:
-        return
     try:
         put_file(result.output, url)
         result.output = url
