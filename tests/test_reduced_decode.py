@@ -417,3 +417,66 @@ def test_lossless_codecs_at_full_resolution_equal_uncompressed(tmp_path, syntax,
     out = convert(tmp_path, encoded, "encoded", **options)
     assert np.array_equal(read_frames(out), read_frames(expected))
     assert read_geometry(out) == read_geometry(expected)
+
+
+@pytest.mark.parametrize("syntax", [J2K_LOSSLESS, HTJ2K_LOSSLESS])
+def test_a_stack_of_jpeg2000_slices_is_decoded_at_the_level_its_output_needs(tmp_path, syntax):
+    """Slices 128 x 128 to a 32 x 32 volume: decoded at level 2, the same geometry and
+    placement as a full decode, and pixels within a small error of it."""
+    from dicomprep.formats import codestreams
+    from dicomprep.series.volume_file import process_stack
+
+    from .series_helpers import write_series
+
+    series = write_series(tmp_path / "plain", count=4, name=f"reduced-{syntax}")
+    paths = []
+    for k, ds in enumerate(sorted(series["datasets"], key=lambda d: d.InstanceNumber)):
+        values = ds.pixel_array.astype(np.uint16)  # 128..2191: unsigned, as many CTs store
+        ds.PixelRepresentation, ds.PixelData = 0, values.tobytes()
+        paths.append(write_encapsulated(ds, tmp_path / "j2k" / f"s{k}.dcm", syntax))
+    levels = []
+    decode = codestreams.CodestreamFrames.decode
+
+    def recording(self, data, level=0):
+        levels.append(level)
+        return decode(self, data, level)
+
+    outputs = {}
+    for resolution in ("auto", "full"):
+        options = Options(size=(32, 32), voi="none", decode_resolution=resolution)
+        codestreams.CodestreamFrames.decode = recording
+        try:
+            result = process_stack(paths, tmp_path / f"{resolution}.tiff", options)
+        finally:
+            codestreams.CodestreamFrames.decode = decode
+        assert result.status == "ok", result.message
+        outputs[resolution] = tmp_path / f"{resolution}.tiff"
+    assert levels == [2] * len(paths)  # auto: each slice once, at level 2; full: pydicom's
+    reduced, full = (read_frames(outputs[r]).astype(np.float64) for r in ("auto", "full"))
+    assert reduced.shape == full.shape == (4, 32, 32)
+    assert read_geometry(outputs["auto"]) == read_geometry(outputs["full"])
+    assert not np.array_equal(reduced, full)  # decoded differently
+    assert np.mean(np.abs(reduced - full)) < 0.02 * (full.max() - full.min())
+
+
+@pytest.mark.parametrize("syntax", [J2K_LOSSLESS, HTJ2K_LOSSLESS])
+@pytest.mark.parametrize(("level", "size"), [(1, 256), (2, 128), (3, 64)])
+def test_reduced_pixels_are_resampled_where_the_geometry_puts_them(tmp_path, syntax, level, size):
+    """A pixel decoded at level r lies on its block's first source pixel: resampled as if it
+    were at the block's centre, a ramp would come out shifted by (2^r - 1) / 2 source pixels
+    (4.5 units here at level 2).  Resampled where it is, the ramp matches a full decode."""
+    rows = columns = 512
+    y, x = np.mgrid[0:rows, 0:columns]
+    ds = synthetic.mammogram(rows=rows, columns=columns, seed=0)
+    ds.PixelData = (1000 + 3 * x + 2 * y).astype(np.uint16).tobytes()
+    path = write_encapsulated(ds, tmp_path / "ramp.dcm", syntax)
+    header, _ = read_header(path)
+    assert codestream_frames(path, header, image_info(header)).level_for(size, size) == level
+    images = {}
+    for resolution in ("auto", "full"):
+        options = Options(size=(size, size), voi="none", decode_resolution=resolution)
+        out = tmp_path / f"{resolution}.tiff"
+        assert process_file(path, options=options, output_path=out).status == "ok"
+        images[resolution] = read_frames(out)[0].astype(np.float64)
+    inner = (slice(2, -2), slice(2, -2))  # the borders' clamped windows differ by design
+    assert np.abs(images["auto"] - images["full"])[inner].max() <= 1.0

@@ -59,7 +59,7 @@ from dicomprep.pixels.intensity import (
     union_range,
 )
 from dicomprep.pixels.pad import pad, padding_offsets
-from dicomprep.pixels.resize import fit_size, resize
+from dicomprep.pixels.resize import fit_size, reduced_sample_offset, resize
 from dicomprep.pixels.volume import (
     central_index,
     interpolate_frames,
@@ -482,14 +482,19 @@ def _finish(
         new_w, new_h = fit_size(geometry.crop_width, geometry.crop_height, *options.size)
         geometry = geometry.with_resize(new_w, new_h)
 
+    # A pixel decoded at a reduced level sits on the first source pixel of its block, not on
+    # the block's centre, which the geometry assumes: the resampling puts it there.
+    offset = (reduced_sample_offset(level),) * 2
+
     def transformed(frame: np.ndarray) -> np.ndarray:
         frame = cropping.crop(frame, box)
         if geometry.exact_scale is not None:  # per pixel of this frame: 2^level source pixels
             size = geometry.resized_width, geometry.resized_height
             scale_x, scale_y = (s * (1 << level) for s in geometry.exact_scale)
-            return resample_by_scale(frame, scale_x, scale_y, *size, options.filter)
-        if (geometry.resized_width, geometry.resized_height) != frame.shape[1::-1]:
-            frame = resize(frame, geometry.resized_width, geometry.resized_height, options.filter)
+            return resample_by_scale(frame, scale_x, scale_y, *size, options.filter, offset)
+        size = geometry.resized_width, geometry.resized_height
+        if size != frame.shape[1::-1] or level:
+            frame = resize(frame, *size, options.filter, offset)
         return frame
 
     stream = _staged("transform", (transformed(f) for f in frames))

@@ -133,42 +133,45 @@ def _check_filter(filter: str) -> None:
 
 
 def _positions(
-    n_in: int, n_out: int, support: float
+    n_in: int, n_out: int, support: float, offset: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.float32]:
     """Sampling positions of one axis: ``(center, left, right, sratio)`` per output pixel.
 
     Computed in float32 as image-rs does; ``left``/``right`` are int64 slice bounds with
-    ``0 <= left < right <= n_in``.
+    ``0 <= left < right <= n_in``.  ``offset`` (input pixels) moves every centre: the input
+    samples lie that far left of the pixel centres the convention puts them at.
     """
     ratio = np.float32(n_in) / np.float32(n_out)
     sratio = max(ratio, np.float32(1.0))
     src_support = np.float32(support) * sratio
     center = (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * ratio
+    if offset:
+        center += np.float32(offset)
     left = np.clip(np.floor(center - src_support).astype(np.int64), 0, n_in - 1)
     right = np.clip(np.ceil(center + src_support).astype(np.int64), left + 1, n_in)
     return center, left, right, sratio
 
 
 @lru_cache(maxsize=64)
-def _nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+def _nearest_indices(n_in: int, n_out: int, offset: float = 0.0) -> np.ndarray:
     """The input index ``floor(center)`` that nearest-neighbour picks for each output index.
 
     With zero support the window ``[left, right)`` holds exactly one pixel, ``left``.
     """
-    _, left, _, _ = _positions(n_in, n_out, 0.0)
+    _, left, _, _ = _positions(n_in, n_out, 0.0, offset)
     left.flags.writeable = False
     return left
 
 
 @lru_cache(maxsize=64)
 def _weights(
-    n_in: int, n_out: int, filter: str, dtype: type = np.float32
+    n_in: int, n_out: int, filter: str, dtype: type = np.float32, offset: float = 0.0
 ) -> scipy.sparse.csr_array:
     """The ``n_out x n_in`` resampling matrix of one axis, in ``dtype`` (rows sum to 1)."""
     import scipy.sparse
 
     kernel, support = _KERNELS[filter]
-    center, left, right, sratio = _positions(n_in, n_out, support)
+    center, left, right, sratio = _positions(n_in, n_out, support, offset)
     taps = int((right - left).max())
     index = left[:, None] + np.arange(taps)
     inside = index < right[:, None]
@@ -239,7 +242,13 @@ def _resample_swapped(
     return out
 
 
-def resize(image: np.ndarray, width: int, height: int, filter: str = "triangle") -> np.ndarray:
+def resize(
+    image: np.ndarray,
+    width: int,
+    height: int,
+    filter: str = "triangle",
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
     """Resize ``image`` to ``width x height`` pixels with one of :data:`FILTERS`.
 
     ``image`` is ``H x W`` or ``H x W x C`` of dtype uint8, uint16, int16, int32, float32 or
@@ -247,6 +256,12 @@ def resize(image: np.ndarray, width: int, height: int, filter: str = "triangle")
     shape ``(height, width[, C])``.  Integer results are rounded to the nearest value and clipped
     to the range of the dtype.  The same size returns a copy; ``nearest`` only picks pixels, so
     it is exact for every dtype.
+
+    ``offset`` (x, y), in input pixels, says that the input's samples lie that far left of
+    (above) the pixel centres of the convention: a frame decoded at a reduced JPEG 2000
+    resolution, whose pixel ``k`` is centred on the first source pixel of its block
+    (:func:`reduced_sample_offset`).  The output is then resampled where the convention's
+    pixels are, even at the same size.
 
     Raises ValueError for an unknown filter, a size below 1 x 1, an empty image or a shape that
     is not an image, and TypeError for an unsupported dtype.
@@ -267,17 +282,26 @@ def resize(image: np.ndarray, width: int, height: int, filter: str = "triangle")
     in_height, in_width = image.shape[:2]
     if in_height == 0 or in_width == 0:
         raise ValueError(f"cannot resize an empty image of shape {image.shape}")
-    if (width, height) == (in_width, in_height):
+    dx, dy = (float(v) for v in offset)
+    if (width, height) == (in_width, in_height) and dx == dy == 0.0:
         return image.copy()
 
     if filter == "nearest":
-        rows = _nearest_indices(in_height, height)
-        columns = _nearest_indices(in_width, width)
+        rows = _nearest_indices(in_height, height, dy)
+        columns = _nearest_indices(in_width, width, dx)
         return np.take(np.take(image, rows, axis=0), columns, axis=1)
 
     precision = np.float64 if image.dtype in (np.int32, np.float64) else np.float32
-    wy = _weights(in_height, height, filter, precision)
-    wx = _weights(in_width, width, filter, precision)
+    wy = _weights(in_height, height, filter, precision, dy)
+    wx = _weights(in_width, width, filter, precision, dx)
     # Vertical pass, then horizontal pass, as image-rs does; each pass also swaps the axes.
     transposed = _resample_swapped(image, wy)
     return _resample_swapped(transposed, wx, image.dtype)
+
+
+def reduced_sample_offset(level: int) -> float:
+    """How far (in pixels of ``level``) a pixel of a frame decoded at wavelet ``level`` lies
+    left of (above) its block's centre: it is centred on the block's first source pixel,
+    ``2^level / 2 - 1/2`` source pixels from the centre (0 at full resolution)."""
+    block = 1 << level
+    return (block / 2 - 0.5) / block

@@ -40,12 +40,15 @@ def spacing_scale(
 
 
 @lru_cache(maxsize=64)
-def _scale_weights(n_in: int, n_out: int, ratio: float, filter: str) -> scipy.sparse.csr_array:
-    """``n_out x n_in`` matrix resampling one axis with ``ratio`` source pixels per output."""
+def _scale_weights(
+    n_in: int, n_out: int, ratio: float, filter: str, offset: float = 0.0
+) -> scipy.sparse.csr_array:
+    """``n_out x n_in`` matrix resampling one axis with ``ratio`` source pixels per output
+    (the input samples ``offset`` pixels left of their centres, see ``resize``)."""
     import scipy.sparse
 
     kernel, support = _KERNELS[filter]
-    center = (np.arange(n_out, dtype=np.float64) + 0.5) * ratio
+    center = (np.arange(n_out, dtype=np.float64) + 0.5) * ratio + offset
     sratio = max(ratio, 1.0)
     if support == 0:  # nearest: the pixel under the centre
         index = np.clip(np.floor(center).astype(np.int64), 0, n_in - 1)[:, None]
@@ -74,17 +77,20 @@ def resample_by_scale(
     width: int,
     height: int,
     filter: str = "triangle",
+    offset: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
     """Resample ``image`` (H x W [x C]) by exactly ``scale_x, scale_y`` to ``width x height``.
 
-    Same dtype out (integers rounded and clipped); computed in double precision."""
+    Same dtype out (integers rounded and clipped); computed in double precision.
+    ``offset`` as in :func:`dicomprep.pixels.resize.resize`."""
     _check_filter(filter)
     image = np.asarray(image)
     in_height, in_width = image.shape[:2]
-    if (width, height) == (in_width, in_height) and scale_x == scale_y == 1.0:
+    dx, dy = (float(v) for v in offset)
+    if (width, height) == (in_width, in_height) and scale_x == scale_y == 1.0 and dx == dy == 0:
         return image.copy()
-    wy = _scale_weights(in_height, height, 1.0 / scale_y, filter)
-    wx = _scale_weights(in_width, width, 1.0 / scale_x, filter)
+    wy = _scale_weights(in_height, height, 1.0 / scale_y, filter, dy)
+    wx = _scale_weights(in_width, width, 1.0 / scale_x, filter, dx)
     return _resample_swapped(_resample_swapped(image, wy), wx, image.dtype)
 
 

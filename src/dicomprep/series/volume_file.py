@@ -37,6 +37,7 @@ import numpy as np
 from pydicom.uid import UID
 
 from dicomprep import pipeline
+from dicomprep.formats.codestreams import codestream_frames, source_box
 from dicomprep.formats.decode import (
     DicomError,
     image_info,
@@ -228,14 +229,23 @@ def _share_voi(headers) -> None:
                 setattr(ds, keyword, first[keyword].value)
 
 
-def _render_stack(paths, headers, positions, options: Options):
-    """(Rendered, page positions along the normal) of a stack."""
+def _render_stack(paths, headers, positions, options: Options, level: int | None = None):
+    """(Rendered, page positions along the normal) of a stack.
+
+    JPEG 2000 / HTJ2K slices are decoded at wavelet ``level`` (by default the coarsest that
+    covers the output's size in every slice, refined when the crop box needs more pixels),
+    as :func:`dicomprep.pipeline.render` decodes the frames of one file."""
     infos = [image_info(ds) for ds in headers]
     shapes = {(i.rows, i.columns, i.samples_per_pixel, i.photometric) for i in infos}
     if len(shapes) > 1:
         raise DicomError("transform", f"the slices differ in size or colour: {shapes}", "Mixed")
     if options.voi == "auto":
         _share_voi(headers)
+    codestreams = _reducible_codestreams(paths, headers, infos, options) if level != 0 else None
+    if codestreams is None:
+        level = 0
+    elif level is None:
+        level = _stack_level(codestreams, options, infos[0].columns, infos[0].rows, infos[0])
     luts: dict = {}  # slices with the same rescale share their tables
     mappers = [
         pipeline._IntensityMapper(ds, info, options, luts)
@@ -249,7 +259,10 @@ def _render_stack(paths, headers, positions, options: Options):
         nonlocal room
         frame = kept.get(k)
         if frame is None:
-            frames = iter_frames(paths[k], headers[k], [0], infos[k])
+            if level:
+                frames = codestreams[k].frames([0], level)
+            else:
+                frames = iter_frames(paths[k], headers[k], [0], infos[k])
             frame = next(pipeline._staged("decode", frames))
             if frame.nbytes <= room:
                 kept[k], room = frame, room - frame.nbytes
@@ -271,10 +284,16 @@ def _render_stack(paths, headers, positions, options: Options):
             single = laplacian_mip(
                 mapped(everything), n, options.mip_weight, options.frames_skipped
             )
-        box = pipeline._box_of([single], options)
-        rendered = pipeline._finish(iter([single]), 1, infos[0], options, box)
+        box = pipeline._box_of([single], options, level)
+        finer = _finer_level(codestreams, options, box, level, infos[0])
+        if finer < level:  # the crop needs more pixels than this level has
+            return _render_stack(paths, headers, positions, options, finer)
+        rendered = pipeline._finish(iter([single]), 1, infos[0], options, box, level)
         return rendered, [positions[middle]]
-    box = pipeline._volume_prepass(mapped, everything, options)
+    box = pipeline._volume_prepass(mapped, everything, options, level)
+    finer = _finer_level(codestreams, options, box, level, infos[0])
+    if finer < level:
+        return _render_stack(paths, headers, positions, options, finer)
     if handler == "interpolate":
         targets = np.interp(
             interpolation_positions(n, options.target_frames), np.arange(n), positions
@@ -285,8 +304,45 @@ def _render_stack(paths, headers, positions, options: Options):
         frames = interpolate_at(mapped(everything), positions, targets)
     else:
         targets, frames = np.asarray(positions), mapped(everything)
-    rendered = pipeline._finish(frames, len(targets), infos[0], options, box)
+    rendered = pipeline._finish(frames, len(targets), infos[0], options, box, level)
     return rendered, [float(t) for t in targets]
+
+
+def _reducible_codestreams(paths, headers, infos, options: Options) -> list | None:
+    """Every slice's codestreams when all of them can be decoded at a reduced resolution
+    and the output may be smaller than the slices (a ``size`` or a ``spacing``), else None
+    (the first slice decides before the others are looked at)."""
+    if options.decode_resolution != "auto" or (options.size is None and options.spacing is None):
+        return None
+    first = codestream_frames(paths[0], headers[0], infos[0])
+    if (
+        first is None
+        or pipeline._decode_level(
+            first, options, infos[0].columns, infos[0].rows, infos[0].pixel_spacing
+        )
+        == 0
+    ):
+        return None
+    rest = [
+        codestream_frames(path, ds, info)
+        for path, ds, info in zip(paths[1:], headers[1:], infos[1:], strict=True)
+    ]
+    return None if any(c is None for c in rest) else [first, *rest]
+
+
+def _stack_level(codestreams, options: Options, width: int, height: int, info) -> int:
+    """The coarsest level every slice can be decoded at for a ``width x height`` region."""
+    return min(
+        pipeline._decode_level(c, options, width, height, info.pixel_spacing) for c in codestreams
+    )
+
+
+def _finer_level(codestreams, options: Options, box, level: int, info) -> int:
+    """The level the crop ``box`` (in pixels of ``level``) needs: ``level`` or finer."""
+    if not level:
+        return 0
+    x0, y0, x1, y1 = source_box(box or (0, 0, info.columns >> level, info.rows >> level), level)
+    return min(level, _stack_level(codestreams, options, x1 - x0, y1 - y0, info))
 
 
 def _is_compressed(transfer_syntax: str) -> bool:
