@@ -3,6 +3,8 @@ change, slices.csv and series_report.csv, and nothing else touched."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pydicom
@@ -109,6 +111,13 @@ def test_adding_a_slice_rebuilds_only_its_series(stacked_run):
     }
     manifest = read_manifest(tmp / "out" / "manifest.csv")
     assert manifest.set_index("path").loc[mr_path, "slices"] == 6
+    # counted by outputs, as `processed` is: the rebuilt volume once, the rest reused
+    summary = json.loads((tmp / "work" / "summary.json").read_text())
+    assert (summary["processed"], summary["converted_now"], summary["reused"]) == (4, 1, 3)
+    results = pd.concat(pd.read_json(f, lines=True) for f in (tmp / "work").glob("shards/*.jsonl"))
+    volume_seconds = results.loc[results["stack"] != "", ["output", "seconds"]].drop_duplicates()
+    mr_seconds = volume_seconds[volume_seconds["output"].str.endswith(mr_path)]["seconds"]
+    assert summary["seconds_now"] == pytest.approx(float(mr_seconds.iloc[0]), abs=2e-3)
     assert pydicom.dcmread(tmp / "src" / "mr" / "added.dcm").SOPInstanceUID in set(
         pd.read_csv(tmp / "out" / "slices.csv", dtype=str)["sop_instance_uid"]
     )

@@ -35,6 +35,7 @@ from dicomprep.report.images import (
     Sample,
 )
 from dicomprep.report.plots import Chart
+from dicomprep.run.collect import converted_outputs
 
 __all__ = ["format_bytes", "format_duration", "page_context", "render_html"]
 
@@ -100,24 +101,24 @@ def _summary(run: Run, instances: pd.DataFrame, options: Options) -> dict:
     tiff_bytes = int(done["tiff_bytes"].sum()) if len(done) else 0
     source_bytes = int(done["source_bytes"].sum()) if len(done) else 0
     frames = int(run.manifest["num_frames"].sum()) if len(run.manifest) else 0
-    results = run.results
-    seconds = float(results["seconds"].sum()) if len(results) else 0.0
-    fresh = results[~results["reused"]] if len(results) else results
+    outputs = converted_outputs(run.results) if len(run.results) else run.results
+    seconds = float(outputs["seconds"].sum()) if len(outputs) else 0.0
+    fresh = outputs[~outputs["reused"]] if len(outputs) else outputs
     seconds_now = float(run.summary.get("seconds_now", fresh["seconds"].sum() if len(fresh) else 0))
-    converted = int((results["status"] == "ok").sum()) if len(results) else 0
+    converted = len(outputs)
     per_file = seconds / converted if converted else 0.0
     facts = [
         ["output TIFF files", f"{len(run.manifest)} ({frames} frames)"],
         ["TIFF bytes", f"{format_bytes(tiff_bytes)} ({tiff_bytes:,} bytes)"],
         ["source bytes of these files", f"{format_bytes(source_bytes)} ({source_bytes:,} bytes)"],
         [
-            "time (sum of per-file seconds)",
-            f"{format_duration(seconds)} ({seconds:.2f} s; {per_file:.3f} s per converted file)",
+            "time (sum of per-output seconds)",
+            f"{format_duration(seconds)} ({seconds:.2f} s; {per_file:.3f} s per output)",
         ],
         [
             "of which converted in the last run",
-            f"{int(run.summary.get('converted_now', len(fresh)))} files, "
-            f"{format_duration(seconds_now)}; {int(run.summary.get('reused', 0))} files reused",
+            f"{int(run.summary.get('converted_now', len(fresh)))} outputs, "
+            f"{format_duration(seconds_now)}; {int(run.summary.get('reused', 0))} reused",
         ],
     ]
     option_rows = [[k, json.dumps(v)] for k, v in options.to_dict().items()]

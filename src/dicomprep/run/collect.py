@@ -159,16 +159,21 @@ def read_results(
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
+def converted_outputs(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``results`` that finished an output, one per output: a stack's volume is
+    the row of its first slice (the lowest position); the other slices' rows repeat its
+    outcome (output, size, seconds) and are left out, so that each output counts once."""
+    done = results[results["status"] == OK].sort_values("position", kind="stable")
+    return done[(done["stack"] == "") | ~done.duplicated(subset="output", keep="first")]
+
+
 def manifest_table(results: pd.DataFrame) -> pd.DataFrame:
     """The manifest of the finished TIFFs in ``results`` (a :func:`read_results` table
     read with an output root)."""
     if not len(results):
         return manifest_frame([])
-    done = results[(results["status"] == OK) & (results["inode"].fillna(0) >= 0)]
-    # a stack is one output: its row is its first slice's (the lowest position)
-    done = done.sort_values("position", kind="stable")
-    first_slice = ~done.duplicated(subset="output", keep="first")
-    done = done[(done["stack"] == "") | first_slice]
+    done = converted_outputs(results)
+    done = done[done["inode"].fillna(0) >= 0]
     table = pd.DataFrame(
         {
             "study_instance_uid": done["study_instance_uid"],
@@ -275,8 +280,9 @@ def collect_run(
     """Write manifest (CSV + Parquet), failures, slices, series report and a JSON
     summary; return them as tables with the counts.
 
-    ``converted_now`` and ``seconds_now`` count the files converted by shard jobs whose
-    results were written after ``run_started_ns`` (when this run was planned).
+    ``converted_now`` and ``seconds_now`` count the outputs (a stack's volume once) written
+    by shard jobs whose results were written after ``run_started_ns`` (when this run was
+    planned), and the seconds they took; ``reused`` the outputs kept from earlier runs.
     """
     results = read_results(results_files, output_root, since_ns=run_started_ns)
     catalog = load_catalog(catalog_path)
@@ -299,7 +305,8 @@ def collect_run(
     )
     write_failures(failures, failures_csv)
     numbers = counts(len(manifest), failures)
-    fresh = results[(results["status"] == OK) & ~results["reused"]] if len(results) else results
+    fresh = converted_outputs(results) if len(results) else results
+    fresh = fresh[~fresh["reused"]] if len(fresh) else fresh
     numbers["converted_now"] = len(fresh)
     numbers["reused"] = numbers["processed"] - numbers["converted_now"]
     numbers["seconds_now"] = round(float(fresh["seconds"].sum()), 3) if len(fresh) else 0.0
