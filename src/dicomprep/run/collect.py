@@ -163,8 +163,12 @@ def converted_outputs(results: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``results`` that finished an output, one per output: a stack's volume is
     the row of its first slice (the lowest position); the other slices' rows repeat its
     outcome (output, size, seconds) and are left out, so that each output counts once."""
-    done = results[results["status"] == OK].sort_values("position", kind="stable")
-    return done[(done["stack"] == "") | ~done.duplicated(subset="output", keep="first")]
+    done = results[results["status"] == OK]
+    if "stack" not in done.columns:  # a table of files only (results older than stacks)
+        return done
+    if "position" in done.columns:
+        done = done.sort_values("position", kind="stable")
+    return done[(done["stack"].fillna("") == "") | ~done.duplicated(subset="output")]
 
 
 def manifest_table(results: pd.DataFrame) -> pd.DataFrame:
