@@ -14,8 +14,8 @@ size 1024x1280, triangle, packbits, volume keep):
 (b) the lower bound of orchestration: ``multiprocessing.Pool(N)`` over
     ``dicomprep.pipeline.process_file``, nothing else (no discovery, manifest or journal);
 (d) the command line tool on the same files and options,
-    ``dicom-preprocess -c -m -s 1024,1280 -j N SOURCE OUT`` (discovery, conversion, the
-    manifest and failures table; no report);
+    ``dicom-preprocess -c -m -s 1024,1280 -j N SOURCE OUT`` (discovery, conversion and the
+    failures table; it writes no manifest and no report);
 (c) the naive design: a generated Snakefile with one ``script:`` job per file that calls
     ``process_file``, run on the first ``--naive-files`` files only (it is slow).
 
