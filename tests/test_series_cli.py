@@ -7,6 +7,7 @@ import pytest
 
 from dicomprep.cli import preprocess_main
 from dicomprep.formats.tiff import read_frames, read_geometry
+from dicomprep.options import Options
 
 from .series_helpers import write_series
 from .test_series_stacks import hounsfield_volume
@@ -112,3 +113,25 @@ def test_dicom_manifest_lists_stack_volumes_as_the_run_names_them(tmp_path, volu
     mr = pydicom.dcmread(tmp_path / "in" / "mr0.dcm")
     mr_row = rows.loc[f"{big['study']}/{big['series']}-2{suffix}"]
     assert (mr_row["width"], mr_row["height"]) == (mr.Columns, mr.Rows)
+
+
+def test_damaged_slices_are_left_out_until_fewer_than_two_remain(tmp_path):
+    from dicomprep.series.volume_file import process_stack
+
+    series = write_series(tmp_path / "in", count=3, name="cli-damaged")
+    paths = sorted(series["paths"].values(), key=str)
+    whole = {p: p.read_bytes() for p in paths}
+    paths[1].write_bytes(whole[paths[1]][:-3000])
+    out = tmp_path / "out"
+    assert preprocess_main([str(tmp_path / "in"), str(out), "--series", "stack", "-j", "1"]) == 1
+    failures = pd.read_csv(out / "failures.csv", keep_default_na=False)
+    assert failures[["path", "error_type"]].values.tolist() == [[str(paths[1]), "Truncated"]]
+    volume = out / series["study"] / f"{series['series']}.tiff"
+    assert read_frames(volume).shape[0] == 2
+
+    paths[2].write_bytes(b"DICM" * 10)  # a second slice gone bad: one slice is no volume
+    result = process_stack(paths, tmp_path / "v.tiff", Options())
+    assert (result.status, result.error_type) == ("failed", "NotAStack")
+    assert paths[1].name in result.message and paths[2].name in result.message
+    assert sorted(f["source"] for f in result.left_out) == [str(paths[1]), str(paths[2])]
+    assert not (tmp_path / "v.tiff").exists()

@@ -13,6 +13,7 @@ import tifffile
 
 from dicomprep import synthetic
 from dicomprep.formats.manifest import read_manifest
+from dicomprep.formats.tiff import read_geometry
 
 from .series_helpers import slice_dataset, write_series
 from .workflow_helpers import snakemake, tiff_states
@@ -165,3 +166,42 @@ def test_a_volume_killed_while_written_leaves_no_temporary_after_the_rerun(
     [volume] = (tmp_path / "out").rglob(f"*{'.tiff' if volume_format == 'tiff' else '.nii.gz'}")
     again = reference / "out" / volume.relative_to(tmp_path / "out")
     assert volume.read_bytes() == again.read_bytes()
+
+
+def test_a_damaged_slice_is_left_out_of_its_volume_with_its_own_failure(tmp_path):
+    """One truncated slice costs that slice, not the series: the volume is made from the
+    others (its spacing shows the gap) and the slice has its own failure line; once the
+    slice is whole again the volume is rebuilt with it."""
+    series = write_series(tmp_path / "src" / "ct", count=5, name="damaged")
+    by_position = sorted(series["datasets"], key=lambda d: float(d.ImagePositionPatient[2]))
+    victim = series["paths"][by_position[2].SOPInstanceUID]
+    whole = victim.read_bytes()
+    victim.write_bytes(whole[:-3000])
+    settings = config(tmp_path)
+    snakemake(tmp_path, config=settings)
+    volume = f"{series['study']}/{series['series']}.tiff"
+
+    manifest = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert manifest["path"].tolist() == [volume] and manifest["slices"].tolist() == [4]
+    failures = pd.read_csv(tmp_path / "out" / "failures.csv", keep_default_na=False)
+    assert failures[["path", "status", "stage"]].values.tolist() == [
+        [str(victim), "failed", "decode"]
+    ]
+    assert "ends inside the pixel data" in failures["message"][0]
+    slices = pd.read_csv(tmp_path / "out" / "slices.csv", dtype=str)
+    kept = [d.SOPInstanceUID for d in by_position if d is not by_position[2]]
+    assert slices["sop_instance_uid"].tolist() == kept
+    geometry = read_geometry(tmp_path / "out" / volume)
+    assert geometry.volume.uneven_spacing  # the gap of the missing slice is shown
+    assert len(tifffile.TiffFile(tmp_path / "out" / volume).pages) == 4
+
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert (summary["processed"], summary["failed"]) == (1, 1)
+    snakemake(tmp_path, config=settings)  # nothing changed: the same tables
+    assert pd.read_csv(tmp_path / "out" / "failures.csv", keep_default_na=False).equals(failures)
+
+    victim.write_bytes(whole)
+    snakemake(tmp_path, config=settings)
+    manifest = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert manifest["slices"].tolist() == [5]
+    assert len(pd.read_csv(tmp_path / "out" / "failures.csv")) == 0

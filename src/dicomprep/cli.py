@@ -29,7 +29,7 @@ from dicomprep.run.failures import (
     summary_line,
     write_failures,
 )
-from dicomprep.run.records import OK, FileResult
+from dicomprep.run.records import FAILED, OK, FileResult
 from dicomprep.run.shard import (
     convert_copies,
     convert_stack,
@@ -346,6 +346,7 @@ def convert_stacks(
     taken_uids = {uid for s in stacks for uid in s.sop_instance_uids}
     failures, slice_rows = [], []
     for result in results:
+        failures += [{"path": f["source"], "status": FAILED, **f} for f in result.left_out]
         for path in result.sources if result.status != OK else ():
             failures.append(
                 {

@@ -454,12 +454,14 @@ def stack_units(entries: list[dict], output_root, options: Options, fingerprints
 
 def _stack_rows(rows, entries, unit: dict, result: dict, record, reused: bool) -> None:
     """One results row per slice of a stack: the stack's outcome, the slice's page and
-    position (the manifest keeps the first slice's row, slices.csv all of them)."""
-    placements = result.get("slice_rows") or []
-    for k, index in enumerate(unit["indices"]):
+    position (the manifest keeps the first slice's row, slices.csv all of them); a slice
+    left out of the volume gets its own failure."""
+    placements = {p["source"]: p for p in result.get("slice_rows") or []}
+    left_out = {f["source"]: f for f in result.get("left_out") or []}
+    fields = {c: result.get(c) for c in FileResult.__dataclass_fields__}
+    for index in unit["indices"]:
         entry = entries[index]
-        placed = placements[k] if k < len(placements) else {}
-        fields = {c: result.get(c) for c in FileResult.__dataclass_fields__}
+        placed = placements.get(entry["path"], {})
         row = _row(fields, entry, record, reused=reused)
         row.update(
             source=entry["path"],
@@ -467,8 +469,11 @@ def _stack_rows(rows, entries, unit: dict, result: dict, record, reused: bool) -
             stack=unit["stack"],
             page=placed.get("page", 0),
             position=placed.get("position", 0.0),
-            slices=len(unit["indices"]),
+            slices=result.get("slices") or len(unit["indices"]),
         )
+        failure = left_out.get(entry["path"])
+        if failure is not None:
+            row.update(failure, source=entry["path"], status=FAILED, output="", stack="")
         rows[index] = row
 
 

@@ -117,6 +117,9 @@ class StackResult:
     slices: list[SlicePlacement] = field(default_factory=list)
     geometry: Geometry | None = None
     seconds: float = 0.0
+    # Slices that could not be read, decoded or mapped, left out of the volume: one
+    # failure each ({source, stage, error_type, message}); ``sources`` are the slices kept.
+    left_out: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Plain values; ``slices`` is the number of source files, ``slice_rows`` the table."""
@@ -127,6 +130,17 @@ class StackResult:
         return out
 
 
+class SliceError(DicomError):
+    """Slice ``index`` of a stack could not be read, decoded or mapped (stage, type and
+    message are its cause's): the stack goes on without it.  A DicomError, so that it
+    passes the pipeline's stage wrappers unchanged."""
+
+    def __init__(self, index: int, cause: BaseException):
+        stage, error_type, message = pipeline.failure_of(cause, "slice")
+        super().__init__(stage, message, error_type)
+        self.index = index
+
+
 def process_stack(
     paths_in_order: list[str | os.PathLike],
     output_path: str | os.PathLike,
@@ -134,51 +148,75 @@ def process_stack(
 ) -> StackResult:
     """Convert the slices ``paths_in_order`` (increasing position) into one output.
 
-    Never raises for bad input: the result's status is ``ok`` or ``failed`` with the stage,
-    error type and a one-line message, like :func:`dicomprep.pipeline.process_file`."""
+    A slice that cannot be read, decoded or mapped is left out, with its own failure in
+    ``result.left_out``, and the volume is made from the others (its spacing then shows
+    the gap); with fewer than two slices left the stack fails.  Never raises for bad input:
+    the result's status is ``ok`` or ``failed`` with the stage, error type and a one-line
+    message, like :func:`dicomprep.pipeline.process_file`."""
     options = options or Options()
     started = time.perf_counter()
     paths = [str(p) for p in paths_in_order]
-    result = StackResult(sources=paths)
-    try:
-        if len(paths) < 2:
-            raise DicomError("transform", "a stack needs at least two slices", "NotAStack")
-        headers = [_header(p) for p in paths]
-        first = headers[0]
-        result.study_instance_uid = _safe(first.get("StudyInstanceUID", ""))
-        result.series_instance_uid = _safe(first.get("SeriesInstanceUID", ""))
-        result.sop_instance_uid = _safe(first.get("SOPInstanceUID", ""))
-        positions, orientation = slice_positions(headers)
-        rendered, page_positions = _render_stack(paths, headers, positions, options)
-        volume = _volume_geometry(rendered, first, positions, page_positions, orientation, options)
-        geometry = rendered.geometry.with_volume(volume)
-        source = StackSource(result.series_instance_uid, result.sop_instance_uid, len(paths))
-        if options.volume_format == "nifti":
-            if volume is None:
+    left_out: list[dict] = []
+    while True:
+        result = StackResult(sources=list(paths), left_out=left_out)
+        try:
+            if len(paths) < 2:
+                why = "; ".join(f"{Path(f['source']).name}: {f['message']}" for f in left_out)
+                message = f"fewer than two slices left ({why})" if left_out else ""
                 raise DicomError(
-                    "transform", "NIfTI output needs Pixel Spacing in the slices", "NoSpacing"
+                    "transform", message or "a stack needs at least two slices", "NotAStack"
                 )
-            pages = stacked(rendered.frames, rendered.num_frames)
-            write_nifti(output_path, pages, geometry, stack=source)
-        else:
-            write_tiff(
-                output_path,
-                rendered.frames,
-                num_frames=rendered.num_frames,
-                geometry=geometry,
-                compression=options.compression,
-                resolution=rendered.resolution(),
-                stack=source,
-            )
-        result.status, result.output, result.geometry = OK, str(output_path), geometry
-        result.height, result.width = rendered.shape[:2]
-        result.channels = rendered.shape[2] if len(rendered.shape) == 3 else 1
-        result.num_frames = rendered.num_frames
-        result.slices = _placements(headers, paths, positions, geometry, rendered.num_frames)
-    except Exception as exc:  # noqa: BLE001 - one bad stack must never stop a run
-        result.stage, result.error_type, result.message = pipeline.failure_of(exc, "stack")
+            _write_stack(paths, output_path, options, result)
+        except SliceError as exc:
+            failure = {"stage": exc.stage, "error_type": exc.error_type, "message": str(exc)}
+            left_out.append({"source": paths.pop(exc.index), **failure})
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad stack must never stop a run
+            result.stage, result.error_type, result.message = pipeline.failure_of(exc, "stack")
+        break
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _write_stack(paths: list[str], output_path, options: Options, result: StackResult) -> None:
+    """The volume of ``paths`` at ``output_path``, its facts filled into ``result``."""
+    headers = []
+    for index, path in enumerate(paths):
+        try:
+            headers.append(_header(path))
+        except Exception as exc:  # noqa: BLE001 - the slice's own failure
+            raise SliceError(index, exc) from exc
+    first = headers[0]
+    result.study_instance_uid = _safe(first.get("StudyInstanceUID", ""))
+    result.series_instance_uid = _safe(first.get("SeriesInstanceUID", ""))
+    result.sop_instance_uid = _safe(first.get("SOPInstanceUID", ""))
+    positions, orientation = slice_positions(headers)
+    rendered, page_positions = _render_stack(paths, headers, positions, options)
+    volume = _volume_geometry(rendered, first, positions, page_positions, orientation, options)
+    geometry = rendered.geometry.with_volume(volume)
+    source = StackSource(result.series_instance_uid, result.sop_instance_uid, len(paths))
+    if options.volume_format == "nifti":
+        if volume is None:
+            raise DicomError(
+                "transform", "NIfTI output needs Pixel Spacing in the slices", "NoSpacing"
+            )
+        pages = stacked(rendered.frames, rendered.num_frames)
+        write_nifti(output_path, pages, geometry, stack=source)
+    else:
+        write_tiff(
+            output_path,
+            rendered.frames,
+            num_frames=rendered.num_frames,
+            geometry=geometry,
+            compression=options.compression,
+            resolution=rendered.resolution(),
+            stack=source,
+        )
+    result.status, result.output, result.geometry = OK, str(output_path), geometry
+    result.height, result.width = rendered.shape[:2]
+    result.channels = rendered.shape[2] if len(rendered.shape) == 3 else 1
+    result.num_frames = rendered.num_frames
+    result.slices = _placements(headers, paths, positions, geometry, rendered.num_frames)
 
 
 def _safe(value) -> str:
@@ -259,18 +297,31 @@ def _render_stack(paths, headers, positions, options: Options, level: int | None
         nonlocal room
         frame = kept.get(k)
         if frame is None:
-            if level:
-                frames = codestreams[k].frames([0], level)
-            else:
-                frames = iter_frames(paths[k], headers[k], [0], infos[k])
-            frame = next(pipeline._staged("decode", frames))
+            try:
+                if level:
+                    frames = codestreams[k].frames([0], level)
+                else:
+                    frames = iter_frames(paths[k], headers[k], [0], infos[k])
+                frame = next(pipeline._staged("decode", frames))
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this slice's failure, not the stack's
+                raise SliceError(k, exc) from exc
             if frame.nbytes <= room:
                 kept[k], room = frame, room - frame.nbytes
         return frame
 
+    def mapped_slice(k: int) -> np.ndarray:
+        frame = decoded(k)
+        try:
+            return mappers[k](0, frame)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise SliceError(k, exc) from exc
+
     def mapped(indices) -> Iterator[np.ndarray]:
-        frames = (mappers[k](0, decoded(k)) for k in indices)
-        return pipeline._staged("transform", frames)
+        return pipeline._staged("transform", (mapped_slice(k) for k in indices))
 
     _stack_value_range(decoded, mappers, options)
     handler, everything = options.volume, list(range(n))
