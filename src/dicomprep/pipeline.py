@@ -260,10 +260,13 @@ class _IntensityMapper:
         bits, signed = self.info.bits_stored, self.info.pixel_representation == 1
         if bits > 16:
             return None  # too many possible values: decided from the data instead
-        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-        values = modality_values(np.arange(low, high + 1, dtype=np.int64), frame)
-        candidate = smallest_integer_dtype(float(values.min()), float(values.max()))
-        return candidate if candidate.itemsize <= 2 else None
+        key = ("initial dtype", frame.cache_key(), bits, signed)  # slices of a stack share it
+        if key not in self._luts:
+            low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+            values = modality_values(np.arange(low, high + 1, dtype=np.int64), frame)
+            candidate = smallest_integer_dtype(float(values.min()), float(values.max()))
+            self._luts[key] = candidate if candidate.itemsize <= 2 else None
+        return self._luts[key]
 
     def set_dtype(self, dtype: np.dtype) -> None:
         """Fix the output type."""
