@@ -135,3 +135,21 @@ def test_damaged_slices_are_left_out_until_fewer_than_two_remain(tmp_path):
     assert paths[1].name in result.message and paths[2].name in result.message
     assert sorted(f["source"] for f in result.left_out) == [str(paths[1]), str(paths[2])]
     assert not (tmp_path / "v.tiff").exists()
+
+
+def test_a_damaged_slice_with_a_good_copy_is_replaced_by_the_copy(tmp_path):
+    import shutil
+
+    series = write_series(tmp_path / "in", count=4, name="cli-copy")
+    first = sorted(series["paths"].values(), key=str)[1]
+    copy = tmp_path / "in" / "z_copy.dcm"  # the same image, later in path order
+    shutil.copy(first, copy)
+    first.write_bytes(first.read_bytes()[:-3000])
+    out = tmp_path / "out"
+    assert preprocess_main([str(tmp_path / "in"), str(out), "--series", "stack", "-j", "1"]) == 1
+    volume = out / series["study"] / f"{series['series']}.tiff"
+    assert read_frames(volume).shape[0] == 4  # no slice lost
+    failures = pd.read_csv(out / "failures.csv", keep_default_na=False)
+    assert failures[["path", "error_type"]].values.tolist() == [[str(first), "Truncated"]]
+    slices = pd.read_csv(out / "slices.csv", dtype=str)
+    assert len(slices) == 4

@@ -205,3 +205,29 @@ def test_a_damaged_slice_is_left_out_of_its_volume_with_its_own_failure(tmp_path
     manifest = read_manifest(tmp_path / "out" / "manifest.csv")
     assert manifest["slices"].tolist() == [5]
     assert len(pd.read_csv(tmp_path / "out" / "failures.csv")) == 0
+
+
+def test_a_damaged_slice_is_replaced_by_its_good_copy(tmp_path):
+    import shutil
+
+    series = write_series(tmp_path / "src" / "ct", count=4, name="wf-copy")
+    by_position = sorted(series["datasets"], key=lambda d: float(d.ImagePositionPatient[2]))
+    first = series["paths"][by_position[1].SOPInstanceUID]
+    copy = tmp_path / "src" / "zz" / "copy.dcm"  # the same image, later in path order
+    copy.parent.mkdir()
+    shutil.copy(first, copy)
+    first.write_bytes(first.read_bytes()[:-3000])
+    snakemake(tmp_path, config=config(tmp_path))
+
+    manifest = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert manifest["slices"].tolist() == [4]
+    slices = pd.read_csv(tmp_path / "out" / "slices.csv", dtype=str)
+    used = slices.set_index("sop_instance_uid").loc[by_position[1].SOPInstanceUID, "source"]
+    assert used == "zz/copy.dcm"
+    failures = pd.read_csv(tmp_path / "out" / "failures.csv", keep_default_na=False)
+    assert failures[["path", "status"]].values.tolist() == [[str(first), "failed"]]
+    assert f"the copy {copy} was converted instead" in failures["message"][0]
+    assert not read_geometry(tmp_path / "out" / manifest["path"][0]).volume.uneven_spacing
+    tables = [(tmp_path / "out" / n).read_bytes() for n in ("failures.csv", "slices.csv")]
+    snakemake(tmp_path, config=config(tmp_path))  # nothing new: the same tables, from the journal
+    assert [(tmp_path / "out" / n).read_bytes() for n in ("failures.csv", "slices.csv")] == tables

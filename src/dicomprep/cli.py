@@ -315,9 +315,11 @@ def convert_stacks(
     from dicomprep.series.stacks import DUPLICATE_POSITION, REPORT_COLUMNS, form_stacks
     from dicomprep.series.volume_file import stack_output_path
 
-    firsts = {}
+    firsts, copies = {}, {}
     for entry in entries:
-        firsts.setdefault(entry["sop_instance_uid"], entry["path"])
+        first = firsts.setdefault(entry["sop_instance_uid"], entry["path"])
+        if first != entry["path"]:  # tried in path order when the first copy is damaged
+            copies.setdefault(first, []).append(entry["path"])
     first_copies = catalog[catalog["path"].isin(set(firsts.values()))]
     study_of = dict(zip(first_copies["path"], first_copies["study_instance_uid"], strict=True))
     stacks, records = form_stacks(placement_facts(first_copies))
@@ -329,6 +331,7 @@ def convert_stacks(
                 output, study_of[s.paths[0]], s.name, options.volume_format
             ),
             "study_instance_uid": study_of[s.paths[0]],
+            "copies": {p: copies[p] for p in s.paths if p in copies},
         }
         for s in stacks
     ]
@@ -342,7 +345,7 @@ def convert_stacks(
     else:
         results = [convert_stack(unit, options) for unit in units]
 
-    taken = {p for s in stacks for p in s.paths}
+    taken = {p for s in stacks for p in s.paths} | {p for r in results for p in r.sources}
     taken_uids = {uid for s in stacks for uid in s.sop_instance_uids}
     failures, slice_rows = [], []
     for result in results:

@@ -427,6 +427,7 @@ def stack_units(entries: list[dict], output_root, options: Options, fingerprints
         return {}
     from dicomprep.series.volume_file import stack_output_path
 
+    group_of = {i: group for group in copy_groups(entries) if len(group) > 1 for i in group}
     units = {}
     for name, indices in members.items():
         indices.sort(key=lambda i: entries[i]["slice"])
@@ -448,6 +449,13 @@ def stack_units(entries: list[dict], output_root, options: Options, fingerprints
                 output_root, head["study_instance_uid"], name, options.volume_format
             ),
             "fingerprint": digest.hexdigest()[:24],
+            # other copies of each slice's image, tried in path order when it is damaged
+            "copies": {
+                entries[i]["path"]: [entries[j]["path"] for j in group_of[i] if j != i]
+                for i in indices
+                if i in group_of
+            },
+            "copy_indices": [j for i in indices for j in group_of.get(i, []) if j != i],
         }
     return units
 
@@ -459,9 +467,11 @@ def _stack_rows(rows, entries, unit: dict, result: dict, record, reused: bool) -
     placements = {p["source"]: p for p in result.get("slice_rows") or []}
     left_out = {f["source"]: f for f in result.get("left_out") or []}
     fields = {c: result.get(c) for c in FileResult.__dataclass_fields__}
-    for index in unit["indices"]:
+    for index in [*unit["indices"], *unit.get("copy_indices", [])]:
         entry = entries[index]
         placed = placements.get(entry["path"], {})
+        if index not in unit["indices"] and not placed and entry["path"] not in left_out:
+            continue  # a copy not needed: mark_copies makes it a duplicate
         row = _row(fields, entry, record, reused=reused)
         row.update(
             source=entry["path"],
@@ -734,15 +744,16 @@ def _died(entry: dict, output_root) -> FileResult:
 
 def convert_stack(unit: dict, options: Options):
     """The :class:`~dicomprep.series.volume_file.StackResult` of one stack: its slices
-    (``paths``, in order) into one volume at ``output``, through local temporaries when
-    the slices or the output are in object storage."""
+    (``paths``, in order; ``copies`` of them for damaged ones) into one volume at
+    ``output``, through local temporaries when the slices or the output are in object
+    storage."""
     if is_url(unit["output"]) or any(is_url(p) for p in unit["paths"]):
         from dicomprep.storage.transfer import convert_stack_entry
 
         return convert_stack_entry(unit, options)
     from dicomprep.series.volume_file import process_stack
 
-    return process_stack(unit["paths"], unit["output"], options)
+    return process_stack(unit["paths"], unit["output"], options, unit.get("copies"))
 
 
 def _convert(entry: dict, output_root, options: Options, decode_threads: int = 1) -> FileResult:

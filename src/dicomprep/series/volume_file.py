@@ -145,17 +145,21 @@ def process_stack(
     paths_in_order: list[str | os.PathLike],
     output_path: str | os.PathLike,
     options: Options | None = None,
+    copies: dict[str, list[str]] | None = None,
 ) -> StackResult:
     """Convert the slices ``paths_in_order`` (increasing position) into one output.
 
-    A slice that cannot be read, decoded or mapped is left out, with its own failure in
-    ``result.left_out``, and the volume is made from the others (its spacing then shows
-    the gap); with fewer than two slices left the stack fails.  Never raises for bad input:
-    the result's status is ``ok`` or ``failed`` with the stage, error type and a one-line
-    message, like :func:`dicomprep.pipeline.process_file`."""
+    A slice that cannot be read, decoded or mapped is replaced by its next copy (another
+    file with its SOP Instance UID, from ``copies``: path -> other copies in path order)
+    or, without one, left out and the volume made from the others (its spacing then shows
+    the gap); each such file has its own failure in ``result.left_out``.  With fewer than
+    two slices left the stack fails.  Never raises for bad input: the result's status is
+    ``ok`` or ``failed`` with the stage, error type and a one-line message, like
+    :func:`dicomprep.pipeline.process_file`."""
     options = options or Options()
     started = time.perf_counter()
     paths = [str(p) for p in paths_in_order]
+    untried = {str(k): [str(c) for c in v] for k, v in (copies or {}).items()}
     left_out: list[dict] = []
     while True:
         result = StackResult(sources=list(paths), left_out=left_out)
@@ -169,7 +173,14 @@ def process_stack(
             _write_stack(paths, output_path, options, result)
         except SliceError as exc:
             failure = {"stage": exc.stage, "error_type": exc.error_type, "message": str(exc)}
-            left_out.append({"source": paths.pop(exc.index), **failure})
+            bad = paths[exc.index]
+            left_out.append({"source": bad, **failure})
+            alternatives = untried.pop(bad, [])
+            if alternatives:  # the next copy of the same image takes the slice's place
+                paths[exc.index] = alternatives[0]
+                untried[alternatives[0]] = alternatives[1:]
+            else:
+                paths.pop(exc.index)
             continue
         except Exception as exc:  # noqa: BLE001 - one bad stack must never stop a run
             result.stage, result.error_type, result.message = pipeline.failure_of(exc, "stack")
