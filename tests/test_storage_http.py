@@ -84,3 +84,21 @@ def test_a_series_listed_as_http_urls_becomes_the_volume_of_the_same_files_on_di
     assert len(web) == 1 and web == tiffs(tmp_path / "disk")
     slices = pd.read_csv(tmp_path / "web" / "slices.csv", dtype=str)
     assert len(slices) == 5 and slices["page"].tolist() == [str(k) for k in range(5)]
+
+
+def test_a_damaged_slice_on_a_web_server_is_named_by_its_url(http_folder, tmp_path):
+    from .series_helpers import write_series
+
+    folder, base = http_folder
+    write_series(folder, count=4, name="http-damaged")
+    names = sorted(p.name for p in folder.glob("*.dcm"))
+    victim = folder / names[1]
+    victim.write_bytes(victim.read_bytes()[:-3000])
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{base}/{n}\n" for n in names))
+    args = [str(listing), str(tmp_path / "web"), "--series", "stack", "-j", "1"]
+    assert preprocess_main(args) == 1
+    failures = pd.read_csv(tmp_path / "web" / "failures.csv", keep_default_na=False)
+    assert failures[["path", "error_type"]].values.tolist() == [[f"{base}/{names[1]}", "Truncated"]]
+    slices = pd.read_csv(tmp_path / "web" / "slices.csv", dtype=str)
+    assert len(slices) == 3

@@ -123,9 +123,11 @@ def convert_stack_entry(entry: dict, options):
         target = Path(scratch) / output.rsplit("/", 1)[-1] if remote_output else Path(output)
         result = process_stack([local_of[s] for s in sources], target, options)
         source_of = {local: source for source, local in local_of.items()}
-        result.sources = sources
         for placed in result.slices:
             placed.source = source_of.get(placed.source, placed.source)
+        for failure in result.left_out:  # damaged slices, named by their URLs too
+            failure["source"] = source_of.get(failure["source"], failure["source"])
+        result.sources = [source_of.get(p, p) for p in result.sources]
         if remote_output and result.status == OK:
             _put_output(result, output)
         result.seconds = time.perf_counter() - started
