@@ -134,10 +134,10 @@ def _scanned_row(entry: os.DirEntry) -> dict | None:
         size = (layout.width, layout.height, layout.channels, layout.num_frames)
         stack = StackSource.from_description(layout.description)
     else:
-        from dicomprep.formats.nifti import read_stack_layout
+        from dicomprep.formats.nifti import NiftiVolume
 
-        width, height, pages, stack = read_stack_layout(entry.path)
-        size = (width, height, 1, pages)
+        volume = NiftiVolume(entry.path)
+        size, stack = (volume.width, volume.height, 1, volume.pages), volume.stack
     row = dict(zip(("width", "height", "channels", "num_frames"), size, strict=True))
     row["inode"] = entry.stat().st_ino
     if stack is not None and is_valid_uid(stack.sop_instance_uid) and stack.slices > 1:

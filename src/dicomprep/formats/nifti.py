@@ -77,53 +77,41 @@ def write_nifti(
         raise
 
 
-def read_record(path) -> tuple[tuple[int, int, int], str | None]:
-    """((width, height, pages), the JSON record) of a NIfTI volume this code wrote, from
-    its header and extensions (the voxels are not read)."""
-    import nibabel as nib
+class NiftiVolume:
+    """A NIfTI volume this code wrote, opened once: its size, the record in its extension
+    and chosen pages (only their voxels are read)."""
 
-    header = nib.load(path).header
-    shape = header.get_data_shape()
-    if len(shape) != 3:
-        raise ValueError(f"{path}: not a volume of pages (shape {shape})")
-    text = None
-    for extension in header.extensions:
-        if extension.get_code() == RECORD_EXTENSION_CODE:
-            text = bytes(extension.get_content()).split(b"\0", 1)[0].decode("utf-8", "replace")
-    return (int(shape[0]), int(shape[1]), int(shape[2])), text
+    def __init__(self, path):
+        import nibabel as nib
 
+        self.path = path
+        self.image = nib.load(path)
+        shape = self.image.shape
+        if len(shape) != 3:
+            raise ValueError(f"{path}: not a volume of pages (shape {shape})")
+        self.width, self.height, self.pages = (int(v) for v in shape)
+        self.record = None  # the JSON text of Geometry.record
+        for extension in self.image.header.extensions:
+            if extension.get_code() == RECORD_EXTENSION_CODE:
+                content = bytes(extension.get_content()).split(b"\0", 1)[0]
+                self.record = content.decode("utf-8", "replace")
 
-def read_stack_layout(path) -> tuple[int, int, int, StackSource | None]:
-    """(width, height, pages, what the volume holds) of a NIfTI volume this code wrote."""
-    size, text = read_record(path)
-    return (*size, StackSource.from_description(text))
+    @property
+    def stack(self) -> StackSource | None:
+        """The series and slices the volume holds, as recorded."""
+        return StackSource.from_description(self.record)
 
+    def geometry(self) -> Geometry:
+        """The recorded geometry (ValueError without one)."""
+        geometry = Geometry.from_record(self.record)
+        if geometry is None:
+            raise ValueError(f"{self.path}: no dicomprep geometry record in its extensions")
+        return geometry
 
-def read_nifti_geometry(path) -> Geometry:
-    """The geometry recorded in a NIfTI volume this code wrote (ValueError without one)."""
-    _, text = read_record(path)
-    geometry = Geometry.from_record(text)
-    if geometry is None:
-        raise ValueError(f"{path}: no dicomprep geometry record in its extensions")
-    return geometry
-
-
-def page_count(path) -> int:
-    """The number of pages of a NIfTI volume (from its header)."""
-    _, _, pages = read_record(path)[0]
-    return pages
-
-
-def read_pages(path, indices: list[int]) -> np.ndarray:
-    """Pages ``indices`` of a NIfTI volume, shape (n, rows, columns); only those pages are
-    read from the voxels."""
-    import nibabel as nib
-
-    image = nib.load(path)
-    if len(image.shape) != 3:
-        raise ValueError(f"{path}: not a volume of pages (shape {image.shape})")
-    width, height = int(image.shape[0]), int(image.shape[1])
-    out = np.empty((len(indices), height, width), dtype=image.get_data_dtype())
-    for slot, index in enumerate(indices):
-        out[slot] = np.asarray(image.dataobj[:, :, index]).T
-    return out
+    def read(self, indices: list[int]) -> np.ndarray:
+        """Pages ``indices``, shape (n, rows, columns)."""
+        dtype = self.image.get_data_dtype()
+        out = np.empty((len(indices), self.height, self.width), dtype=dtype)
+        for slot, index in enumerate(indices):
+            out[slot] = np.asarray(self.image.dataobj[:, :, index]).T
+        return out

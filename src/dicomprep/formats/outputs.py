@@ -18,9 +18,9 @@ def is_nifti(path: str | os.PathLike) -> bool:
 def read_output_geometry(path: str | os.PathLike) -> Geometry:
     """The :class:`Geometry` an output records (ValueError when it records none)."""
     if is_nifti(path):
-        from dicomprep.formats.nifti import read_nifti_geometry
+        from dicomprep.formats.nifti import NiftiVolume
 
-        return read_nifti_geometry(path)
+        return NiftiVolume(path).geometry()
     from dicomprep.formats.tiff import read_geometry
 
     return read_geometry(path)

@@ -228,18 +228,21 @@ def _one_line(exc: BaseException) -> str:
 
 def _render_output(sample: Sample, output_path: Path, img_dir: Path, size: int, fmt: str):
     """The output's central page (a TIFF's, or a stack's NIfTI volume's)."""
-    from dicomprep.formats.outputs import is_nifti, read_output_geometry
+    from dicomprep.formats.outputs import is_nifti
 
-    geometry = read_output_geometry(output_path)
     if is_nifti(output_path):
-        from dicomprep.formats.nifti import page_count, read_pages
+        from dicomprep.formats.nifti import NiftiVolume
 
-        pages = page_count(output_path)
+        volume = NiftiVolume(output_path)
+        geometry, pages = volume.geometry(), volume.pages
         index = central_index(pages)
-        [page] = read_pages(output_path, [index])
+        [page] = volume.read([index])
     else:
         import tifffile
 
+        from dicomprep.formats.tiff import read_geometry
+
+        geometry = read_geometry(output_path)
         with tifffile.TiffFile(output_path) as tif:
             pages = len(tif.pages)
             index = central_index(pages)

@@ -34,7 +34,7 @@ import numpy as np
 import tifffile
 
 from dicomprep.formats.geometry import Geometry
-from dicomprep.formats.outputs import is_nifti, read_output_geometry
+from dicomprep.formats.outputs import is_nifti
 from dicomprep.formats.tiff import _page_geometry
 
 __all__ = ["DTYPES", "convert", "load", "load_with_geometry"]
@@ -69,7 +69,11 @@ def load_with_geometry(path, dtype: str = "uint8", frames=None) -> tuple[np.ndar
     by page, with the geometry recorded in it."""
     _check_dtype(dtype)
     if is_nifti(path):
-        return convert(_nifti_pages(path, frames), dtype), read_output_geometry(path)
+        from dicomprep.formats.nifti import NiftiVolume
+
+        volume = NiftiVolume(os.fspath(path))
+        pages = volume.read(_page_indices(frames, volume.pages))[..., None]
+        return convert(pages, dtype), volume.geometry()
     with tifffile.TiffFile(os.fspath(path)) as tif:
         pages = tif.pages
         total = len(pages)
@@ -85,14 +89,6 @@ def load_with_geometry(path, dtype: str = "uint8", frames=None) -> tuple[np.ndar
                 raise ValueError(f"{path}: page {index} differs in shape or type from page 0")
             page.asarray(out=stored[slot].reshape(page.shape))
     return convert(stored, dtype), geometry
-
-
-def _nifti_pages(path, frames) -> np.ndarray:
-    """The requested pages of a NIfTI volume, shape (frames, H, W, 1)."""
-    from dicomprep.formats.nifti import page_count, read_pages
-
-    path = os.fspath(path)
-    return read_pages(path, _page_indices(frames, page_count(path)))[..., None]
 
 
 def _check_dtype(dtype: str) -> None:
