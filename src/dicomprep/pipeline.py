@@ -403,11 +403,9 @@ def render(
             frames = interpolate_frames(frames, n, options.target_frames)
         return frames
 
-    if level > 0:
-        x0, y0, x1, y1 = source_box(box or (0, 0, info.columns >> level, info.rows >> level), level)
-        finer = _decode_level(codestreams, options, x1 - x0, y1 - y0, info.pixel_spacing)
-        if finer < level:  # the crop needs more pixels than this level has
-            return render(path, ds, options, decode_threads, finer)
+    finer = _level_for_box(codestreams, options, box, level, info)
+    if finer < level:  # the crop needs more pixels than this level has
+        return render(path, ds, options, decode_threads, finer)
     rendered = _finish(frame_stream(), count, info, options, box, level)
     if n == 1:
         rendered.source, rendered.source_size = single, (info.columns, info.rows)
@@ -434,6 +432,21 @@ def _decode_level(
     if options.size is None:
         return 0
     return codestreams.level_for(*fit_size(width, height, *options.size), width, height)
+
+
+def _level_for_box(
+    codestreams: CodestreamFrames | None,
+    options: Options,
+    box: cropping.Box | None,
+    level: int,
+    info: ImageInfo,
+) -> int:
+    """The level the crop ``box`` (in pixels of ``level``; None: the whole image) needs:
+    ``level``, or a finer one when the box is too small for the output at ``level``."""
+    if not level:
+        return 0
+    x0, y0, x1, y1 = source_box(box or (0, 0, info.columns >> level, info.rows >> level), level)
+    return min(level, _decode_level(codestreams, options, x1 - x0, y1 - y0, info.pixel_spacing))
 
 
 def _box_of(frames, options: Options, level: int = 0) -> cropping.Box | None:
@@ -489,13 +502,13 @@ def _finish(
     # the block's centre, which the geometry assumes: the resampling puts it there.
     offset = (reduced_sample_offset(level),) * 2
 
+    size = geometry.resized_width, geometry.resized_height
+
     def transformed(frame: np.ndarray) -> np.ndarray:
         frame = cropping.crop(frame, box)
         if geometry.exact_scale is not None:  # per pixel of this frame: 2^level source pixels
-            size = geometry.resized_width, geometry.resized_height
             scale_x, scale_y = (s * (1 << level) for s in geometry.exact_scale)
             return resample_by_scale(frame, scale_x, scale_y, *size, options.filter, offset)
-        size = geometry.resized_width, geometry.resized_height
         if size != frame.shape[1::-1] or level:
             frame = resize(frame, *size, options.filter, offset)
         return frame

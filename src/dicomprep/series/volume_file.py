@@ -27,6 +27,7 @@ and go through the same stages, as one volume:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ import numpy as np
 from pydicom.uid import UID
 
 from dicomprep import pipeline
-from dicomprep.formats.codestreams import codestream_frames, source_box
+from dicomprep.formats.codestreams import codestream_frames
 from dicomprep.formats.decode import (
     DicomError,
     image_info,
@@ -189,14 +190,24 @@ def process_stack(
     return result
 
 
+@contextlib.contextmanager
+def _failing_slice(index: int) -> Iterator[None]:
+    """Errors inside (reading, decoding or mapping slice ``index``) become its
+    :class:`SliceError`; running out of memory stays the stack's failure."""
+    try:
+        yield
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - this slice's failure, not the stack's
+        raise SliceError(index, exc) from exc
+
+
 def _write_stack(paths: list[str], output_path, options: Options, result: StackResult) -> None:
     """The volume of ``paths`` at ``output_path``, its facts filled into ``result``."""
     headers = []
     for index, path in enumerate(paths):
-        try:
+        with _failing_slice(index):
             headers.append(_header(path))
-        except Exception as exc:  # noqa: BLE001 - the slice's own failure
-            raise SliceError(index, exc) from exc
     first = headers[0]
     result.study_instance_uid = _safe(first.get("StudyInstanceUID", ""))
     result.series_instance_uid = _safe(first.get("SeriesInstanceUID", ""))
@@ -293,8 +304,9 @@ def _render_stack(paths, headers, positions, options: Options, level: int | None
     codestreams = _reducible_codestreams(paths, headers, infos, options) if level != 0 else None
     if codestreams is None:
         level = 0
-    elif level is None:
-        level = _stack_level(codestreams, options, infos[0].columns, infos[0].rows, infos[0])
+    elif level is None:  # the coarsest level every slice allows for the whole image
+        width, height, spacing = infos[0].columns, infos[0].rows, infos[0].pixel_spacing
+        level = min(pipeline._decode_level(c, options, width, height, spacing) for c in codestreams)
     luts: dict = {}  # slices with the same rescale share their tables
     mappers = [
         pipeline._IntensityMapper(ds, info, options, luts)
@@ -308,28 +320,20 @@ def _render_stack(paths, headers, positions, options: Options, level: int | None
         nonlocal room
         frame = kept.get(k)
         if frame is None:
-            try:
+            with _failing_slice(k):
                 if level:
                     frames = codestreams[k].frames([0], level)
                 else:
                     frames = iter_frames(paths[k], headers[k], [0], infos[k])
                 frame = next(pipeline._staged("decode", frames))
-            except MemoryError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - this slice's failure, not the stack's
-                raise SliceError(k, exc) from exc
             if frame.nbytes <= room:
                 kept[k], room = frame, room - frame.nbytes
         return frame
 
     def mapped_slice(k: int) -> np.ndarray:
         frame = decoded(k)
-        try:
+        with _failing_slice(k):
             return mappers[k](0, frame)
-        except MemoryError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise SliceError(k, exc) from exc
 
     def mapped(indices) -> Iterator[np.ndarray]:
         return pipeline._staged("transform", (mapped_slice(k) for k in indices))
@@ -392,19 +396,11 @@ def _reducible_codestreams(paths, headers, infos, options: Options) -> list | No
     return None if any(c is None for c in rest) else [first, *rest]
 
 
-def _stack_level(codestreams, options: Options, width: int, height: int, info) -> int:
-    """The coarsest level every slice can be decoded at for a ``width x height`` region."""
-    return min(
-        pipeline._decode_level(c, options, width, height, info.pixel_spacing) for c in codestreams
-    )
-
-
 def _finer_level(codestreams, options: Options, box, level: int, info) -> int:
-    """The level the crop ``box`` (in pixels of ``level``) needs: ``level`` or finer."""
+    """The level the crop ``box`` (in pixels of ``level``) needs in every slice."""
     if not level:
         return 0
-    x0, y0, x1, y1 = source_box(box or (0, 0, info.columns >> level, info.rows >> level), level)
-    return min(level, _stack_level(codestreams, options, x1 - x0, y1 - y0, info))
+    return min(pipeline._level_for_box(c, options, box, level, info) for c in codestreams)
 
 
 def _is_compressed(transfer_syntax: str) -> bool:
