@@ -37,6 +37,7 @@ from dicomprep.run.shard import (
     remove_shard_temporaries,
     remove_stale_temporaries,
 )
+from dicomprep.storage.urls import relative_to_root
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -360,7 +361,7 @@ def convert_stacks(
                     "message": result.message,
                 }
             )
-        relative = os.path.relpath(result.output, output) if result.output else ""
+        relative = relative_to_root(result.output, output) if result.output else ""
         slice_rows += [
             {
                 "sop_instance_uid": placed.sop_instance_uid,

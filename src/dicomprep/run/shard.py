@@ -467,11 +467,13 @@ def _stack_rows(rows, entries, unit: dict, result: dict, record, reused: bool) -
     placements = {p["source"]: p for p in result.get("slice_rows") or []}
     left_out = {f["source"]: f for f in result.get("left_out") or []}
     fields = {c: result.get(c) for c in FileResult.__dataclass_fields__}
-    for index in [*unit["indices"], *unit.get("copy_indices", [])]:
+    # the slices, and the copies that took a damaged slice's place (or were damaged too);
+    # copies not needed are left to mark_copies, which makes them duplicates
+    tried = placements.keys() | left_out.keys()
+    copies = [j for j in unit.get("copy_indices", []) if entries[j]["path"] in tried]
+    for index in [*unit["indices"], *copies]:
         entry = entries[index]
         placed = placements.get(entry["path"], {})
-        if index not in unit["indices"] and not placed and entry["path"] not in left_out:
-            continue  # a copy not needed: mark_copies makes it a duplicate
         row = _row(fields, entry, record, reused=reused)
         row.update(
             source=entry["path"],
@@ -789,7 +791,7 @@ def render_report_sample(
         study_instance_uid=result.study_instance_uid,
         sop_instance_uid=result.sop_instance_uid,
         path=entry["path"],
-        tiff=Path(os.path.relpath(result.output, output_root)).as_posix(),
+        tiff=relative_to_root(result.output, output_root),
         source_frames=1,
         num_frames=result.num_frames,
     )
