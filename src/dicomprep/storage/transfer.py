@@ -55,7 +55,7 @@ def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_t
     """The :class:`~dicomprep.run.records.FileResult` of one shard list entry whose source
     or output root (or both) is a URL; ``result.output`` is the output's URL then."""
     from dicomprep.pipeline import process_file
-    from dicomprep.run.records import FAILED, OK, FileResult
+    from dicomprep.run.records import OK, FileResult
 
     source, output_root = entry["path"], str(output_root)
     started = time.perf_counter()
@@ -72,10 +72,7 @@ def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_t
             except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
                 return FileResult(
                     source=source,
-                    status=FAILED,
-                    stage="read",
-                    error_type=read_failure_type(exc),
-                    message=f"cannot fetch the object: {_one_line(exc)}",
+                    **_fetch_failure(exc, "cannot fetch the object"),
                     study_instance_uid=entry.get("study_instance_uid", ""),
                     sop_instance_uid=entry.get("sop_instance_uid", ""),
                     seconds=time.perf_counter() - started,
@@ -96,7 +93,7 @@ def convert_stack_entry(entry: dict, options):
     unit with ``paths`` and ``output``) whose slices or output root are URLs: the slices
     are fetched into a local temporary folder, the volume is written there and put once
     when ``output`` is a URL.  Sources in the result are the slices' URLs."""
-    from dicomprep.run.records import FAILED, OK
+    from dicomprep.run.records import OK
     from dicomprep.series.volume_file import StackResult, process_stack
 
     sources, output = [str(p) for p in entry["paths"]], str(entry["output"])
@@ -112,10 +109,7 @@ def convert_stack_entry(entry: dict, options):
             except Exception as exc:  # noqa: BLE001 - recorded as the stack's failure
                 return StackResult(
                     sources=sources,
-                    status=FAILED,
-                    stage="read",
-                    error_type=read_failure_type(exc),
-                    message=f"cannot fetch the object {source}: {_one_line(exc)}",
+                    **_fetch_failure(exc, f"cannot fetch the object {source}"),
                     study_instance_uid=entry.get("study_instance_uid", ""),
                     seconds=time.perf_counter() - started,
                 )
@@ -132,6 +126,18 @@ def convert_stack_entry(entry: dict, options):
             _put_output(result, output)
         result.seconds = time.perf_counter() - started
     return result
+
+
+def _fetch_failure(exc: BaseException, what: str) -> dict:
+    """The failure fields of a result whose source object could not be fetched."""
+    from dicomprep.run.records import FAILED
+
+    return {
+        "status": FAILED,
+        "stage": "read",
+        "error_type": read_failure_type(exc),
+        "message": f"{what}: {_one_line(exc)}",
+    }
 
 
 def _put_output(result, url: str) -> None:
