@@ -101,7 +101,7 @@ def _summary(run: Run, instances: pd.DataFrame, options: Options) -> dict:
     tiff_bytes = int(done["tiff_bytes"].sum()) if len(done) else 0
     source_bytes = int(done["source_bytes"].sum()) if len(done) else 0
     frames = int(run.manifest["num_frames"].sum()) if len(run.manifest) else 0
-    outputs = converted_outputs(run.results) if len(run.results) else run.results
+    outputs = converted_outputs(run.results)
     seconds = float(outputs["seconds"].sum()) if len(outputs) else 0.0
     fresh = outputs[~outputs["reused"]] if len(outputs) else outputs
     seconds_now = float(run.summary.get("seconds_now", fresh["seconds"].sum() if len(fresh) else 0))

@@ -163,6 +163,8 @@ def converted_outputs(results: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``results`` that finished an output, one per output: a stack's volume is
     the row of its first slice (the lowest position); the other slices' rows repeat its
     outcome (output, size, seconds) and are left out, so that each output counts once."""
+    if not len(results):  # possibly without columns: no shard has results yet
+        return results
     done = results[results["status"] == OK]
     if "stack" not in done.columns:  # a table of files only (results older than stacks)
         return done
@@ -309,7 +311,7 @@ def collect_run(
     )
     write_failures(failures, failures_csv)
     numbers = counts(len(manifest), failures)
-    fresh = converted_outputs(results) if len(results) else results
+    fresh = converted_outputs(results)
     fresh = fresh[~fresh["reused"]] if len(fresh) else fresh
     numbers["converted_now"] = len(fresh)
     numbers["reused"] = numbers["processed"] - numbers["converted_now"]
