@@ -196,6 +196,17 @@ class Geometry:
         slices it holds (``stack``), as JSON (None when there is none of them)."""
         if self.exact_scale is None and self.volume is None and stack is None:
             return None
+        return json.dumps(self._record(stack), sort_keys=True, separators=(",", ":"))
+
+    def record(self, stack: StackSource | None = None) -> str:
+        """The whole geometry as JSON: :meth:`description` and the values a TIFF keeps in
+        its integer tags (under ``"tags"``); the record of an output that has no tags, a
+        stack's NIfTI volume."""
+        record = self._record(stack)
+        record["tags"] = {name: getattr(self, name) for name in _TAG_FIELDS}
+        return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+    def _record(self, stack: StackSource | None) -> dict:
         record: dict = {"dicomprep": 1}
         if self.exact_scale is not None:
             record["exact_scale"] = list(self.exact_scale)
@@ -203,15 +214,7 @@ class Geometry:
             record["volume"] = self.volume.to_dict()
         if stack is not None:
             record["stack"] = asdict(stack)
-        return json.dumps(record, sort_keys=True, separators=(",", ":"))
-
-    def record(self, stack: StackSource | None = None) -> str:
-        """The whole geometry as JSON: :meth:`description` and the values a TIFF keeps in
-        its integer tags (under ``"tags"``); the record of an output that has no tags, a
-        stack's NIfTI volume."""
-        record = json.loads(self.description(stack) or '{"dicomprep": 1}')
-        record["tags"] = {name: getattr(self, name) for name in _TAG_FIELDS}
-        return json.dumps(record, sort_keys=True, separators=(",", ":"))
+        return record
 
     @classmethod
     def from_record(cls, text: str | None) -> Geometry | None:
