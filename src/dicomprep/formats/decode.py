@@ -39,26 +39,10 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from dicomprep.formats.errors import DicomError, NoPixelDataError, NotDicomError
 from dicomprep.pixels.intensity import LINEAR, FrameIntensity
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-
-
-class DicomError(Exception):
-    """A file that cannot be processed, with the pipeline stage where that was found."""
-
-    def __init__(self, stage: str, message: str, error_type: str | None = None):
-        super().__init__(message)
-        self.stage = stage
-        self.error_type = error_type or type(self).__name__
-
-
-class NotDicomError(DicomError):
-    """The file's content is not DICOM."""
-
-
-class NoPixelDataError(DicomError):
-    """A DICOM object without an image (SR, RT plan, presentation state, ...)."""
 
 
 # -- recognition and headers -------------------------------------------------------
