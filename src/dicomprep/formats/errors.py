@@ -37,6 +37,7 @@ class ErrorType(StrEnum):
     LINK_LOOP = "LinkLoop"
     LINK_OUTSIDE_SOURCE = "LinkOutsideSource"
     SPECIAL_FILE = "SpecialFile"
+    LINK_NOT_FOLLOWED = "LinkNotFollowed"
     NOT_FOUND = "NotFound"
     STORAGE_UNAVAILABLE = "StorageUnavailable"
     # -- the image the header describes, and its pixel data (stage decode) --
@@ -97,10 +98,13 @@ DESCRIPTIONS: dict[ErrorType, str] = {
     ErrorType.MISSING_UID: "the Study or SOP Instance UID an output is named by is absent",
     ErrorType.DUPLICATE_SOP_INSTANCE_UID: "another copy of the same SOP Instance UID was "
     "converted instead: status duplicate, not failed",
-    ErrorType.LINK_LOOP: "a symbolic link that leads back into a folder already walked",
+    ErrorType.LINK_LOOP: "a symbolic link that leads back into a folder already walked, "
+    "or to itself through a chain of links",
     ErrorType.LINK_OUTSIDE_SOURCE: "a symbolic link whose target lies outside the source "
     "folder (follow_links_outside_source allows it)",
     ErrorType.SPECIAL_FILE: "a FIFO, socket or device in the source folder: never opened",
+    ErrorType.LINK_NOT_FOLLOWED: "a symbolic link in the source folder while "
+    "follow_symlinks is off: skipped",
     ErrorType.NOT_FOUND: "an object listed or named in a bucket or on a web server is absent",
     ErrorType.STORAGE_UNAVAILABLE: "object storage did not answer after retries (the next "
     "run tries again)",
