@@ -99,15 +99,24 @@ def _one_of(choices: tuple[str, ...]) -> str:
     return ", ".join(choices)
 
 
-def preprocess_parser() -> argparse.ArgumentParser:
+def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentParser:
+    """dicom-preprocess's parser; ``paths=False`` leaves out SOURCE and OUTPUT for a tool
+    that takes the same processing options (dicom-validate), ``parser_args`` replacing
+    its prog, description or epilog."""
     p = argparse.ArgumentParser(
-        prog="dicom-preprocess",
-        description="Convert DICOM files to TIFF files for computer-vision training.",
-        epilog=PREPROCESS_EPILOG,
-        formatter_class=_HelpFormatter,
+        **{
+            "prog": "dicom-preprocess",
+            "description": "Convert DICOM files to TIFF files for computer-vision training.",
+            "epilog": PREPROCESS_EPILOG,
+            "formatter_class": _HelpFormatter,
+            **parser_args,
+        }
     )
-    p.add_argument("source", help="a DICOM file, a folder (searched recursively) or a .txt list")
-    p.add_argument("output", help="output folder (a file path when SOURCE is one file)")
+    if paths:
+        p.add_argument(
+            "source", help="a DICOM file, a folder (searched recursively) or a .txt list"
+        )
+        p.add_argument("output", help="output folder (a file path when SOURCE is one file)")
     p.add_argument("-c", "--crop", action="store_true", help="crop zero rows/columns at edges")
     p.add_argument(
         "-m", "--crop-max", action="store_true", help="also treat the maximum value as background"
@@ -283,6 +292,19 @@ def preprocess_main(argv: list[str] | None = None) -> int:
     if source.is_file() and source.suffix.lower() != ".txt":
         return _single(source, output, options)
 
+    failures, processed = convert_catalog(catalog, output, options, args.threads)
+    write_failures(failures, output / "failures.csv")
+    numbers = counts(processed, failures)
+    print(summary_line(numbers, output), file=sys.stderr)
+    if len(failures):
+        print(f"dicomprep: not converted: see {output / 'failures.csv'}", file=sys.stderr)
+    return 1 if numbers["failed"] else 0
+
+
+def convert_catalog(catalog, output: Path, options: Options, threads: int):
+    """Convert the images of a ``catalog`` (discovery's table) under ``output``; returns
+    the failures table (one row per input that did not become an output) and the number
+    of outputs written.  dicom-validate gives its verdicts from the same function."""
     todo = catalog.loc[
         catalog["status"].isin([DICOM, DUPLICATE]),
         ["path", "key", "study_instance_uid", "sop_instance_uid"],
@@ -290,16 +312,10 @@ def preprocess_main(argv: list[str] | None = None) -> int:
     remove_shard_temporaries(output, todo)  # of writes a killed earlier run left
     stack_failures, stacked = [], 0
     if options.series == "stack":
-        todo, stack_failures, stacked = convert_stacks(todo, catalog, output, options, args.threads)
-    results = convert_many(todo, str(output), options, args.threads)
+        todo, stack_failures, stacked = convert_stacks(todo, catalog, output, options, threads)
+    results = convert_many(todo, str(output), options, threads)
     failures = failures_frame(catalog_failures(catalog) + result_failures(results) + stack_failures)
-    processed = sum(1 for r in results if r["status"] == OK) + stacked
-    write_failures(failures, output / "failures.csv")
-    numbers = counts(processed, failures)
-    print(summary_line(numbers, output), file=sys.stderr)
-    if len(failures):
-        print(f"dicomprep: not converted: see {output / 'failures.csv'}", file=sys.stderr)
-    return 1 if numbers["failed"] else 0
+    return failures, sum(1 for r in results if r["status"] == OK) + stacked
 
 
 def convert_stacks(
