@@ -53,6 +53,7 @@ class ErrorType(StrEnum):
     INVALID_MODALITY_LUT = "InvalidModalityLUT"
     INVALID_VOI_LUT = "InvalidVOILUT"
     INVALID_WINDOW = "InvalidWindow"
+    NO_WINDOW = "NoWindow"
     INVALID_RESCALE = "InvalidRescale"
     NON_FINITE_PIXELS = "NonFinitePixels"
     WORKER_DIED = "WorkerDied"
@@ -125,6 +126,8 @@ DESCRIPTIONS: dict[ErrorType, str] = {
     "malformed",
     ErrorType.INVALID_VOI_LUT: "a VOI LUT Sequence whose descriptor or data is malformed",
     ErrorType.INVALID_WINDOW: "Window Center / Width that are not numbers or a width <= 0",
+    ErrorType.NO_WINDOW: "more than 8 bits of greyscale without Window Center / Width or "
+    "VOI LUT: each image is scaled by its own min-max (a dicom-validate warning)",
     ErrorType.INVALID_RESCALE: "Rescale Slope / Intercept that are not finite numbers, or "
     "whose product overflows",
     ErrorType.NON_FINITE_PIXELS: "float pixel data holding NaN or infinite samples",
