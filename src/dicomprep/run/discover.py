@@ -11,8 +11,10 @@ Only the header is read (parsing stops at the pixel data element).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat as stat_mode
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +23,16 @@ import pandas as pd
 
 from dicomprep.formats.uids import describe_invalid_uid, is_valid_uid
 from dicomprep.run.processes import worker_pool
+from dicomprep.run.walk import (
+    BROKEN_LINK,
+    LINK_SKIPPED,
+    LOOP_FIELDS,
+    SPECIAL,
+    SourceWalk,
+    is_plain_name,
+    not_regular_fields,
+    shown_name,
+)
 from dicomprep.storage.urls import is_url
 
 # Statuses of catalog rows.  Only DICOM rows are converted.
@@ -31,6 +43,7 @@ INVALID_UID = "invalid_uid"
 DUPLICATE = "duplicate"
 UNREADABLE = "unreadable"
 MISSING = "missing"
+# and SPECIAL, LINK_SKIPPED, BROKEN_LINK: what the walk of a folder passes over (run.walk)
 
 # The status column of the failures table for each catalog status.
 REPORT_STATUS = {
@@ -40,7 +53,12 @@ REPORT_STATUS = {
     INVALID_UID: "failed",
     UNREADABLE: "failed",
     MISSING: "failed",
+    SPECIAL: "skipped",
+    LINK_SKIPPED: "skipped",
+    BROKEN_LINK: "failed",
 }
+# Rows that are made again on every walk, never reused from the previous catalog.
+NOT_REUSED = (MISSING, SPECIAL, LINK_SKIPPED, BROKEN_LINK)
 
 HEADER_FIELDS = {
     "study_instance_uid": "StudyInstanceUID",
@@ -91,17 +109,25 @@ class SourceError(ValueError):
 # -- finding paths ----------------------------------------------------------------
 
 
-def iter_source_paths(source: str | os.PathLike, follow_symlinks: bool = False) -> Iterator[Path]:
+def iter_source_paths(
+    source: str | os.PathLike,
+    follow_symlinks: bool = False,
+    follow_links_outside_source: bool = False,
+) -> Iterator[Path]:
     """Input paths of a source: a file, a folder (recursive) or a ``.txt`` list of paths.
 
     List files ignore blank lines and ``#`` comments; relative entries are resolved
     against the list's folder; object URLs (``s3://...``) are yielded as strings.
-    Folders are walked in sorted order; hidden files (names starting with a dot) are
-    skipped; symlinks are followed only when asked.
+    Folders are walked by :class:`~dicomprep.run.walk.SourceWalk`: in sorted order, each
+    real folder once, hidden files (names starting with a dot) skipped, symlinks followed
+    only when asked and then only inside the source folder unless
+    ``follow_links_outside_source``; only regular files are yielded (what the walk
+    passes over is in its ``passed_over``, which :func:`build_catalog` catalogs).
     """
     source = Path(source)
     if source.is_dir():
-        yield from map(Path, _walk(str(source), follow_symlinks))
+        walk = SourceWalk(source, follow_symlinks, follow_links_outside_source)
+        yield from map(Path, walk)
     elif source.is_file() and source.suffix.lower() == ".txt":
         for line in source.read_text(errors="surrogateescape").splitlines():
             entry = line.strip()
@@ -118,24 +144,6 @@ def iter_source_paths(source: str | os.PathLike, follow_symlinks: bool = False) 
         raise SourceError(f"source {str(source)!r} does not exist")
 
 
-def _walk(folder: str, follow_symlinks: bool) -> Iterator[str]:
-    """The file paths under ``folder`` (as strings: a walk of a million files should not
-    build a million Path objects)."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError:
-        return
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        if entry.is_symlink() and not follow_symlinks:
-            continue
-        if entry.is_dir(follow_symlinks=follow_symlinks):
-            yield from _walk(entry.path, follow_symlinks)
-        elif entry.is_file(follow_symlinks=follow_symlinks):
-            yield entry.path
-
-
 # -- reading one header -------------------------------------------------------------
 
 
@@ -149,8 +157,12 @@ def catalog_entry(path: str | os.PathLike) -> dict:
     try:
         stat = path.stat()
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a listed link that leads back to itself
+            return {**row, **LOOP_FIELDS}
         return {**row, "status": MISSING, "reason": _reason(exc), "error_type": "FileNotFound"}
     row["size"], row["mtime_ns"] = stat.st_size, stat.st_mtime_ns
+    if not stat_mode.S_ISREG(stat.st_mode):  # a listed FIFO, device or folder: never opened
+        return {**row, **not_regular_fields(stat.st_mode)}
     return header_row(row, lambda: read_header(path))
 
 
@@ -280,6 +292,7 @@ def build_catalog(
     previous: pd.DataFrame | None = None,
     *,
     follow_symlinks: bool = False,
+    follow_links_outside_source: bool = False,
     processes: int = 1,
     header_concurrency: int | None = None,
 ) -> pd.DataFrame:
@@ -295,18 +308,24 @@ def build_catalog(
     walked, its objects keyed by their key relative to the prefix and known unchanged
     by (key, size, LastModified, ETag); their headers are read with ranged reads on
     ``header_concurrency`` threads (see :mod:`dicomprep.storage`).
+
+    What the walk of a folder passes over (links not followed, loops, links leaving the
+    source, dangling links, FIFOs, sockets, devices; see :mod:`dicomprep.run.walk`) has
+    one row each, made again on every walk.
     """
     if is_url(source):  # objects: listed, not walked (dicomprep.storage)
         from dicomprep.storage.discovery import list_source
 
         found, undecodable, current = set(), [], list_source(str(source))
+        passed_over = []
     else:
         root = source_root(source)
         if Path(source).is_dir():
-            found = set(_walk(str(source), follow_symlinks))
+            walk = SourceWalk(source, follow_symlinks, follow_links_outside_source)
+            found, passed_over = set(walk), walk.passed_over
         else:
-            found = {str(p) for p in iter_source_paths(source, follow_symlinks)}
-        undecodable = sorted(p for p in found if not _is_plain_name(p))
+            found, passed_over = {str(p) for p in iter_source_paths(source)}, []
+        undecodable = sorted(p for p in found if not is_plain_name(p))
         objects = sorted(p for p in found if is_url(p))  # URLs in a .txt list
         paths = sorted(found.difference(undecodable, objects))
         stats = [_stat(p) for p in paths]
@@ -325,7 +344,7 @@ def build_catalog(
             current = pd.concat([current, list_urls(objects)], ignore_index=True)
     reused = empty_catalog()
     if previous is not None and len(previous):
-        unchanged = previous[previous["status"] != MISSING].drop(columns="path")
+        unchanged = previous[~previous["status"].isin(NOT_REUSED)].drop(columns="path")
         unchanged = unchanged.drop_duplicates("key", keep="last")
         reused = unchanged.merge(current, on=["key", "size", "mtime_ns", "etag"], how="inner")
     known = set(reused["path"].tolist())  # a set of str: isin on Arrow strings is slow
@@ -340,28 +359,20 @@ def build_catalog(
         keys += fresh.loc[remote, "key"].tolist()
     new_rows = [{**row, "key": key} for row, key in zip(entries, keys, strict=True)]
     new_rows += [_undecodable_name_row(p) for p in undecodable]
+    if passed_over:
+        keys = relative_keys([p.path for p in passed_over], root)
+        new_rows += [p.row(key) for p, key in zip(passed_over, keys, strict=True)]
     parts = [reused] + ([pd.DataFrame(new_rows, columns=CATALOG_COLUMNS)] if new_rows else [])
     catalog = normalise(pd.concat(parts, ignore_index=True))
     catalog = catalog.sort_values("path", kind="stable").reset_index(drop=True)
     return mark_duplicates(catalog)
 
 
-def _is_plain_name(path: str) -> bool:
-    """True for a path that tables and shard lists can hold: valid UTF-8, without tabs or
-    line breaks."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return not any(c in path for c in "\t\n\r")
-
-
 def _undecodable_name_row(path: str) -> dict:
     """The catalog row of a file whose name is not valid UTF-8 or holds a tab or line
     break: reported, never converted (tables and shard lists hold text), with the bad
     bytes shown as ``\\xNN``."""
-    shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    shown = shown.encode("unicode_escape").decode("ascii") if not _is_plain_name(shown) else shown
+    shown = shown_name(path)
     size, mtime_ns = _stat(path)
     return {
         "path": shown,
