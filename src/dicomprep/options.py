@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, fields
 from functools import cache
 from importlib import resources
 
+from dicomprep.formats.errors import ErrorType
+
 FILTERS = ("nearest", "triangle", "catmull-rom", "gaussian", "lanczos3")
 PADDINGS = ("zero", "top-left", "bottom-right", "center")
 COMPRESSIONS = ("packbits", "lzw", "uncompressed", "zstd", "deflate")
@@ -28,6 +30,19 @@ VOLUME_FORMATS = ("tiff", "nifti")
 # given: laplacian-mip skips the noisy edge slices of a tomosynthesis volume as the Rust
 # dicom-preprocessing tool does; max-intensity keeps every frame as it always has.
 DEFAULT_SKIP_FRAMES = {"laplacian-mip": 5, "max-intensity": 0}
+#: Safety limits (docs/limits.md): they refuse an input but never change an output that is
+#: written, so they are left out of the fingerprint (finished outputs stay valid when they
+#: change), and a file refused by one is tried again on the next run (run/shard.py).
+LIMIT_OPTIONS = ("max_output_pixels", "max_output_bytes", "max_upsampling")
+#: The error types of a refusal by a safety limit (a raised limit may let the file through).
+LIMIT_ERRORS = frozenset(
+    {
+        ErrorType.OUTPUT_TOO_LARGE,
+        ErrorType.UPSAMPLING_TOO_LARGE,
+        ErrorType.TOO_MANY_FRAMES,
+        ErrorType.FRAME_TOO_LARGE,
+    }
+)
 
 
 class OptionsError(ValueError):
@@ -60,6 +75,11 @@ class Options:
     # laplacian-mip: weight of the MIP's detail; frames skipped at each end before the MIP.
     mip_weight: float = 1.5
     skip_frames: int | None = None
+    # Output-size limits, checked before decoding (docs/limits.md): samples (width x height
+    # x pages x channels), uncompressed bytes, and output / source size along each axis.
+    max_output_pixels: int = 2**31
+    max_output_bytes: int = 4 * 2**30
+    max_upsampling: float = 16.0
 
     def __post_init__(self) -> None:
         for name in ("crop", "crop_max", "crop_components"):
@@ -73,6 +93,7 @@ class Options:
         _check_choice("series", self.series, SERIES_MODES)
         _check_choice("volume_format", self.volume_format, VOLUME_FORMATS)
         self._check_spacing()
+        self._check_output_limits()
         if isinstance(self.mip_weight, bool) or not isinstance(self.mip_weight, (int, float)):
             raise OptionsError(f"mip_weight must be a number, got {self.mip_weight!r}")
         if not 0 <= float(self.mip_weight) < float("inf"):
@@ -106,6 +127,16 @@ class Options:
             if len(window) != 2 or window[1] <= 0:
                 raise OptionsError(f"voi must be 'auto', 'none' or [center, width>0], got {voi!r}")
             object.__setattr__(self, "voi", window)
+
+    def _check_output_limits(self) -> None:
+        for name in ("max_output_pixels", "max_output_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OptionsError(f"{name} must be an integer >= 1, got {value!r}")
+        value = self.max_upsampling
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value:
+            raise OptionsError(f"max_upsampling must be a number >= 1, got {value!r}")
+        object.__setattr__(self, "max_upsampling", float(value))
 
     def _check_spacing(self) -> None:
         if self.spacing is None:
@@ -151,7 +182,8 @@ class Options:
 
     def fingerprint(self) -> str:
         """A short hash of these options and the library code: equal hashes, equal outputs."""
-        payload = json.dumps({"options": self.to_dict(), "code": code_hash()}, sort_keys=True)
+        values = {k: v for k, v in self.to_dict().items() if k not in LIMIT_OPTIONS}
+        payload = json.dumps({"options": values, "code": code_hash()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -258,6 +290,61 @@ def check_config_keys(config: Mapping, schema: Mapping) -> None:
         f"unknown key{plural} {', '.join(repr(k) for k in unknown)}; valid keys{where}: "
         f"{', '.join(properties)} (see docs/configuration.md)"
     )
+
+
+def check_config_types(config: Mapping, schema: Mapping) -> None:
+    """Raise :class:`OptionsError` with one line naming the first key whose value the
+    schema rejects, what it expects and the value given, e.g. ``size: expected null or a
+    list of 2 integers >= 1, got ['abc']``; a JSON schema validator prints the whole rule
+    and the instance instead."""
+    from jsonschema.validators import validator_for
+
+    errors = list(validator_for(schema)(schema).iter_errors(config))
+    if not errors:
+        return
+    error = min(errors, key=lambda e: [str(p) for p in e.absolute_path])
+    names, prop, value = [], schema, config
+    for part in error.absolute_path:
+        if not (isinstance(part, str) and part in prop.get("properties", {})):
+            break
+        names.append(part)
+        prop, value = prop["properties"][part], value[part]
+    if not names:
+        raise OptionsError(error.message.splitlines()[0])
+    raise OptionsError(f"{'.'.join(names)}: expected {expected_value(prop)}, got {value!r}")
+
+
+def expected_value(prop: Mapping, plural: bool = False) -> str:
+    """What a JSON schema property accepts, in words (``an integer from 1 to 1024``)."""
+    for alternatives in ("oneOf", "anyOf"):
+        if alternatives in prop:
+            return " or ".join(expected_value(p, plural) for p in prop[alternatives])
+    if "const" in prop:
+        return repr(prop["const"])
+    if "enum" in prop:
+        return "one of " + ", ".join(str(v) for v in prop["enum"])
+    kind = prop.get("type")
+    if kind == "array":
+        count = prop.get("minItems")
+        many = f"{count} " if count is not None and count == prop.get("maxItems") else ""
+        return f"a list of {many}{expected_value(prop.get('items', {}), plural=True)}"
+    singular, several = _TYPE_WORDS.get(kind, ("a value", "values"))
+    low, high = prop.get("minimum"), prop.get("maximum")
+    if low is not None and high is not None:
+        bounds = f" from {low} to {high}"
+    else:
+        bounds = f" >= {low}" if low is not None else f" <= {high}" if high is not None else ""
+    return (several if plural else singular) + bounds
+
+
+_TYPE_WORDS = {
+    "integer": ("an integer", "integers"),
+    "number": ("a number", "numbers"),
+    "boolean": ("true or false", "true/false values"),
+    "string": ("a string", "strings"),
+    "null": ("null", "nulls"),
+    "object": ("a mapping", "mappings"),
+}
 
 
 def _number(value):

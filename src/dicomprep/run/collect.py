@@ -35,6 +35,7 @@ from dicomprep.run.failures import (
 )
 from dicomprep.run.records import OK, REMOVED, RESULT_COLUMNS
 from dicomprep.run.records import read_results as read_shard_results
+from dicomprep.run.removal import record_removed
 from dicomprep.storage.urls import is_url, relative_to_root
 
 
@@ -193,6 +194,8 @@ def manifest_table(results: pd.DataFrame) -> pd.DataFrame:
             "series_instance_uid": done["series_instance_uid"],
             "slices": done["slices"],
             "source": done["key"],
+            # results from before the column (a cached shard table) have no warnings
+            "warnings": done["warnings"] if "warnings" in done.columns else "",
         },
         columns=MANIFEST_COLUMNS,
     )
@@ -286,7 +289,9 @@ def collect_run(
     """Write manifest (CSV + Parquet), failures, slices, series report and a JSON
     summary; return them as tables with the counts.
 
-    ``converted_now`` and ``seconds_now`` count the outputs (a stack's volume once) written
+    The outputs this run's shards removed are appended to ``removed.txt`` beside the
+    summary (the work folder, see :mod:`dicomprep.run.removal`); ``removed_now`` counts
+    them.  ``converted_now`` and ``seconds_now`` count the outputs (a stack's volume once) written
     by shard jobs whose results were written after ``run_started_ns`` (when this run was
     planned), and the seconds they took; ``reused`` the outputs kept from earlier runs.
     """
@@ -316,7 +321,9 @@ def collect_run(
     numbers["converted_now"] = len(fresh)
     numbers["reused"] = numbers["processed"] - numbers["converted_now"]
     numbers["seconds_now"] = round(float(fresh["seconds"].sum()), 3) if len(fresh) else 0.0
-    numbers["removed_now"] = len(removed)
+    numbers["removed_now"] = record_removed(
+        Path(summary_json).parent, [r["output"] for r in removed], run_started_ns
+    )
     summary = {
         **numbers,
         "output": str(output_root),

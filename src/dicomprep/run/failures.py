@@ -79,10 +79,16 @@ def counts(processed: int, failures: pd.DataFrame) -> dict[str, int]:
 
 
 def summary_line(numbers: Mapping[str, int], output: str | os.PathLike) -> str:
-    """One line for the end of a run."""
+    """One line for the end of a run, saying what this run did: the outputs it converted
+    (``converted_now``; all of ``processed`` when not given), those kept from earlier
+    runs (``reused``), the outputs it removed (``removed_now``), and the inputs that
+    failed, were skipped or were duplicates."""
+    now = numbers.get("converted_now", numbers["processed"])
+    reused = numbers.get("reused", numbers["processed"] - now)
     return (
-        f"dicomprep: {numbers['processed']} processed, {numbers['skipped']} skipped, "
-        f"{numbers['duplicate']} duplicate, {numbers['failed']} failed; outputs in {output}"
+        f"dicomprep: {now} converted now, {reused} reused, {numbers.get('removed_now', 0)} "
+        f"removed, {numbers['failed']} failed, {numbers['skipped']} skipped, "
+        f"{numbers['duplicate']} duplicate; outputs in {output}"
     )
 
 

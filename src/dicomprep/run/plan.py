@@ -31,6 +31,7 @@ from dicomprep.run.collect import cached_shard_table
 from dicomprep.run.discover import (
     DICOM,
     DUPLICATE,
+    MISSING,
     NOT_DICOM,
     build_catalog,
     load_catalog,
@@ -39,7 +40,9 @@ from dicomprep.run.discover import (
     shard_of,
 )
 from dicomprep.run.durable import atomic_write_text, iter_lines
+from dicomprep.run.guards import require_files
 from dicomprep.run.records import REMOVED, RESULT_COLUMNS, DamagedStateFile, read_results
+from dicomprep.run.removal import guard_shard_removals, planned_outputs
 from dicomprep.run.shard_list import SHARD_COLUMNS, shard_list_text, write_if_changed
 from dicomprep.storage.urls import is_url
 
@@ -111,15 +114,23 @@ def lock_work_folder(work: str | os.PathLike) -> None:
     if str(path) in _HELD_LOCKS:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a")  # noqa: SIM115 - held open until the process exits
+    handle = open(path, "a+")  # noqa: SIM115 - held open until the process exits
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
         handle.close()
+        process = f" (process {holder})" if holder else ""
         raise WorkFolderLocked(
-            f"Directory cannot be locked: another dicomprep run is using the work folder "
-            f"{work}; wait for it to finish (this lock is released when that process ends)"
+            f"Directory cannot be locked: another dicomprep run{process} is using the work "
+            f"folder {work}; wait for it to finish. Nothing needs unlocking: this lock is "
+            f"released when that process ends, however it ends"
         ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()} on {os.uname().nodename}\n")
+    handle.flush()
     _HELD_LOCKS[str(path)] = handle
 
 
@@ -152,14 +163,25 @@ def plan_shards(
     local: bool = True,
     check_outputs: bool = True,
     follow_symlinks: bool = False,
+    follow_links_outside_source: bool = False,
     rediscover: bool = True,
     processes: int = 1,
+    output_root: str | os.PathLike | None = None,
+    allow_removal: bool | int = False,
+    keep_orphans: bool = False,
+    volume_format: str = "tiff",
 ) -> tuple[list[str], pd.DataFrame]:
     """Update the catalog and shard lists; return the shards to run and the catalog.
 
     ``shards`` is a count or ``"auto"`` (see :func:`shard_count`; ``local``: jobs run on
     this machine).  With ``series="stack"`` the slices of each series are formed into
     stacks (see :func:`plan_stacks`), each converted as one volume by its shard.
+
+    A source that holds no file is a :class:`~dicomprep.run.discover.SourceError`.
+    Before any shard list changes, the outputs the changed shards would remove are
+    counted (see :mod:`dicomprep.run.removal`; ``output_root`` and ``volume_format``
+    name them, ``allow_removal`` bounds them, ``keep_orphans`` removes none): too many
+    raise :class:`~dicomprep.run.removal.RemovalRefused` and leave the plan as it was.
 
     With ``check_outputs``, the last run's results of unchanged shards are checked
     against the dataset folder (see :func:`stale_results`).  Takes the work folder's
@@ -171,8 +193,13 @@ def plan_shards(
     previous = load_catalog(paths.catalog)
     if rediscover or previous is None:
         catalog = build_catalog(
-            source, previous, follow_symlinks=follow_symlinks, processes=processes
+            source,
+            previous,
+            follow_symlinks=follow_symlinks,
+            follow_links_outside_source=follow_links_outside_source,
+            processes=processes,
         )
+        require_files(source, int((catalog["status"] != MISSING).sum()))
         if previous is None or not catalog.equals(previous):
             save_catalog(catalog, paths.catalog)
     else:
@@ -185,18 +212,27 @@ def plan_shards(
     keys = images["bucket_key"].tolist()
     buckets = pd.Series([shard_of(k, shards) for k in keys], index=images.index)
     index: dict[str, dict] = {}
-    rewritten = set()  # shards whose list changed: they run again anyway
+    texts: dict[str, str] = {}
     for bucket, rows in images.groupby(buckets, sort=True):
         name = shard_name(int(bucket), shards)
-        text = shard_list_text(rows.assign(cost=work_cost(rows)))
-        if write_if_changed(paths.shard_list(name), text):
-            rewritten.add(name)
+        texts[name] = shard_list_text(rows.assign(cost=work_cost(rows)))
         index[name] = {"files": len(rows), "image_mb": estimate_image_mb(rows)}
     for name in journaled_shards(paths):
         if name not in index:  # all its sources are gone: run once to remove their outputs
-            if write_if_changed(paths.shard_list(name), "\t".join(SHARD_COLUMNS) + "\n"):
-                rewritten.add(name)
+            texts[name] = "\t".join(SHARD_COLUMNS) + "\n"
             index[name] = {"files": 0, "image_mb": 0}
+    changing = [name for name, text in texts.items() if _saved_text(paths.shard_list(name)) != text]
+    if not keep_orphans:
+        unchanged_files = sum(facts["files"] for n, facts in index.items() if n not in changing)
+        guard_shard_removals(
+            paths.root,
+            [paths.journal(name) for name in changing],
+            unchanged_files,
+            planned_outputs(images, volume_format),
+            output_root,
+            allow_removal,
+        )
+    rewritten = {name for name in changing if write_if_changed(paths.shard_list(name), texts[name])}
     index = dict(sorted(index.items()))
     write_if_changed(paths.shard_index, json.dumps(index, indent=1, sort_keys=True) + "\n")
     for name in index:
@@ -208,6 +244,13 @@ def plan_shards(
             print(f"dicomprep: shard {shard} runs again: {reason}", file=sys.stderr)
             atomic_write_text(paths.shard_rerun(shard), f"{time.time_ns()} {reason}\n")
     return list(index), catalog
+
+
+def _saved_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def plan_stacks(images: pd.DataFrame, paths: WorkPaths, series: str) -> pd.DataFrame:

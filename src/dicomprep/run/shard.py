@@ -48,11 +48,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dicomprep.formats.uids import is_valid_uid
-from dicomprep.options import Options
+from dicomprep.options import LIMIT_ERRORS, Options
 from dicomprep.pipeline import output_path_for, process_file
 from dicomprep.run.durable import atomic_write_text, iter_lines, open_for_append
 from dicomprep.run.processes import worker_pool
 from dicomprep.run.records import DUPLICATE, FAILED, OK, REMOVED, FileResult, write_results
+from dicomprep.run.removal import removal_refused
 from dicomprep.run.shard_list import read_shard_list
 from dicomprep.storage.urls import is_url, join_url, relative_to_root
 
@@ -123,8 +124,15 @@ def _still_done(record: dict | None, fingerprint: str, output_root) -> bool:
 
 
 def _known_failure(record: dict | None, fingerprint: str) -> bool:
-    """True when the same file, options and code already failed for reasons of the data."""
-    return bool(record and record.get("fingerprint") == fingerprint and record.get("status") != OK)
+    """True when the same file, options and code already failed for reasons of the data;
+    not a refusal by a safety limit (the limits are not in the fingerprint: a raised one
+    may let it through, so it is tried again)."""
+    return bool(
+        record
+        and record.get("fingerprint") == fingerprint
+        and record.get("status") != OK
+        and (record.get("result") or {}).get("error_type") not in LIMIT_ERRORS
+    )
 
 
 def _is_data_failure(result: FileResult) -> bool:
@@ -383,7 +391,8 @@ def run_shard(
             rows[index] = _row(result.to_dict(), entries[index], record, reused=False)
         os.fsync(out.fileno())
     mark_copies(entries, rows)
-    removed = remove_orphans(done, kept, output_root, keep=keep_orphans, log=log)
+    refused = removal_refused(journal.parent.parent)  # {work}/journal/{shard}.jsonl
+    removed = remove_orphans(done, kept, output_root, keep=keep_orphans or refused, log=log)
     summary.removed = [row["output"] for row in removed]
     if journal_lines + appended > len(kept):
         compact_journal(journal, kept)  # it holds superseded, torn or orphaned lines
