@@ -45,7 +45,8 @@ def test_help_shows_every_default_and_how_they_differ_from_the_workflow():
         ("--voi", defaults.voi),
     ]:
         assert f"(default: {value})" in text, flag
-    assert text.count("(default: off") == 5  # -c, -m, --crop-components, --strict, -s
+    # -c, -m, --crop-components, --strict, -s, --follow-symlinks, --follow-links-outside-source
+    assert text.count("(default: off") == 7
     workflow = yaml.safe_load((REPO / "config.yaml").read_text())
     assert workflow["crop"] and workflow["crop_max"] and not defaults.crop
     assert "neither crops nor resizes unless asked" in text

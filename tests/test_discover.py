@@ -58,7 +58,10 @@ def test_symlinks_are_followed_only_when_asked(tmp_path):
     (tmp_path / "src").mkdir()
     os.symlink(tmp_path / "real", tmp_path / "src" / "linked")
     assert list(iter_source_paths(tmp_path / "src")) == []
-    assert len(list(iter_source_paths(tmp_path / "src", follow_symlinks=True))) == 1
+    # the link leads outside the source folder: followed only when that is asked too
+    assert list(iter_source_paths(tmp_path / "src", follow_symlinks=True)) == []
+    paths = iter_source_paths(tmp_path / "src", True, follow_links_outside_source=True)
+    assert len(list(paths)) == 1
 
 
 def test_unchanged_files_are_not_read_again(tmp_path):

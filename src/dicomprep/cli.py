@@ -213,6 +213,16 @@ def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentPar
     )
     p.add_argument("--strict", action="store_true", help="stop if any input is not DICOM")
     p.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="follow symbolic links while walking SOURCE, only those whose target lies inside it",
+    )
+    p.add_argument(
+        "--follow-links-outside-source",
+        action="store_true",
+        help="with --follow-symlinks, also follow links whose target lies outside SOURCE",
+    )
+    p.add_argument(
         "-j",
         "--threads",
         type=int,
@@ -279,7 +289,12 @@ def preprocess_main(argv: list[str] | None = None) -> int:
         return 2
     source, output = Path(args.source), Path(args.output)
     try:
-        catalog = build_catalog(source, processes=max(1, args.threads))
+        catalog = build_catalog(
+            source,
+            follow_symlinks=args.follow_symlinks,
+            follow_links_outside_source=args.follow_links_outside_source,
+            processes=max(1, args.threads),
+        )
     except SourceError as exc:
         print(f"dicom-preprocess: {exc}", file=sys.stderr)
         return 2

@@ -85,6 +85,7 @@ def planned_shards():
             series=OPTIONS.series,
             local=workflow.local_exec,
             follow_symlinks=config["follow_symlinks"],
+            follow_links_outside_source=config["follow_links_outside_source"],
             rediscover=config["rediscover"],
             processes=max(1, workflow.cores or 1),
         )
