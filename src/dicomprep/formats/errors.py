@@ -13,6 +13,7 @@ an output: its ``stage`` (discover, decode, transform, write) says how far the f
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 
@@ -25,10 +26,12 @@ class ErrorType(StrEnum):
     FILE_NOT_FOUND = "FileNotFound"
     ACCESS_DENIED = "AccessDenied"
     READ_ERROR = "ReadError"
+    INVALID_FILE_NAME = "InvalidFileName"
     INVALID_HEADER = "InvalidHeader"
     TRUNCATED_ELEMENT = "TruncatedElement"
     TRANSFER_SYNTAX_MISMATCH = "TransferSyntaxMismatch"
     UNSUPPORTED_SYNTAX = "UnsupportedSyntax"
+    UNKNOWN_TRANSFER_SYNTAX = "UnknownTransferSyntax"
     DECOMPRESSION_BOMB = "DecompressionBomb"
     NO_PIXEL_DATA = "NoPixelData"
     INVALID_UID = "InvalidUID"
@@ -85,12 +88,16 @@ DESCRIPTIONS: dict[ErrorType, str] = {
     ErrorType.FILE_NOT_FOUND: "a listed path does not exist (or vanished during the run)",
     ErrorType.ACCESS_DENIED: "the file or object cannot be read with the run's permissions",
     ErrorType.READ_ERROR: "the operating system failed to read the file (an I/O error)",
+    ErrorType.INVALID_FILE_NAME: "a file name that is not valid UTF-8 or holds a tab or "
+    "line break: rename the file to convert it",
     ErrorType.INVALID_HEADER: "the data set cannot be parsed: an element's tag, VR or "
     "length is malformed",
     ErrorType.TRUNCATED_ELEMENT: "an element's length runs past the end of the file",
     ErrorType.TRANSFER_SYNTAX_MISMATCH: "the data set is not encoded as its Transfer "
     "Syntax UID says (e.g. big endian data under Explicit VR Little Endian)",
     ErrorType.UNSUPPORTED_SYNTAX: "a transfer syntax no installed decoder handles",
+    ErrorType.UNKNOWN_TRANSFER_SYNTAX: "a file without file meta information whose pixel "
+    "data does not show which transfer syntax it is in",
     ErrorType.DECOMPRESSION_BOMB: "a deflated data set inflates far beyond any real header",
     ErrorType.NO_PIXEL_DATA: "a DICOM object without an image (SR, RT plan, presentation "
     "state...): skipped, not failed",
@@ -160,23 +167,86 @@ DESCRIPTIONS: dict[ErrorType, str] = {
     "before the first conversion)",
 }
 
-#: The stages a failure can be found at, in the order a file passes them.
-STAGES = ("discover", "decode", "transform", "write")
+#: The stages a failure can be found at, in the order a file passes them, with one line each.
+STAGE_DESCRIPTIONS: dict[str, str] = {
+    "discover": "finding the file and reading its header (before any pixel is decoded)",
+    "read": "fetching a source object from a bucket or web server",
+    "decode": "decoding the pixel data, and checking the image the header describes",
+    "transform": "the intensity mapping, geometry, stacking and the output's size",
+    "write": "writing the output (or putting it into its bucket)",
+}
+STAGES = tuple(STAGE_DESCRIPTIONS)
+
+#: The statuses of failures.csv rows, with one line each.
+STATUS_DESCRIPTIONS: dict[str, str] = {
+    "skipped": "not an image to convert (not DICOM, empty, no pixel data, a link or "
+    "special file passed over): reported, the run still succeeds",
+    "duplicate": "another copy of the same SOP Instance UID was converted",
+    "failed": "an image that could not be converted; the run's exit status is 1",
+}
 
 
 class DicomError(Exception):
-    """A file that cannot be processed, with the pipeline stage where that was found and
-    its :class:`ErrorType` (``error_type``; a subclass's name when not given)."""
+    """A file that cannot be processed: ``stage`` (one of :data:`STAGES`) says how far it
+    got, ``error_type`` (an :class:`ErrorType`; the class's :attr:`default_type` when not
+    given) what is wrong, and the message says it in the file's terms, in one line.
 
-    def __init__(self, stage: str, message: str, error_type: str | None = None):
-        super().__init__(message)
+    An error type outside the vocabulary is refused (ValueError): tables hold no other."""
+
+    default_type = ErrorType.PROCESSING_ERROR
+
+    def __init__(self, stage: str, message: str, error_type: ErrorType | str | None = None):
+        super().__init__(one_line(message))
         self.stage = stage
-        self.error_type = str(error_type or type(self).__name__)
+        self.error_type = ErrorType(error_type or self.default_type)
 
 
 class NotDicomError(DicomError):
-    """The file's content is not DICOM."""
+    """The file's content is not DICOM (or it is skipped rather than failed)."""
+
+    default_type = ErrorType.NOT_DICOM
 
 
 class NoPixelDataError(DicomError):
     """A DICOM object without an image (SR, RT plan, presentation state, ...)."""
+
+    default_type = ErrorType.NO_PIXEL_DATA
+
+
+# -- one-line messages --------------------------------------------------------------
+
+#: The longest message a table holds (longer ones end in "...").
+MESSAGE_LIMIT = 300
+
+_TRACEBACK = re.compile(r"Traceback \(most recent call last\):(?:\n[ \t].*)*\n?")
+_OBJECT_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
+_ADDRESS = re.compile(r"\s*\b0x[0-9a-fA-F]{6,}\b")
+_NUMPY_ALIAS = re.compile(r"Alias '[^']*' was removed in NumPy [\d.]*\d\.?(\s*Use [^.]*\.)?")
+_DTYPE_REPR = re.compile(r"dtype\(\s*'?[^')]*'?\s*\)|\b(?:numpy|np)\.\w+|<class '[^']*'>")
+_CLASS_NAME = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Warning|Exit)$")
+_CLASS_PREFIX = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Warning): ")
+_EMPTY_PARTS = re.compile(r"(?:\s*[:;,]\s*)+(?=$|[;,:])|^\s*[:;,]\s*")
+
+
+def one_line(text: object) -> str:
+    """``text`` (an exception's or a library's words) fit for a table cell: one line of at
+    most :data:`MESSAGE_LIMIT` characters, without a traceback, a memory address, an
+    object's repr (``<_io.BytesIO object at ...>``) or NumPy's type names; '' when nothing
+    but an exception class name is left."""
+    text = _TRACEBACK.sub("", str(text))
+    text = _OBJECT_REPR.sub("", text)
+    text = _ADDRESS.sub("", text)
+    text = _NUMPY_ALIAS.sub("", text)
+    text = _DTYPE_REPR.sub("", text)
+    text = _CLASS_PREFIX.sub("", " ".join(text.split()))
+    text = _EMPTY_PARTS.sub("", text).strip(" :;,")
+    if _CLASS_NAME.match(text):
+        return ""
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
+
+
+def with_detail(message: str, detail: object) -> str:
+    """``message`` in the file's terms, then `` -- `` and a library's own words
+    (:func:`one_line` of ``detail``) when they say anything."""
+    said = one_line(detail)
+    return f"{message} -- {said}" if said and said not in message else message
