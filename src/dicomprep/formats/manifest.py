@@ -1,14 +1,17 @@
 """The manifest: one row per output TIFF.
 
 Columns, in order: ``study_instance_uid, sop_instance_uid, path, inode, width, height,
-channels, num_frames``, then the trailing ``series_instance_uid, slices, source``; rows
-sorted by (study_instance_uid, sop_instance_uid) as plain strings.  ``path`` is relative
-to the dataset root, POSIX style; ``inode`` lets readers visit the files in on-disk
-order (empty, a missing value of a nullable ``Int64`` column, for outputs in object
-storage, which have none); ``slices`` counts the source files in the output (1 for a
-file); ``source`` is the source file the TIFF came from, relative to the source root
-(empty when the manifest was rebuilt from a folder of TIFFs alone).  The table is
-written as CSV or Parquet, atomically and with the same bytes for the same table.
+channels, num_frames``, then the trailing ``series_instance_uid, slices, source,
+warnings``; rows sorted by (study_instance_uid, sop_instance_uid) as plain strings.
+``path`` is relative to the dataset root, POSIX style; ``inode`` lets readers visit the
+files in on-disk order (empty, a missing value of a nullable ``Int64`` column, for outputs
+in object storage, which have none); ``slices`` counts the source files in the output (1
+for a file); ``source`` is the source file the TIFF came from, relative to the source
+root (empty when the manifest was rebuilt from a folder of TIFFs alone); ``warnings``
+names the header defects the output was made despite (formats/lenient.py; "; " between
+two), empty for a normal file and in a manifest rebuilt from TIFFs (they do not record
+it).  The table is written as CSV or Parquet, atomically and with the same bytes for the
+same table.
 """
 
 from __future__ import annotations
@@ -47,11 +50,19 @@ MANIFEST_COLUMNS = [
     "series_instance_uid",
     "slices",
     "source",
+    "warnings",
 ]
-TEXT_COLUMNS = ("study_instance_uid", "sop_instance_uid", "path", "series_instance_uid", "source")
+TEXT_COLUMNS = (
+    "study_instance_uid",
+    "sop_instance_uid",
+    "path",
+    "series_instance_uid",
+    "source",
+    "warnings",
+)
 INT_COLUMNS = ("inode", "width", "height", "channels", "num_frames", "slices")
 # Trailing columns and their value where a table predates them or cannot know them.
-TRAILING_DEFAULTS = {"series_instance_uid": "", "slices": 1, "source": ""}
+TRAILING_DEFAULTS = {"series_instance_uid": "", "slices": 1, "source": "", "warnings": ""}
 SORT_COLUMNS = ["study_instance_uid", "sop_instance_uid"]
 
 TIFF_SUFFIX = ".tiff"
@@ -160,8 +171,9 @@ def scan_dataset(root) -> pd.DataFrame:
 
     Other files and folders (temporaries, reports, non-UID names, other suffixes) are
     ignored.  Only headers are read (first page size and samples, number of pages, the
-    first page's description; a NIfTI header and its extensions).  ``source`` is empty,
-    and so is ``series_instance_uid`` of a single file's TIFF: the files do not hold them.
+    first page's description; a NIfTI header and its extensions).  ``source`` and
+    ``warnings`` are empty, and so is ``series_instance_uid`` of a single file's TIFF: the
+    files do not hold them.
     """
     root = Path(root)
     if not root.is_dir():

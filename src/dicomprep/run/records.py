@@ -34,6 +34,9 @@ class FileResult:
     channels: int = 0
     num_frames: int = 0
     seconds: float = 0.0
+    # Header defects the output was made despite (formats/lenient.py), joined by "; ";
+    # empty for a normal file.  The manifest's last column.
+    warnings: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
