@@ -1,6 +1,7 @@
 import functools
 import gc
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -16,14 +17,18 @@ from dicomprep.options import (
     Options,
     OptionsError,
     check_config_keys,
+    check_config_types,
     code_hash,
     coerce_command_line_values,
     load_schema,
 )
 from dicomprep.storage import is_url
 from dicomprep.storage.objects import configure as configure_storage
+from dicomprep.run.guards import OutputError, check_owner, claim_output
+from dicomprep.run.removal import REMOVED, RemovalRefused
 from dicomprep.run.plan import (
     WorkFolderLocked,
+    lock_work_folder,
     non_dicom_paths,
     plan_shards,
     run_started_ns,
@@ -32,18 +37,28 @@ from dicomprep.run.plan import (
     shards_to_run,
 )
 
+
+def stop(message):
+    """End the run with one line on stderr: a user's mistake, found before any job ran.
+    (Snakemake prints a WorkflowError raised in an input function with a traceback,
+    and one raised while parsing with the file and line; an exit prints nothing else.)"""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
 CONFIG_SCHEMA = "../schemas/config.schema.yaml"
 config.update(coerce_command_line_values(config))
-try:  # one line naming an unknown key, not the whole 100-line schema
+try:  # one line naming the key, not the whole 100-line schema and the value
     check_config_keys(config, load_schema(workflow.source_path(CONFIG_SCHEMA)))
+    check_config_types(config, load_schema(workflow.source_path(CONFIG_SCHEMA)))
 except OptionsError as exc:
-    raise WorkflowError(f"config: {exc}")
+    stop(f"config: {exc}")
 validate(config, schema=CONFIG_SCHEMA)
 
 try:
     OPTIONS = Options.from_mapping(config)
 except OptionsError as exc:
-    raise WorkflowError(f"config: {exc}")
+    stop(f"config: {exc}")
 
 WORK = Path(config["work"])
 # Object storage (docs/object-storage.md): the options reach the shard jobs through the
@@ -78,6 +93,8 @@ def planned_shards():
     if not workflow.is_main_process:
         return saved_shards(WORK)
     try:
+        lock_work_folder(WORK)
+        check_owner(OUTPUT_ROOT, WORK)
         shards, catalog = plan_shards(
             config["source"],
             WORK,
@@ -88,15 +105,18 @@ def planned_shards():
             follow_links_outside_source=config["follow_links_outside_source"],
             rediscover=config["rediscover"],
             processes=max(1, workflow.cores or 1),
+            output_root=OUTPUT_ROOT,
+            allow_removal=config["allow_removal"],
+            keep_orphans=config["keep_orphans"],
+            volume_format=OPTIONS.volume_format,
         )
+        claim_output(OUTPUT_ROOT, WORK)  # writable, and this work folder's from now on
     except SourceError as exc:
-        raise WorkflowError(f"config: {exc}")
-    except WorkFolderLocked as exc:
-        raise WorkflowError(str(exc))
+        stop(f"config: {exc}")
+    except (WorkFolderLocked, RemovalRefused, OutputError) as exc:
+        stop(f"dicomprep: {exc}")
     if config["strict"] and non_dicom_paths(catalog):
-        raise WorkflowError(
-            "strict: these inputs are not DICOM: " + ", ".join(non_dicom_paths(catalog))
-        )
+        stop("strict: these inputs are not DICOM: " + ", ".join(non_dicom_paths(catalog)))
     return shards
 
 
@@ -146,10 +166,9 @@ def print_summary():
     if numbers is not None:
         print(summary_line(numbers, OUTPUT_ROOT))
         if numbers.get("removed_now"):
-            shown = ", ".join(numbers.get("removed", []))
             print(
-                f"dicomprep: removed {numbers['removed_now']} output(s) whose source is "
-                f"gone: {shown}"
+                f"dicomprep: {numbers['removed_now']} output(s) whose source is gone were "
+                f"removed; they are listed in {WORK / REMOVED}"
             )
         print(
             f"dicomprep: manifest {OUTPUT}/manifest.csv, failures {OUTPUT}/failures.csv"

@@ -10,7 +10,7 @@ removal (like rsync's ``--max-delete``), unless ``allow_removal`` says otherwise
 ``true`` (any number) or a number (up to that many).
 
 Files in the work folder: ``would_remove.txt`` lists what a refused run would have removed
-(rewritten by each refusal); ``removed.txt`` gets, for each run that removed outputs, a
+(rewritten by each refusal, deleted by the next plan that passes); ``removed.txt`` gets, for each run that removed outputs, a
 header line with the time and count and then one line per output (appended, so it is
 the history of what left the dataset); ``removal_refused`` exists while the last plan
 refused, and shard jobs then remove nothing.
@@ -136,17 +136,22 @@ def guard_removal(
     limit = removal_limit(journaled, allow)
     if limit is None or len(would_remove) <= limit:
         (work / REFUSED).unlink(missing_ok=True)
+        (work / WOULD_REMOVE).unlink(missing_ok=True)  # a refusal's list, now out of date
         return
     listing = work / WOULD_REMOVE
     lines = [f"{output}\t(source {key})\n" for output, key in sorted(would_remove.items())]
     listing.write_text("".join(lines), encoding="utf-8")
     (work / REFUSED).write_text(f"{len(would_remove)} {time.time_ns()}\n")
-    examples = ", ".join(sorted(would_remove)[:EXAMPLES_SHOWN])
+    sources = sorted(set(would_remove.values()))
+    examples = ", ".join(sources[:EXAMPLES_SHOWN]) + (
+        ", ..." if len(sources) > EXAMPLES_SHOWN else ""
+    )
     raise RemovalRefused(
-        f"this run would remove {len(would_remove)} of {journaled} outputs (their sources "
-        f"are gone or hold other images), more than the {limit} allowed; e.g. {examples}; "
-        f"all are listed in {listing}. Nothing was converted or removed. If the source is "
-        f"right, set allow_removal: true (or a number) and run again"
+        f"this run would remove {len(would_remove)} of the dataset's {journaled} outputs, "
+        f"more than the {limit} allowed (their sources are gone or now hold other images, "
+        f"e.g. {examples}); all {len(would_remove)} are listed in {listing}. Nothing was "
+        f"converted or removed. If that is right, run again with allow_removal: true "
+        f"(--config allow_removal=true) or a number"
     )
 
 
