@@ -20,7 +20,14 @@ from dicomprep.options import (
     OptionsError,
 )
 from dicomprep.pipeline import process_file
-from dicomprep.run.discover import DICOM, DUPLICATE, NOT_DICOM, SourceError, build_catalog
+from dicomprep.run.discover import (
+    DICOM,
+    DUPLICATE,
+    MISSING,
+    NOT_DICOM,
+    SourceError,
+    build_catalog,
+)
 from dicomprep.run.failures import (
     catalog_failures,
     counts,
@@ -29,6 +36,7 @@ from dicomprep.run.failures import (
     summary_line,
     write_failures,
 )
+from dicomprep.run.guards import OutputError, probe_writable, require_files
 from dicomprep.run.records import FAILED, OK, FileResult
 from dicomprep.run.shard import (
     convert_copies,
@@ -295,6 +303,7 @@ def preprocess_main(argv: list[str] | None = None) -> int:
             follow_links_outside_source=args.follow_links_outside_source,
             processes=max(1, args.threads),
         )
+        require_files(source, int((catalog["status"] != MISSING).sum()))
     except SourceError as exc:
         print(f"dicom-preprocess: {exc}", file=sys.stderr)
         return 2
@@ -303,8 +312,13 @@ def preprocess_main(argv: list[str] | None = None) -> int:
         if bad:
             print("dicom-preprocess: not DICOM (--strict): " + ", ".join(bad), file=sys.stderr)
             return 2
-
-    if source.is_file() and source.suffix.lower() != ".txt":
+    single = source.is_file() and source.suffix.lower() != ".txt"
+    try:  # before the first conversion, not after every file failed to be written
+        probe_writable(output.parent if single and not output.is_dir() else output)
+    except OutputError as exc:
+        print(f"dicom-preprocess: {exc}", file=sys.stderr)
+        return 2
+    if single:
         return _single(source, output, options)
 
     failures, processed = convert_catalog(catalog, output, options, args.threads)
