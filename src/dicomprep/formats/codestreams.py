@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -72,9 +71,25 @@ from typing import TypeVar
 
 import numpy as np
 from pydicom import Dataset
-from pydicom.encaps import get_frame
 
+from dicomprep.formats.codestream_checks import (  # noqa: F401 - the parsers' old home
+    CODESTREAM_SYNTAXES,
+    HTJ2K_LOSSLESS_SYNTAXES,
+    HTJ2K_SYNTAXES,
+    JPEG2000_SYNTAXES,
+    JPEG_LOSSLESS_SYNTAXES,
+    JPEGLS_SYNTAXES,
+    Codestream,
+    CodestreamError,
+    check_frame,
+    pixel_value_start,
+    read_codestream,
+    read_frame_bytes,
+    read_frame_header,
+    read_jpeg_frame,
+)
 from dicomprep.formats.decode import ImageInfo
+from dicomprep.formats.errors import DicomError
 from dicomprep.pixels.crop import (
     Box,
     background_value_max,
@@ -83,152 +98,10 @@ from dicomprep.pixels.crop import (
     mask_box,
 )
 
-JPEG2000_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
-HTJ2K_LOSSLESS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202"})
-HTJ2K_SYNTAXES = HTJ2K_LOSSLESS_SYNTAXES | {"1.2.840.10008.1.2.4.203"}
-JPEGLS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
-JPEG_LOSSLESS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"})
-CODESTREAM_SYNTAXES = JPEG2000_SYNTAXES | HTJ2K_SYNTAXES | JPEGLS_SYNTAXES | JPEG_LOSSLESS_SYNTAXES
-
 #: Reduced pixels (Chebyshev distance) next to both an output-maximum and a zero pixel that
 #: ``crop_max`` treats as background: the 9/7 low-pass spreads an edge by at most 2 reduced
 #: pixels.
 MAX_EDGE_RADIUS = 2
-
-_SOC, _SIZ, _COD, _COC, _SOT, _SOD, _EOC = 0xFF4F, 0xFF51, 0xFF52, 0xFF53, 0xFF90, 0xFF93, 0xFFD9
-
-
-class CodestreamError(ValueError):
-    """A codestream whose headers cannot be read (the file then goes to pydicom)."""
-
-
-@dataclass(frozen=True)
-class Codestream:
-    """Facts of a JPEG 2000 codestream's headers (SIZ, and COD/COC of every header)."""
-
-    width: int
-    height: int
-    x_origin: int
-    y_origin: int
-    components: int
-    precision: int
-    signed: bool
-    subsampled: bool
-    levels: int  # decomposition levels: the fewest over every COD/COC of the codestream
-
-
-def read_frame_header(data: bytes, syntax: str) -> Codestream:
-    """The headers of one frame's codestream in ``syntax`` (only JPEG 2000 has levels)."""
-    if syntax in JPEGLS_SYNTAXES:
-        return read_jpeg_frame(data, 0xFFF7)
-    if syntax in JPEG_LOSSLESS_SYNTAXES:
-        return read_jpeg_frame(data, 0xFFC3)
-    return read_codestream(data)
-
-
-def read_jpeg_frame(data: bytes, sof: int) -> Codestream:
-    """Size, components and precision from the ``sof`` marker (SOF55 for JPEG-LS, SOF3 for
-    lossless JPEG) of a JPEG stream.  Lossless JPEG with a point transform (SOS ``Al``) is
-    refused: it is left to pydicom."""
-    if data[:2] != b"\xff\xd8":
-        raise CodestreamError("not a JPEG stream (no SOI marker)")
-    pos, header = 2, None
-    try:
-        while pos + 4 <= len(data):
-            marker, length = struct.unpack_from(">HH", data, pos)
-            if marker == sof:  # Lf, P, Y, X, Nf
-                precision, height, width, components = struct.unpack_from(">BHHB", data, pos + 4)
-                header = Codestream(width, height, 0, 0, components, precision, False, False, 0)
-                if sof != 0xFFC3:
-                    return header
-            elif marker == 0xFFDA and header is not None:  # SOS: Ns, Ns x 2, Ss, Se, Ah/Al
-                point_transform = data[pos + 5 + 2 * data[pos + 4] + 2] & 0x0F
-                if point_transform:
-                    raise CodestreamError("lossless JPEG with a point transform")
-                return header
-            elif 0xFFC0 <= marker <= 0xFFCF and marker not in (0xFFC4, 0xFFC8, 0xFFCC):
-                raise CodestreamError(f"JPEG frame marker {marker:04X}, not {sof:04X}")
-            if marker < 0xFF00:
-                break
-            pos += 2 + length
-    except (struct.error, IndexError) as exc:
-        raise CodestreamError(f"truncated JPEG header: {exc}") from exc
-    raise CodestreamError(f"JPEG stream without a {sof:04X} marker and scan")
-
-
-def read_codestream(data: bytes) -> Codestream:
-    """The headers of the JPEG 2000 codestream ``data`` (CodestreamError when malformed).
-
-    Reads the main header and the header of every tile-part (their COD/COC may use fewer
-    decomposition levels than the main header), jumping over the tile data.
-    """
-    if len(data) < 4 or struct.unpack_from(">H", data, 0)[0] != _SOC:
-        raise CodestreamError("not a JPEG 2000 codestream (no SOC marker)")
-    siz: Codestream | None = None
-    levels: list[int] = []
-    pos = 2
-    try:
-        while pos + 4 <= len(data):
-            marker, length = struct.unpack_from(">HH", data, pos)
-            if marker == _SOT:
-                psot = struct.unpack_from(">I", data, pos + 6)[0]
-                _tile_part_levels(data, pos + 2 + length, levels, siz)
-                if psot == 0:
-                    break
-                pos += psot
-                continue
-            if marker == _EOC:
-                break
-            if marker == _SIZ:
-                siz = _parse_siz(data, pos)
-            elif marker in (_COD, _COC):
-                levels.append(_levels_of(data, pos, marker, siz))
-            pos += 2 + length
-    except struct.error as exc:
-        raise CodestreamError(f"truncated codestream header: {exc}") from exc
-    if siz is None or not levels:
-        raise CodestreamError("codestream without SIZ or COD marker")
-    return Codestream(**{**siz.__dict__, "levels": min(levels)})
-
-
-def _parse_siz(data: bytes, pos: int) -> Codestream:
-    xsiz, ysiz, x0, y0 = struct.unpack_from(">IIII", data, pos + 6)
-    components = struct.unpack_from(">H", data, pos + 38)[0]
-    ssiz, xr, yr = struct.unpack_from(">BBB", data, pos + 40)
-    subsampled = any(
-        struct.unpack_from(">BB", data, pos + 41 + 3 * c) != (1, 1) for c in range(components)
-    )
-    return Codestream(
-        width=xsiz - x0,
-        height=ysiz - y0,
-        x_origin=x0,
-        y_origin=y0,
-        components=components,
-        precision=(ssiz & 0x7F) + 1,
-        signed=bool(ssiz & 0x80),
-        subsampled=subsampled,
-        levels=0,
-    )
-
-
-def _levels_of(data: bytes, pos: int, marker: int, siz: Codestream | None) -> int:
-    """Decomposition levels of a COD (byte 9) or COC (after the component index) marker."""
-    if marker == _COD:
-        return data[pos + 9]
-    index_bytes = 2 if siz is not None and siz.components >= 257 else 1
-    return data[pos + 4 + index_bytes + 1]
-
-
-def _tile_part_levels(data: bytes, pos: int, levels: list[int], siz: Codestream | None) -> None:
-    """Add the levels of COD/COC markers in the tile-part header starting at ``pos``."""
-    while pos + 4 <= len(data):
-        marker, length = struct.unpack_from(">HH", data, pos)
-        if marker == _SOD:
-            return
-        if marker in (_COD, _COC):
-            levels.append(_levels_of(data, pos, marker, siz))
-        pos += 2 + length
-
 
 # -- decoding one codestream ---------------------------------------------------------------------
 
@@ -323,9 +196,11 @@ class CodestreamFrames:
             self.path, self.value_start, indices, self.info.num_frames, self.extended_offsets
         )
 
-    def decode(self, data: bytes, level: int) -> np.ndarray:
-        """One frame at ``level``, in the type pydicom gives (uint8/uint16 by BitsAllocated),
-        trimmed to the full ``2^level`` blocks of the source."""
+    def decode(self, data: bytes, level: int, index: int = 0) -> np.ndarray:
+        """Frame ``index`` (its codestream ``data``) at ``level``, in the type pydicom gives
+        (uint8/uint16 by BitsAllocated), trimmed to the full ``2^level`` blocks of the
+        source.  Its header is checked against the DICOM header first (:func:`check_frame`)."""
+        check_frame(data, self.info, index)
         header = read_frame_header(data, self.info.transfer_syntax)
         if (header.width, header.height, header.levels) != (
             self.header.width,
@@ -350,35 +225,12 @@ class CodestreamFrames:
 
     def frames(self, indices: Iterable[int], level: int = 0, threads: int = 1) -> Iterator:
         """Frames ``indices`` decoded at ``level`` in that order, on up to ``threads`` threads."""
-        return decode_in_order(self.frame_bytes(indices), lambda d: self.decode(d, level), threads)
-
-
-def read_frame_bytes(
-    path: str | os.PathLike,
-    value_start: int,
-    indices: Iterable[int],
-    num_frames: int,
-    extended_offsets: tuple | None = None,
-) -> Iterator[bytes]:
-    """The codestreams of frames ``indices`` of encapsulated Pixel Data whose items start at
-    file offset ``value_start``, read one at a time (``pydicom.encaps.get_frame``)."""
-    with open(path, "rb") as f:
-        for index in indices:
-            f.seek(value_start)
-            yield get_frame(
-                f, index, number_of_frames=num_frames, extended_offsets=extended_offsets
-            )
-
-
-def _pixel_value_start(path: str | os.PathLike, position: int) -> int:
-    """File offset of the first item of encapsulated Pixel Data whose element starts at
-    ``position`` (raises CodestreamError when the element is not encapsulated)."""
-    with open(path, "rb") as f:
-        f.seek(position)
-        header = f.read(12)
-    if header[:4] != b"\xe0\x7f\x10\x00" or header[8:12] != b"\xff\xff\xff\xff":
-        raise CodestreamError("Pixel Data is not encapsulated")
-    return position + 12
+        indices = list(indices)
+        return decode_in_order(
+            zip(indices, self.frame_bytes(indices), strict=True),
+            lambda item: self.decode(item[1], level, item[0]),
+            threads,
+        )
 
 
 def codestream_frames(
@@ -403,9 +255,12 @@ def codestream_frames(
     if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
         offsets = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
     try:
-        start = _pixel_value_start(path, ds.pixel_element_position)
+        start = pixel_value_start(path, ds.pixel_element_position)
         first = next(read_frame_bytes(path, start, [0], info.num_frames, offsets))
+        check_frame(first, info, 0)
         header = read_frame_header(first, info.transfer_syntax)
+    except DicomError:
+        raise
     except Exception:  # noqa: BLE001 - anything unusual goes to pydicom
         return None
     if (
