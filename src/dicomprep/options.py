@@ -33,7 +33,13 @@ DEFAULT_SKIP_FRAMES = {"laplacian-mip": 5, "max-intensity": 0}
 #: Safety limits (docs/limits.md): they refuse an input but never change an output that is
 #: written, so they are left out of the fingerprint (finished outputs stay valid when they
 #: change), and a file refused by one is tried again on the next run (run/shard.py).
-LIMIT_OPTIONS = ("max_output_pixels", "max_output_bytes", "max_upsampling")
+LIMIT_OPTIONS = (
+    "max_output_pixels",
+    "max_output_bytes",
+    "max_upsampling",
+    "max_frame_pixels",
+    "max_frames",
+)
 #: The error types of a refusal by a safety limit (a raised limit may let the file through).
 LIMIT_ERRORS = frozenset(
     {
@@ -80,6 +86,11 @@ class Options:
     max_output_pixels: int = 2**31
     max_output_bytes: int = 4 * 2**30
     max_upsampling: float = 16.0
+    # Decoding limits, checked before decoding (docs/limits.md): Rows x Columns (100 M: over
+    # seven 4096 x 3328 mammograms) and Number of Frames (50,000: twice an enhanced MR of 64
+    # slices x 400 time points; cines hold hundreds of frames, tomosynthesis about 100).
+    max_frame_pixels: int = 100_000_000
+    max_frames: int = 50_000
 
     def __post_init__(self) -> None:
         for name in ("crop", "crop_max", "crop_components"):
@@ -94,6 +105,10 @@ class Options:
         _check_choice("volume_format", self.volume_format, VOLUME_FORMATS)
         self._check_spacing()
         self._check_output_limits()
+        for name in ("max_frame_pixels", "max_frames"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OptionsError(f"{name} must be an integer >= 1, got {value!r}")
         if isinstance(self.mip_weight, bool) or not isinstance(self.mip_weight, (int, float)):
             raise OptionsError(f"mip_weight must be a number, got {self.mip_weight!r}")
         if not 0 <= float(self.mip_weight) < float("inf"):
