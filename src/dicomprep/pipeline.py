@@ -23,6 +23,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from dicomprep.formats.codestream_checks import check_frame_limits
 from dicomprep.formats.codestreams import (
     CodestreamFrames,
     codestream_frames,
@@ -351,6 +352,7 @@ def render(
         info = image_info(ds)
         if info.transfer_syntax != DeflatedExplicitVRLittleEndian:  # inflates past its size
             check_plausible(info, os.path.getsize(path))
+        check_frame_limits(info, options.max_frame_pixels, options.max_frames)
         mapper = _IntensityMapper(ds, info, options)
         order = frame_order(ds, info.num_frames)
         codestreams = codestream_frames(path, ds, info)

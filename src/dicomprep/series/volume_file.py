@@ -38,6 +38,7 @@ import numpy as np
 from pydicom.uid import UID
 
 from dicomprep import pipeline
+from dicomprep.formats.codestream_checks import check_frame_limits
 from dicomprep.formats.codestreams import codestream_frames
 from dicomprep.formats.decode import (
     DicomError,
@@ -296,6 +297,7 @@ def _render_stack(paths, headers, positions, options: Options, level: int | None
     covers the output's size in every slice, refined when the crop box needs more pixels),
     as :func:`dicomprep.pipeline.render` decodes the frames of one file."""
     infos = [image_info(ds) for ds in headers]
+    check_frame_limits(infos[0], options.max_frame_pixels, options.max_frames)
     shapes = {(i.rows, i.columns, i.samples_per_pixel, i.photometric) for i in infos}
     if len(shapes) > 1:
         raise DicomError("transform", f"the slices differ in size or colour: {shapes}", "Mixed")
