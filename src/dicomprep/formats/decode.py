@@ -39,6 +39,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from dicomprep.formats.codestream_checks import bounded_decoding, frame_checker
 from dicomprep.formats.errors import DicomError, NoPixelDataError, NotDicomError
 from dicomprep.pixels.intensity import LINEAR, FrameIntensity
 
@@ -569,12 +570,13 @@ def iter_frames(
         yield from native
         return
     palette = str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
-    for frame in _decoded_frames(path, ds, indices):
+    for frame in _decoded_frames(path, ds, indices, info=info):
         yield apply_color_lut(frame, ds) if palette else frame
 
 
-def _decoded_frames(path, ds: Dataset, indices: list[int]) -> Iterator[np.ndarray]:
-    """pydicom's frames, read from the file frame by frame.
+def _decoded_frames(path, ds: Dataset, indices: list[int], info=None) -> Iterator[np.ndarray]:
+    """pydicom's frames, read from the file frame by frame, each compressed frame's own
+    header checked against the header's image before it is decoded (:func:`frame_checker`).
 
     pydicom's path-based reader rejects some files its dataset reader accepts (an
     encapsulated file whose Basic Offset Table is malformed, for one): the frames not
@@ -585,17 +587,24 @@ def _decoded_frames(path, ds: Dataset, indices: list[int]) -> Iterator[np.ndarra
         yield from _pydicom_frames(read_deflated(path)[0], indices)
         return
     syntax = {"transfer_syntax_uid": _syntax_of(ds)} if _assumed(ds) else {}
+    info = info or image_info(ds)
+    read_as = bounded_decoding(info.transfer_syntax)
     done = 0
     try:
-        for frame in _pydicom_frames(path, indices, **syntax):
+        checks = frame_checker(path, ds, info)
+        for frame in _pydicom_frames(path, indices, checks, **syntax, **read_as):
             yield frame
             done += 1
     except (MemoryError, DicomError):
         raise
     except Exception as first_error:  # noqa: BLE001 - try the dataset reader
         try:
-            rest = _pydicom_frames(_read_whole(path, ds), indices[done:])
+            whole = _read_whole(path, ds)
+            checks = frame_checker(whole, ds, info)
+            rest = _pydicom_frames(whole, indices[done:], checks, **read_as)
             frame = next(rest, None)
+        except DicomError:
+            raise
         except Exception:  # noqa: BLE001
             raise first_error from None
         if frame is not None:
@@ -617,10 +626,19 @@ def _read_whole(path, ds: Dataset) -> Dataset:
     return whole
 
 
-def _pydicom_frames(source, indices: list[int], **options) -> Iterator[np.ndarray]:
+def _pydicom_frames(source, indices: list[int], check=None, **options) -> Iterator[np.ndarray]:
+    """pydicom's frames ``indices`` of ``source``, ``check(index)`` called before each is
+    decoded."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        yield from iter_pixels(source, indices=indices, **options)
+        frames = iter_pixels(source, indices=indices, **options)
+        for index in indices:
+            if check is not None:
+                check(index)
+            frame = next(frames, None)
+            if frame is None:
+                return
+            yield frame
 
 
 NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
