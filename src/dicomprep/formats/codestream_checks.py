@@ -61,13 +61,6 @@ _KINDS = {
 #: claims are refused; smaller ones are left to the decoder (they allocate less).
 SIZE_TOLERANCE = 16
 
-#: Frame pixels (Rows x Columns) and frames (Number of Frames) accepted by default: 100
-#: million pixels is over seven times a 4096 x 3328 mammogram (13.6 M) and over three times
-#: the largest flat-panel detector; 50,000 frames is twice an enhanced MR object of 64
-#: slices x 400 time points (ultrasound cines hold hundreds, tomosynthesis about 100).
-MAX_FRAME_PIXELS = 100_000_000
-MAX_FRAMES = 50_000
-
 _SOC, _SIZ, _COD, _COC, _SOT, _SOD, _EOC = 0xFF4F, 0xFF51, 0xFF52, 0xFF53, 0xFF90, 0xFF93, 0xFFD9
 _SOI, _SOS, _SOF55, _LSE = 0xFFD8, 0xFFDA, 0xFFF7, 0xFFF8
 # SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC); and JPEG-LS's SOF55.
