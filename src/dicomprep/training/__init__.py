@@ -7,7 +7,7 @@
 :func:`inode_block_order`  inode order cut into shuffled blocks, per (seed, epoch)
 :class:`InodeBlockSampler` the same as a DataLoader sampler with ``set_epoch``
 :func:`map_annotations`    annotation boxes/points between source and output pixels
-:func:`validate_file`      is a DICOM file ready for preprocessing?
+:func:`validate_file`      what a run does with a DICOM file: ok, skipped or blocker
 =========================  ============================================================
 """
 

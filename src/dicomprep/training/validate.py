@@ -1,278 +1,335 @@
-"""Is a DICOM file ready for preprocessing?  ``dicom-validate FILE... [--format json]``.
+"""Will a run convert these files?  ``dicom-validate INPUT... [options] [--format json]``.
 
-:func:`validate_file` returns the findings for one file, each an ``error`` (a blocker:
-the file would not become a TIFF) or a ``warning`` (it would, but the output may not be
-what you expect):
+The verdict of a file is the run's: its inputs (files, folders walked as the workflow
+walks them, ``.txt`` lists) are catalogued by discovery's own function
+(:func:`dicomprep.run.discover.build_catalog`: recognition, header, UIDs, duplicates),
+then converted by dicom-preprocess's (:func:`dicomprep.cli.convert_catalog`) with the
+processing options given, into a temporary folder that is removed when the batch is
+done.  So a file is
 
-errors
-    ``not-dicom``, ``unreadable``, ``unreadable-header``, ``no-pixel-data``,
-    ``missing-attribute`` (Rows, Columns, BitsAllocated, BitsStored, SamplesPerPixel,
-    PhotometricInterpretation), ``implausible-image`` (sizes or bit depths the pixel data
-    cannot hold, unknown transfer syntax), ``decode-failed`` (frame 0 does not decode).
-warnings
-    ``no-window`` (greyscale of more than 8 bits without window or VOI LUT: each image is
-    scaled by its own min–max), ``invalid-window`` (width ≤ 0, unreadable values, unknown
-    VOI LUT Function), ``invalid-rescale`` (slope 0 or unreadable, slope without intercept
-    or the reverse), ``no-spacing`` (no Pixel Spacing or Imager Pixel Spacing: the TIFF has
-    no resolution), ``invalid-spacing`` (not two positive finite numbers),
-    ``unknown-photometric``.
+``ok``
+    when the run writes its output, or it is a ``duplicate`` of a copy that does;
+``skipped``
+    when the run skips it (not DICOM, no pixel data), with the error type and message
+    failures.csv gives;
+``blocker``
+    when the run fails it, with failures.csv's error type and message.
 
-The command prints one line per finding (``PATH: SEVERITY CODE: message``, or ``PATH:
-ok``), or with ``--format json`` a list with one object per file.  Exit status: 0 when
-no file has an error, 1 when some file has one, 2 when a file could not be examined at all
-(missing, unreadable, an unexpected failure).
+``--header-only`` runs discovery's checks alone (no decoding: a file whose pixel data
+does not decode is ``ok`` there).  Warnings (:mod:`dicomprep.training.validate_warnings`)
+never change a verdict.  Exit status: the worst verdict: 0 when every file is ok or
+skipped, 1 when one is a blocker, 2 when an input does not exist or cannot be read
+(and for usage errors).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import os
 import sys
+import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import pydicom
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+import pandas as pd
 
-from dicomprep.formats.decode import (
-    DicomError,
-    NotDicomError,
-    check_plausible,
-    image_info,
-    iter_frames,
-    read_header,
+from dicomprep.formats.errors import ErrorType
+from dicomprep.options import Options, OptionsError
+from dicomprep.run.discover import (
+    CATALOG_COLUMNS,
+    DICOM,
+    DUPLICATE,
+    SourceError,
+    build_catalog,
+    mark_duplicates,
+    normalise,
 )
+from dicomprep.run.failures import NOT_DICOM_TYPES, catalog_failures, failures_frame
+from dicomprep.training.validate_warnings import Finding, header_warnings
 
-__all__ = ["Finding", "Validation", "main", "validate_file"]
+__all__ = ["Verdict", "main", "validate", "validate_file", "verdicts_of_catalog"]
 
-ERROR, WARNING = "error", "warning"
-REQUIRED = (
-    "Rows",
-    "Columns",
-    "BitsAllocated",
-    "BitsStored",
-    "SamplesPerPixel",
-    "PhotometricInterpretation",
+OK, SKIPPED, BLOCKER = "ok", "skipped", "blocker"
+#: Error types of an input that could not be examined at all (exit status 2).
+UNREADABLE_TYPES = frozenset(
+    {ErrorType.FILE_NOT_FOUND, ErrorType.ACCESS_DENIED, ErrorType.READ_ERROR, "OSError"}
 )
-PHOTOMETRICS = (
-    "MONOCHROME1",
-    "MONOCHROME2",
-    "RGB",
-    "PALETTE COLOR",
-    "YBR_FULL",
-    "YBR_FULL_422",
-    "YBR_ICT",
-    "YBR_RCT",
-)
-VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: str
-    code: str
-    message: str
+#: Images converted per temporary folder: the folder holds at most this many outputs.
+BATCH_FILES = 256
 
 
 @dataclass
-class Validation:
-    """The findings for one file; ``runtime_error`` when it could not be examined."""
+class Verdict:
+    """What the run does with one input: ``verdict`` (ok, skipped, blocker), the
+    ``status``, ``stage``, ``error_type`` and ``message`` its failures.csv row holds
+    (empty for a file that becomes an output; a duplicate is ok with its row), and the
+    ``warnings`` about its header."""
 
     path: str
-    findings: list[Finding] = field(default_factory=list)
-    runtime_error: bool = False
+    verdict: str
+    status: str = ""
+    stage: str = ""
+    error_type: str = ""
+    message: str = ""
+    warnings: list[Finding] = field(default_factory=list)
 
     @property
-    def valid(self) -> bool:
-        return not self.runtime_error and not any(f.severity == ERROR for f in self.findings)
-
-    def add(self, severity: str, code: str, message: str) -> None:
-        self.findings.append(Finding(severity, code, " ".join(str(message).split())))
+    def unreadable(self) -> bool:
+        """The input could not be examined (missing, unreadable)."""
+        return self.verdict == BLOCKER and self.error_type in UNREADABLE_TYPES
 
     def to_dict(self) -> dict:
         return {
             "path": self.path,
-            "valid": self.valid,
-            "runtime_error": self.runtime_error,
-            "findings": [asdict(f) for f in self.findings],
+            "verdict": self.verdict,
+            "status": self.status,
+            "stage": self.stage,
+            "error_type": self.error_type,
+            "message": self.message,
+            "warnings": [w.to_dict() for w in self.warnings],
         }
 
-
-def validate_file(path) -> Validation:
-    """Examine one file: header, required attributes, plausibility, frame 0, diagnostics."""
-    result = Validation(os.fspath(path))
-    try:
-        _validate(path, result)
-    except OSError as exc:
-        result.runtime_error = True
-        result.add(ERROR, "unreadable", f"{exc.strerror or exc}")
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-        result.runtime_error = True
-        result.add(ERROR, "unreadable", f"{type(exc).__name__}: {exc}")
-    return result
+    def line(self) -> str:
+        """``path: ok``, ``path: skipped: TYPE: message`` or ``path: blocker: TYPE: message``
+        (a duplicate: ``path: ok: DuplicateSOPInstanceUID: message``)."""
+        if self.verdict == OK and not self.error_type:
+            return f"{self.path}: ok"
+        return f"{self.path}: {self.verdict}: {self.error_type}: {self.message}"
 
 
-def _validate(path, result: Validation) -> None:
-    try:
-        ds, has_pixels = read_header(path)
-    except NotDicomError as exc:
-        result.add(ERROR, "not-dicom", str(exc))
-        return
-    except DicomError as exc:
-        result.add(ERROR, "unreadable-header", str(exc))
-        return
-    if not has_pixels:
-        result.add(ERROR, "no-pixel-data", "no pixel data (not an image object)")
-        return
-    missing = [keyword for keyword in REQUIRED if ds.get(keyword) in (None, "")]
-    for keyword in missing:
-        result.add(ERROR, "missing-attribute", f"{keyword} is missing")
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if photometric and photometric not in PHOTOMETRICS:
-        result.add(WARNING, "unknown-photometric", f"PhotometricInterpretation {photometric}")
-    try:
-        info = image_info(ds)
-        if info.transfer_syntax != DeflatedExplicitVRLittleEndian:
-            check_plausible(info, os.path.getsize(path))
-    except DicomError as exc:
-        result.add(ERROR, "implausible-image", str(exc))
-        return
-    except (TypeError, ValueError) as exc:
-        result.add(ERROR, "implausible-image", f"invalid header value: {exc}")
-        return
-    if not missing:
-        try:
-            frame = next(iter(iter_frames(path, ds, [0])))
-            if frame.shape[:2] != (info.rows, info.columns):
-                raise ValueError(f"frame 0 has shape {frame.shape}")
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a blocker
-            result.add(ERROR, "decode-failed", f"frame 0: {type(exc).__name__}: {exc}"[:300])
-    if not info.is_color:
-        _check_window(ds, info.bits_stored, result)
-        _check_rescale(ds, result)
-    _check_spacing(ds, result)
+def verdict_of_row(row: dict, strict: bool = False) -> Verdict:
+    """The verdict a failures table ``row`` (or None: an output was written) gives for
+    ``path``; with ``strict`` a file that is not DICOM is a blocker (the run refuses it)."""
+    status = row["status"]
+    if status == DUPLICATE:
+        verdict = OK
+    elif status == SKIPPED:
+        verdict = BLOCKER if strict and row["error_type"] in NOT_DICOM_TYPES else SKIPPED
+    else:
+        verdict = BLOCKER
+    fields = {k: row[k] for k in ("status", "stage", "error_type", "message")}
+    return Verdict(row["path"], verdict, **fields)
 
 
-def _numbers(value) -> list[float] | None:
-    """All values of a (multi-valued) numeric element, or None when one does not parse."""
-    if value is None:
-        return None
-    values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
-    try:
-        numbers = [float(v) for v in values]
-    except (TypeError, ValueError):
-        return None
-    return numbers if numbers and all(math.isfinite(v) for v in numbers) else None
+def verdicts_of_catalog(
+    catalog: pd.DataFrame,
+    options: Options,
+    *,
+    threads: int = 1,
+    header_only: bool = False,
+    strict: bool = False,
+) -> dict[str, Verdict]:
+    """The verdict of every catalog row, by path: the failures table a run of ``options``
+    gives (``header_only``: the catalog's own, without converting anything)."""
+    if header_only:
+        failures = failures_frame(catalog_failures(catalog) + _catalog_duplicates(catalog))
+    else:
+        failures = converted_failures(catalog, options, threads)
+    verdicts = {path: Verdict(path, OK) for path in catalog["path"]}
+    for row in failures.to_dict("records"):
+        verdicts[row["path"]] = verdict_of_row(row, strict)
+    return verdicts
 
 
-def _frame_group(ds, sequence: str):
-    for keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        groups = ds.get(keyword)
-        if groups and sequence in groups[0] and groups[0][sequence]:
-            return groups[0][sequence][0]
-    return None
-
-
-def _check_window(ds, bits_stored: int, result: Validation) -> None:
-    holder = _frame_group(ds, "FrameVOILUTSequence") or ds
-    center_raw, width_raw = holder.get("WindowCenter"), holder.get("WindowWidth")
-    if "VOILUTSequence" in ds:
-        return
-    if center_raw is None and width_raw is None:
-        if bits_stored > 8:
-            result.add(
-                WARNING,
-                "no-window",
-                "no Window Center/Width or VOI LUT: each image is scaled by its own min-max",
-            )
-        return
-    centers, widths = _numbers(center_raw), _numbers(width_raw)
-    if centers is None or widths is None:
-        result.add(WARNING, "invalid-window", "Window Center/Width missing or not numbers")
-        return
-    if len(centers) != len(widths):
-        result.add(
-            WARNING,
-            "invalid-window",
-            f"{len(centers)} window centers but {len(widths)} widths (the first pair is used)",
-        )
-    if widths[0] <= 0:
-        result.add(WARNING, "invalid-window", f"Window Width {widths[0]:g} is not positive")
-    function = str(holder.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-    if function not in VOI_FUNCTIONS:
-        result.add(WARNING, "invalid-window", f"unknown VOI LUT Function {function}")
-
-
-def _check_rescale(ds, result: Validation) -> None:
-    holder = _frame_group(ds, "PixelValueTransformationSequence") or ds
-    slope_raw, intercept_raw = holder.get("RescaleSlope"), holder.get("RescaleIntercept")
-    if slope_raw is None and intercept_raw is None:
-        return
-    if (slope_raw is None) != (intercept_raw is None):
-        present = "Rescale Slope" if intercept_raw is None else "Rescale Intercept"
-        result.add(WARNING, "invalid-rescale", f"{present} without its partner")
-    slope = _numbers(slope_raw) if slope_raw is not None else [1.0]
-    intercept = _numbers(intercept_raw) if intercept_raw is not None else [0.0]
-    if slope is None or intercept is None:
-        result.add(WARNING, "invalid-rescale", "Rescale Slope/Intercept are not numbers")
-    elif slope[0] == 0:
-        result.add(WARNING, "invalid-rescale", "Rescale Slope is 0: every pixel gets one value")
-
-
-def _check_spacing(ds, result: Validation) -> None:
-    measures = _frame_group(ds, "PixelMeasuresSequence")
-    candidates = [
-        (name, holder.get(name))
-        for holder, name in (
-            (ds, "PixelSpacing"),
-            (measures, "PixelSpacing"),
-            (ds, "ImagerPixelSpacing"),
-        )
-        if holder is not None and holder.get(name) is not None
+def _catalog_duplicates(catalog: pd.DataFrame) -> list[dict]:
+    """Failure rows of the copies discovery marks duplicate (their first copy converts, as
+    far as discovery knows)."""
+    rows = catalog[catalog["status"] == DUPLICATE]
+    return [
+        {
+            "path": r.path,
+            "status": DUPLICATE,
+            "stage": "discover",
+            "error_type": r.error_type,
+            "message": r.reason,
+        }
+        for r in rows.itertuples(index=False)
     ]
-    if not candidates:
-        result.add(
-            WARNING, "no-spacing", "no Pixel Spacing or Imager Pixel Spacing: no TIFF resolution"
-        )
+
+
+def converted_failures(catalog: pd.DataFrame, options: Options, threads: int) -> pd.DataFrame:
+    """The failures table of converting ``catalog`` with dicom-preprocess's own function,
+    batch by batch (:func:`batches`), each into a temporary folder removed afterwards."""
+    from dicomprep.cli import convert_catalog  # the command line's layer, imported late
+
+    parts = []
+    for batch in batches(catalog, BATCH_FILES if options.series == "files" else None):
+        with tempfile.TemporaryDirectory(prefix="dicom-validate-") as folder:
+            failures, _ = convert_catalog(batch, Path(folder), options, threads)
+        parts.append(failures)
+    return failures_frame(pd.concat(parts).to_dict("records") if parts else [])
+
+
+def batches(catalog: pd.DataFrame, size: int | None) -> Iterable[pd.DataFrame]:
+    """``catalog`` in parts of about ``size`` images (None: one part) that keep every
+    copy of a SOP Instance UID and every file of a study together, as a shard does; the
+    rows that are not images go with the first part."""
+    images = catalog["status"].isin([DICOM, DUPLICATE])
+    if size is None or images.sum() <= size:
+        yield catalog
         return
-    for name, value in candidates:
-        numbers = _numbers(value)
-        if numbers is None or len(numbers) != 2 or min(numbers) <= 0:
-            result.add(WARNING, "invalid-spacing", f"{name} {value!r} is not two positive numbers")
+    from dicomprep.run.plan import bucket_keys
+
+    keys = bucket_keys(catalog[images].assign(stack=""))
+    part, count = [catalog[~images]], 0
+    for _, rows in catalog[images].groupby(keys, sort=True):
+        if count and count + len(rows) > size:
+            yield pd.concat(part)
+            part, count = [], 0
+        part.append(rows)
+        count += len(rows)
+    yield pd.concat(part)
+
+
+def catalog_of(inputs: Sequence[str], threads: int = 1, **discovery):
+    """The catalog of every input (a file, a folder or a ``.txt`` list; each as the
+    workflow's ``source``, walked with the ``discovery`` options of :func:`build_catalog`),
+    duplicates marked across all of them, and the paths in the inputs' order (each input's
+    in path order); a missing input is a row of its own."""
+    parts, order = [], []
+    for source in inputs:
+        try:
+            part = build_catalog(source, processes=threads, **discovery)
+        except SourceError as exc:
+            part = _missing_source(source, str(exc))
+        parts.append(part)
+        order += part["path"].tolist()
+    catalog = normalise(pd.concat(parts, ignore_index=True)).drop_duplicates("path")
+    catalog = catalog.sort_values("path", kind="stable").reset_index(drop=True)
+    return mark_duplicates(catalog), list(dict.fromkeys(order))
+
+
+def _missing_source(source: str, message: str) -> pd.DataFrame:
+    row = {
+        "path": str(source),
+        "key": str(source),
+        "status": "missing",
+        "reason": message,
+        "error_type": ErrorType.FILE_NOT_FOUND.value,
+    }
+    return normalise(pd.DataFrame([row], columns=CATALOG_COLUMNS))
+
+
+def validate(
+    inputs: Sequence[str],
+    options: Options | None = None,
+    *,
+    threads: int = 1,
+    header_only: bool = False,
+    strict: bool = False,
+    **discovery,
+) -> list[Verdict]:
+    """The verdict of every file of ``inputs`` (files, folders, ``.txt`` lists; walked with
+    the ``discovery`` options of :func:`build_catalog`: ``follow_symlinks``...), in the
+    inputs' order (each input's in path order), with the warnings about each image."""
+    options = options or Options()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        catalog, order = catalog_of(inputs, threads, **discovery)
+        verdicts = verdicts_of_catalog(
+            catalog, options, threads=threads, header_only=header_only, strict=strict
+        )
+        images = set(catalog.loc[catalog["status"].isin([DICOM, DUPLICATE]), "path"])
+        for path in images:
+            verdicts[path].warnings = _warnings_of(path)
+    return [verdicts[path] for path in order]
+
+
+def validate_file(path, options: Options | None = None, **kwargs) -> Verdict:
+    """The verdict of one file (``kwargs`` as :func:`validate` takes them)."""
+    return validate([str(path)], options, **kwargs)[0]
+
+
+def _warnings_of(path: str) -> list[Finding]:
+    """The header warnings of a local image (none for objects, or a header that no longer
+    reads)."""
+    from dicomprep.formats.decode import read_header
+    from dicomprep.storage.urls import is_url
+
+    if is_url(path):
+        return []
+    try:
+        ds, _ = read_header(path)
+        return header_warnings(ds)
+    except Exception:  # noqa: BLE001 - the verdict already says what the run does
+        return []
+
+
+def exit_status(verdicts: Iterable[Verdict]) -> int:
+    """The worst verdict's: 2 when an input could not be examined, 1 for a blocker, else 0."""
+    verdicts = list(verdicts)
+    if any(v.unreadable for v in verdicts):
+        return 2
+    return 1 if any(v.verdict == BLOCKER for v in verdicts) else 0
 
 
 # -- command line ---------------------------------------------------------------------------
 
+EPILOG = """\
+Every processing option is dicom-preprocess's (pass those of your run: the workflow's
+config.yaml defaults are -c -m -s 512,640). Each file is converted into a temporary folder
+that is removed; --header-only runs discovery's checks only. One line per file:
+"PATH: ok", "PATH: skipped: TYPE: MESSAGE" or "PATH: blocker: TYPE: MESSAGE" (TYPE and
+MESSAGE as failures.csv gives them). Exit status: 0 when no file is a blocker, 1 when one
+is, 2 when an input does not exist or cannot be read. See docs/validate.md.
+"""
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+
+def parser():
+    """dicom-preprocess's parser without SOURCE and OUTPUT, with the inputs and the ways
+    of reporting."""
+    from dicomprep.cli import preprocess_parser
+
+    p = preprocess_parser(
+        paths=False,
         prog="dicom-validate",
-        description="Check that DICOM files are ready for preprocessing.",
+        description="Tell before a run which files it converts, skips or fails.",
+        epilog=EPILOG,
     )
-    p.add_argument("files", nargs="+", help="DICOM files")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("inputs", nargs="+", help="DICOM files, folders and .txt lists of paths")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="report format")
+    p.add_argument(
+        "--header-only",
+        action="store_true",
+        help="discovery's checks only (recognition, header, UIDs, duplicates): no decoding",
+    )
+    p.add_argument("--warnings", action="store_true", help="text: a line per header warning too")
     return p
 
 
+def discovery_options(args) -> dict:
+    """The walk's options dicom-preprocess's parser gave (``follow_symlinks``...)."""
+    names = ("follow_symlinks", "follow_links_outside_source")
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """0: no blockers; 1: some file has a blocker; 2: some file could not be examined."""
+    """Print the verdicts of the inputs; the exit status is the worst (see module doc)."""
+    from dicomprep.cli import options_from_args
+
     args = parser().parse_args(argv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        results = [validate_file(path) for path in args.files]
-    if args.format == "json":
-        print(json.dumps([r.to_dict() for r in results], indent=1))
-    else:
-        for r in results:
-            if not r.findings:
-                print(f"{r.path}: ok")
-            for f in r.findings:
-                print(f"{r.path}: {f.severity} {f.code}: {f.message}")
-    if any(r.runtime_error for r in results):
+    try:
+        options = options_from_args(args)
+    except OptionsError as exc:
+        print(f"dicom-validate: {exc}", file=sys.stderr)
         return 2
-    return 0 if all(r.valid for r in results) else 1
+    verdicts = validate(
+        args.inputs,
+        options,
+        threads=max(1, args.threads),
+        header_only=args.header_only,
+        strict=args.strict,
+        **discovery_options(args),
+    )
+    if args.format == "json":
+        print(json.dumps([v.to_dict() for v in verdicts], indent=1))
+    else:
+        for v in verdicts:
+            print(v.line())
+            for w in v.warnings if args.warnings else ():
+                print(f"{v.path}: warning: {w.error_type}: {w.message}")
+    return exit_status(verdicts)
 
 
 if __name__ == "__main__":  # pragma: no cover
