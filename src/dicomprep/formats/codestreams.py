@@ -196,11 +196,9 @@ class CodestreamFrames:
             self.path, self.value_start, indices, self.info.num_frames, self.extended_offsets
         )
 
-    def decode(self, data: bytes, level: int, index: int = 0) -> np.ndarray:
-        """Frame ``index`` (its codestream ``data``) at ``level``, in the type pydicom gives
-        (uint8/uint16 by BitsAllocated), trimmed to the full ``2^level`` blocks of the
-        source.  Its header is checked against the DICOM header first (:func:`check_frame`)."""
-        check_frame(data, self.info, index)
+    def decode(self, data: bytes, level: int) -> np.ndarray:
+        """One frame at ``level``, in the type pydicom gives (uint8/uint16 by BitsAllocated),
+        trimmed to the full ``2^level`` blocks of the source."""
         header = read_frame_header(data, self.info.transfer_syntax)
         if (header.width, header.height, header.levels) != (
             self.header.width,
@@ -224,12 +222,16 @@ class CodestreamFrames:
         return values.astype(dtype, copy=False) if values.dtype != dtype else values
 
     def frames(self, indices: Iterable[int], level: int = 0, threads: int = 1) -> Iterator:
-        """Frames ``indices`` decoded at ``level`` in that order, on up to ``threads`` threads."""
+        """Frames ``indices`` decoded at ``level`` in that order, on up to ``threads`` threads,
+        each frame's header checked against the DICOM header first (:func:`check_frame`)."""
         indices = list(indices)
+
+        def decode(item: tuple[int, bytes]) -> np.ndarray:
+            check_frame(item[1], self.info, item[0])
+            return self.decode(item[1], level)
+
         return decode_in_order(
-            zip(indices, self.frame_bytes(indices), strict=True),
-            lambda item: self.decode(item[1], level, item[0]),
-            threads,
+            zip(indices, self.frame_bytes(indices), strict=True), decode, threads
         )
 
 
