@@ -34,7 +34,7 @@ def test_command_line_stacks_a_series_and_reports_the_rest(tmp_path):
     localizer = series["datasets"][-1].SOPInstanceUID
     assert (out / series["study"] / f"{localizer}.tiff").exists()  # a single file
     failures = pd.read_csv(out / "failures.csv")
-    assert failures["error_type"].tolist() == ["duplicate-position"]
+    assert failures["error_type"].tolist() == ["DuplicatePosition"]
 
 
 def test_size_and_spacing_are_exclusive(tmp_path, capsys):

@@ -81,7 +81,7 @@ def test_what_did_not_fit_a_stack_is_reported(stacked_run):
     kinds = set(report.loc[report["series_instance_uid"] == str(ct["series"]), "kind"])
     assert {"duplicate-position", "localizer"} <= kinds
     failures = pd.read_csv(tmp / "out" / "failures.csv", keep_default_na=False)
-    [row] = failures[failures["error_type"] == "duplicate-position"].itertuples()
+    [row] = failures[failures["error_type"] == "DuplicatePosition"].itertuples()
     assert row.status == "duplicate"
     # the second of the two slices at one position (by InstanceNumber) is the one left out
     [duplicate] = [d for d in ct["datasets"] if d.InstanceNumber == 1001]

@@ -124,13 +124,10 @@ DESCRIPTIONS: dict[ErrorType, str] = {
     ErrorType.CODESTREAM_MISMATCH: "a compressed frame's own header (JPEG SOF, JPEG 2000 "
     "SIZ, RLE segment table) claims another image than Rows, Columns and bits",
     ErrorType.CORRUPT_CODESTREAM: "a compressed frame that its decoder cannot decode",
-    ErrorType.SHORT_PIXEL_DATA: "Pixel Data holds fewer bytes than Rows x Columns x frames "
-    "need",
+    ErrorType.SHORT_PIXEL_DATA: "Pixel Data holds fewer bytes than Rows x Columns x frames need",
     ErrorType.TRUNCATED: "the file ends inside the pixel data",
-    ErrorType.INVALID_PALETTE: "PALETTE COLOR whose lookup table descriptor or data is "
-    "malformed",
-    ErrorType.INVALID_MODALITY_LUT: "a Modality LUT Sequence whose descriptor or data is "
-    "malformed",
+    ErrorType.INVALID_PALETTE: "PALETTE COLOR whose lookup table descriptor or data is malformed",
+    ErrorType.INVALID_MODALITY_LUT: "a Modality LUT Sequence whose descriptor or data is malformed",
     ErrorType.INVALID_VOI_LUT: "a VOI LUT Sequence whose descriptor or data is malformed",
     ErrorType.INVALID_WINDOW: "Window Center / Width that are not numbers or a width <= 0",
     ErrorType.NO_WINDOW: "more than 8 bits of greyscale without Window Center / Width or "
@@ -154,12 +151,9 @@ DESCRIPTIONS: dict[ErrorType, str] = {
     ErrorType.MULTI_FRAME: "a multi-frame file among the single-frame slices of a stack",
     ErrorType.NOT_A_STACK: "fewer than two usable slices are left of a series",
     ErrorType.SLICE_ORDER: "the slices' positions give no consistent order along the normal",
-    ErrorType.DUPLICATE_POSITION: "a slice repeats another slice's position: left out of "
-    "the stack",
-    ErrorType.OUTPUT_TOO_LARGE: "the output would exceed max_output_pixels or "
-    "max_output_bytes",
-    ErrorType.UPSAMPLING_TOO_LARGE: "the output would enlarge an axis by more than "
-    "max_upsampling",
+    ErrorType.DUPLICATE_POSITION: "a slice repeats another slice's position: left out of the stack",
+    ErrorType.OUTPUT_TOO_LARGE: "the output would exceed max_output_pixels or max_output_bytes",
+    ErrorType.UPSAMPLING_TOO_LARGE: "the output would enlarge an axis by more than max_upsampling",
     ErrorType.PROCESSING_ERROR: "an unexpected error while converting the file (a bug: "
     "please report it with the message)",
     ErrorType.WRITE_FAILED: "the output could not be written (disk full, permissions)",

@@ -76,3 +76,13 @@ def failure_of(exc: BaseException, what: str = "file") -> tuple[str, ErrorType, 
         return "write", ErrorType.WRITE_FAILED, one_line(f"{reason}{where}")
     message = with_detail(f"an unexpected error while converting this {what}", exc)
     return "transform", ErrorType.PROCESSING_ERROR, one_line(message)
+
+
+def os_error_type(exc: OSError) -> ErrorType:
+    """The error type of a file or object that the system refused to read: absent
+    (FileNotFound), not permitted (AccessDenied), or an I/O error (ReadError)."""
+    if isinstance(exc, FileNotFoundError):
+        return ErrorType.FILE_NOT_FOUND
+    if isinstance(exc, PermissionError):
+        return ErrorType.ACCESS_DENIED
+    return ErrorType.READ_ERROR

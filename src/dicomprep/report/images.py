@@ -30,6 +30,7 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from dicomprep.formats.errors import one_line
 from dicomprep.formats.geometry import Geometry
 from dicomprep.options import Options
 from dicomprep.pixels.volume import central_index
@@ -222,7 +223,7 @@ def _source_options(options: Options) -> Options:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = one_line(exc) or "an unexpected error"
     return text if len(text) <= 200 else text[:197] + "..."
 
 

@@ -205,6 +205,7 @@ def manifest_table(results: pd.DataFrame) -> pd.DataFrame:
 def series_failures(series_report: str | os.PathLike) -> list[dict]:
     """Failures rows for the slices left out of their stack because another slice lies
     at the same position (they are in no shard list, so no shard reports them)."""
+    from dicomprep.formats.errors import ErrorType
     from dicomprep.series.stacks import DUPLICATE_POSITION
 
     report = pd.read_csv(series_report, dtype=str, keep_default_na=False)
@@ -216,7 +217,7 @@ def series_failures(series_report: str | os.PathLike) -> list[dict]:
             "path": record.paths,  # one path: the slice left out
             "status": "duplicate",
             "stage": "transform",
-            "error_type": DUPLICATE_POSITION,
+            "error_type": ErrorType.DUPLICATE_POSITION,
             "message": record.message,
         }
         for record in left_out.itertuples()

@@ -21,8 +21,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from dicomprep.formats.errors import (
+    DicomError,
+    ErrorType,
+    NotDicomError,
+    one_line,
+    with_detail,
+)
+from dicomprep.formats.failures import os_error_type
 from dicomprep.formats.uids import describe_invalid_uid, is_valid_uid
 from dicomprep.run.processes import worker_pool
+from dicomprep.run.records import DUPLICATE
 from dicomprep.run.walk import (
     BROKEN_LINK,
     LINK_SKIPPED,
@@ -40,7 +49,6 @@ DICOM = "dicom"
 NOT_DICOM = "not_dicom"
 NO_PIXELS = "no_pixels"
 INVALID_UID = "invalid_uid"
-DUPLICATE = "duplicate"
 UNREADABLE = "unreadable"
 MISSING = "missing"
 # and SPECIAL, LINK_SKIPPED, BROKEN_LINK: what the walk of a folder passes over (run.walk)
@@ -159,7 +167,8 @@ def catalog_entry(path: str | os.PathLike) -> dict:
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # a listed link that leads back to itself
             return {**row, **LOOP_FIELDS}
-        return {**row, "status": MISSING, "reason": _reason(exc), "error_type": "FileNotFound"}
+        kind = os_error_type(exc)
+        return {**row, "status": MISSING, "reason": _reason(exc), "error_type": kind}
     row["size"], row["mtime_ns"] = stat.st_size, stat.st_mtime_ns
     if not stat_mode.S_ISREG(stat.st_mode):  # a listed FIFO, device or folder: never opened
         return {**row, **not_regular_fields(stat.st_mode)}
@@ -169,28 +178,27 @@ def catalog_entry(path: str | os.PathLike) -> dict:
 def header_row(row: dict, read) -> dict:
     """``row`` (path, size, mtime...) completed with the status and header fields that
     ``read()`` (returning ``read_header``'s dataset and has-pixels flag) gives."""
-    from dicomprep.formats.decode import DicomError, NotDicomError
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds, has_pixels = read()
-            header = _header_fields(ds)
+            header = _checked_header_fields(ds)
     except NotDicomError as exc:
         return {**row, "status": NOT_DICOM, "reason": str(exc), "error_type": exc.error_type}
     except DicomError as exc:
         return {**row, "status": UNREADABLE, "reason": str(exc), "error_type": exc.error_type}
     except OSError as exc:
-        return {**row, "status": UNREADABLE, "reason": _reason(exc), "error_type": "OSError"}
+        kind = os_error_type(exc)
+        return {**row, "status": UNREADABLE, "reason": _reason(exc), "error_type": kind}
     except Exception as exc:  # noqa: BLE001 - a malformed value must not stop discovery
-        reason = f"unreadable DICOM header value: {type(exc).__name__}"
-        return {**row, "status": UNREADABLE, "reason": reason, "error_type": type(exc).__name__}
+        reason, kind = with_detail("the header cannot be read", exc), ErrorType.INVALID_HEADER
+        return {**row, "status": UNREADABLE, "reason": reason, "error_type": kind}
     row.update(header)
     if has_pixels and not row["number_of_frames"]:
         row["number_of_frames"] = "1"  # a single-frame image has one frame, not zero
     if not has_pixels:
         row.update(status=NO_PIXELS, reason="no pixel data (not an image object)")
-        row["error_type"] = "NoPixelData"
+        row["error_type"] = ErrorType.NO_PIXEL_DATA
     else:
         for name, column in (
             ("SOPInstanceUID", "sop_instance_uid"),
@@ -198,7 +206,8 @@ def header_row(row: dict, read) -> dict:
         ):
             if not is_valid_uid(row[column]):
                 row.update(status=INVALID_UID, reason=describe_invalid_uid(name, row[column]))
-                row["error_type"] = "InvalidUID"
+                missing = not row[column]
+                row["error_type"] = ErrorType.MISSING_UID if missing else ErrorType.INVALID_UID
                 break
     for column in ("sop_instance_uid", "study_instance_uid", "series_instance_uid"):
         if not is_valid_uid(row[column]):
@@ -207,6 +216,20 @@ def header_row(row: dict, read) -> dict:
 
 
 _PATH_UIDS = (("SOPInstanceUID", "sop_instance_uid"), ("StudyInstanceUID", "study_instance_uid"))
+
+
+def _checked_header_fields(ds) -> dict[str, str]:
+    """:func:`_header_fields`, or DicomError (InvalidHeader) naming the element whose value
+    cannot be read."""
+    from dicomprep.formats.header_checks import check_image_numbers, check_readable_values
+
+    try:
+        return _header_fields(ds)
+    except Exception as exc:  # noqa: BLE001 - named by the element when it can be found
+        check_readable_values(ds)
+        check_image_numbers(ds)
+        message = with_detail("a header value cannot be read", exc)
+        raise DicomError("discover", message, ErrorType.INVALID_HEADER) from exc
 
 
 def _header_fields(ds) -> dict[str, str]:
@@ -267,7 +290,7 @@ def placement_facts(rows: pd.DataFrame) -> list[dict]:
 
 
 def _reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
+    return exc.strerror or one_line(exc) or "the file cannot be read"
 
 
 # -- the catalog ------------------------------------------------------------------
@@ -382,7 +405,7 @@ def _undecodable_name_row(path: str) -> dict:
         "status": UNREADABLE,
         "reason": "the file name is not valid UTF-8 or holds a tab or line break; "
         "rename the file to convert it",
-        "error_type": "InvalidFileName",
+        "error_type": ErrorType.INVALID_FILE_NAME,
     }
 
 
@@ -450,7 +473,7 @@ def mark_duplicates(catalog: pd.DataFrame) -> pd.DataFrame:
     first_path = pd.Series(firsts["path"].to_numpy(), index=firsts["sop_instance_uid"])
     dup = candidates.index[later]
     catalog.loc[dup, "status"] = DUPLICATE
-    catalog.loc[dup, "error_type"] = "DuplicateSOPInstanceUID"
+    catalog.loc[dup, "error_type"] = str(ErrorType.DUPLICATE_SOP_INSTANCE_UID)
     catalog.loc[dup, "reason"] = "same SOP Instance UID as " + candidates.loc[
         later, "sop_instance_uid"
     ].map(first_path)

@@ -13,7 +13,17 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from dicomprep.run.discover import DICOM, DUPLICATE, REPORT_STATUS
+from dicomprep.formats.errors import ErrorType
+from dicomprep.run.discover import (
+    DICOM,
+    DUPLICATE,
+    INVALID_UID,
+    MISSING,
+    NO_PIXELS,
+    NOT_DICOM,
+    REPORT_STATUS,
+    UNREADABLE,
+)
 from dicomprep.run.durable import atomic_write_text
 from dicomprep.run.records import OK, REMOVED
 
@@ -32,7 +42,7 @@ def catalog_failures(catalog: pd.DataFrame) -> list[dict]:
                 "path": entry.path,
                 "status": REPORT_STATUS.get(entry.status, "failed"),
                 "stage": "discover",
-                "error_type": entry.error_type or entry.status,
+                "error_type": catalog_error_type(entry.error_type, entry.status),
                 "message": entry.reason,
             }
         )
@@ -104,4 +114,24 @@ def strict_violations(failures_csv: str | os.PathLike) -> list[str]:
     ]
 
 
-NOT_DICOM_TYPES = ("NotDicom", "EmptyFile")
+NOT_DICOM_TYPES = (ErrorType.NOT_DICOM, ErrorType.EMPTY_FILE)
+
+#: The error type a catalog status implies, for a row without one of the vocabulary (a
+#: catalog saved by an earlier version, whose rows are reused for unchanged files).
+STATUS_ERROR_TYPES = {
+    NOT_DICOM: ErrorType.NOT_DICOM,
+    NO_PIXELS: ErrorType.NO_PIXEL_DATA,
+    INVALID_UID: ErrorType.INVALID_UID,
+    UNREADABLE: ErrorType.INVALID_HEADER,
+    MISSING: ErrorType.FILE_NOT_FOUND,
+    DUPLICATE: ErrorType.DUPLICATE_SOP_INSTANCE_UID,
+}
+_VOCABULARY = frozenset(ErrorType)
+
+
+def catalog_error_type(error_type: str, status: str) -> ErrorType:
+    """A catalog row's error type: its own when it is one of :class:`ErrorType`, else the
+    one its ``status`` implies (:data:`STATUS_ERROR_TYPES`; InvalidHeader otherwise)."""
+    if error_type in _VOCABULARY:
+        return ErrorType(error_type)
+    return STATUS_ERROR_TYPES.get(status, ErrorType.INVALID_HEADER)

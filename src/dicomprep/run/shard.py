@@ -47,6 +47,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dicomprep.formats.errors import ErrorType
 from dicomprep.formats.uids import is_valid_uid
 from dicomprep.options import LIMIT_ERRORS, Options
 from dicomprep.pipeline import output_path_for, process_file
@@ -57,7 +58,7 @@ from dicomprep.run.removal import removal_refused
 from dicomprep.run.shard_list import read_shard_list
 from dicomprep.storage.urls import is_url, join_url, relative_to_root
 
-STORAGE_UNAVAILABLE = "StorageUnavailable"  # an object unreachable after retries
+STORAGE_UNAVAILABLE = ErrorType.STORAGE_UNAVAILABLE  # an object unreachable after retries
 
 
 class ShardEnvironmentError(RuntimeError):
@@ -141,7 +142,7 @@ def _is_data_failure(result: FileResult) -> bool:
     return (
         result.status != OK
         and result.stage != "write"
-        and result.error_type not in ("WorkerDied", STORAGE_UNAVAILABLE)
+        and result.error_type not in (ErrorType.WORKER_DIED, STORAGE_UNAVAILABLE)
     )
 
 
@@ -558,7 +559,7 @@ def mark_copies(entries: list[dict], rows: list) -> None:
                         source=entries[index]["path"],
                         status=DUPLICATE,
                         stage="discover",
-                        error_type="DuplicateSOPInstanceUID",
+                        error_type=ErrorType.DUPLICATE_SOP_INSTANCE_UID,
                         message=f"same SOP Instance UID as {image}",
                         study_instance_uid=entries[index]["study_instance_uid"],
                         sop_instance_uid=entries[index]["sop_instance_uid"],
@@ -746,7 +747,7 @@ def _died(entry: dict, output_root) -> FileResult:
         source=entry["path"],
         status=FAILED,
         stage="decode",
-        error_type="WorkerDied",
+        error_type=ErrorType.WORKER_DIED,
         message="the process converting this file died (a decoder crash or out of memory)",
         study_instance_uid=entry["study_instance_uid"],
         sop_instance_uid=entry["sop_instance_uid"],

@@ -22,6 +22,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from dicomprep.formats.errors import ErrorType, one_line
 from dicomprep.storage.objects import (
     ObjectFacts,
     fetch_to_file,
@@ -33,22 +34,32 @@ from dicomprep.storage.objects import remove_object as _remove_object
 from dicomprep.storage.retry import is_transient
 from dicomprep.storage.urls import is_url, join_url
 
-UNAVAILABLE = "StorageUnavailable"  # retried on the next run, never journaled
+UNAVAILABLE = ErrorType.STORAGE_UNAVAILABLE  # retried on the next run, never journaled
 LISTING_TTL_SECONDS = 60
 
 
-def read_failure_type(exc: BaseException) -> str:
-    """The error type of a source object that could not be fetched."""
+def read_failure_type(exc: BaseException) -> ErrorType:
+    """The error type of a source object that could not be fetched: absent (NotFound),
+    refused (AccessDenied), unreachable after the retries (StorageUnavailable), or
+    another failure to read it (ReadError)."""
     if isinstance(exc, FileNotFoundError):
-        return "NotFound"
+        return ErrorType.NOT_FOUND
     if isinstance(exc, PermissionError):
-        return "AccessDenied"
-    return UNAVAILABLE if is_transient(exc) else type(exc).__name__
+        return ErrorType.ACCESS_DENIED
+    return UNAVAILABLE if is_transient(exc) else ErrorType.READ_ERROR
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]
+def put_failure_type(exc: BaseException) -> ErrorType:
+    """The error type of an output object that could not be put: refused (AccessDenied),
+    unreachable after the retries (StorageUnavailable), else WriteFailed."""
+    if isinstance(exc, PermissionError):
+        return ErrorType.ACCESS_DENIED
+    return UNAVAILABLE if is_transient(exc) else ErrorType.WRITE_FAILED
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in one line (the storage library's words, cleaned)."""
+    return one_line(exc) or "the storage refused the request"
 
 
 def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_threads: int = 1):
@@ -136,7 +147,7 @@ def _fetch_failure(exc: BaseException, what: str) -> dict:
         "status": FAILED,
         "stage": "read",
         "error_type": read_failure_type(exc),
-        "message": f"{what}: {_one_line(exc)}",
+        "message": f"{what}: {_reason(exc)}",
     }
 
 
@@ -150,8 +161,8 @@ def _put_output(result, url: str) -> None:
         result.output = url
     except Exception as exc:  # noqa: BLE001
         result.status, result.stage, result.output = FAILED, "write", ""
-        result.error_type = read_failure_type(exc)
-        result.message = f"cannot put the output object {url}: {_one_line(exc)}"
+        result.error_type = put_failure_type(exc)
+        result.message = f"cannot put the output object {url}: {_reason(exc)}"
 
 
 class Prefetcher:
