@@ -219,6 +219,20 @@ def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentPar
         metavar="auto|none|C,W",
         help="VOI LUT/window (auto), modality values (none), or window CENTER,WIDTH",
     )
+    p.add_argument(
+        "--max-frame-pixels",
+        type=int,
+        default=Options().max_frame_pixels,
+        metavar="N",
+        help="refuse frames of more pixels (Rows x Columns) before decoding them",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=Options().max_frames,
+        metavar="N",
+        help="refuse files of more frames before decoding them",
+    )
     p.add_argument("--strict", action="store_true", help="stop if any input is not DICOM")
     p.add_argument(
         "--follow-symlinks",
@@ -259,6 +273,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
         spacing=args.spacing,
         mip_weight=args.mip_weight,
         skip_frames=args.skip_frames,
+        max_frame_pixels=args.max_frame_pixels,
+        max_frames=args.max_frames,
     )
 
 

@@ -210,6 +210,7 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 # The modules whose code decides an output's bytes (dotted names for subpackage modules).  A
 # change to any of them invalidates every output; reports, planning and the command line do not.
 OUTPUT_MODULES = (
+    "formats.codestream_checks",
     "formats.codestreams",
     "pixels.crop",
     "formats.decode",
