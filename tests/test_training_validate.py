@@ -322,6 +322,34 @@ def test_folder_and_list_give_the_per_file_verdicts(hostile, tmp_path):
     assert run_json(str(folder), str(tmp_path / "absent"))[0] == 2
 
 
+def test_symbolic_links_follow_dicom_preprocess_options(hostile, tmp_path):
+    _, files = hostile
+    source, outside = tmp_path / "source", tmp_path / "outside"
+    (source / "data").mkdir(parents=True)
+    outside.mkdir()
+    shutil.copy(files["good"], source / "data" / "x.dcm")
+    shutil.copy(files["jpegls_near"], outside / "y.dcm")
+    (source / "link.dcm").symlink_to(Path("data") / "x.dcm")
+    (source / "outside_link.dcm").symlink_to(outside / "y.dcm")
+    seen = set()
+    for flags in (
+        [],
+        ["--follow-symlinks"],
+        ["--follow-symlinks", "--follow-links-outside-source"],
+    ):
+        out = tmp_path / f"out{len(flags)}"
+        preprocess_main([str(source), str(out), "-j", "1", *flags])
+        failures = pd.read_csv(out / "failures.csv", dtype=str, keep_default_na=False)
+        converted = [str(source / "data" / "x.dcm")]
+        if str(source / "outside_link.dcm") not in set(failures.path):
+            converted.append(str(source / "outside_link.dcm"))
+        status, report = run_json(str(source), "-j", "1", *flags)
+        assert verdict_table(report) == run_table(out / "failures.csv", converted), flags
+        assert status == 0
+        seen.add(tuple(sorted(verdict_table(report)[str(source / "outside_link.dcm")][:2])))
+    assert len(seen) == 3  # each setting gives the link another verdict
+
+
 def test_warnings_stay_warnings(tmp_path, capsys):
     ds = synthetic.mammogram(rows=64, columns=48, window=False)
     ds.RescaleSlope = 1  # without its intercept
