@@ -33,6 +33,7 @@ EXPECTED_COLUMNS = [
     "series_instance_uid",
     "slices",
     "source",
+    "warnings",
 ]
 
 
@@ -88,7 +89,7 @@ def test_manifest_frame_columns_dtypes_and_order():
     for column in ("study_instance_uid", "sop_instance_uid", "path", "series_instance_uid"):
         assert isinstance(df[column].dtype, pd.StringDtype)
     # a record without the trailing columns gets their defaults: one slice, source unknown
-    assert set(df["slices"]) == {1} and set(df["source"]) == {""}
+    assert set(df["slices"]) == {1} and set(df["source"]) == set(df["warnings"]) == {""}
     # plain string order, not numeric
     assert list(zip(df.study_instance_uid, df.sop_instance_uid, strict=True)) == [
         ("1.2.10", "1.2.10.0"),
@@ -126,8 +127,8 @@ def test_csv_quoting_and_line_endings(tmp_path):
     assert b"\r" not in data
     lines = data.decode("utf-8").split("\n")
     assert lines[0] == ",".join(MANIFEST_COLUMNS)
-    assert lines[1] == "1.1,1.1.1,1.1/1.1.1.tiff,1,4,3,1,1,,1,"
-    assert lines[2] == '1.2,1.2.3,"odd,name ""x""/1.2.3.tiff",1,4,3,1,1,,1,'
+    assert lines[1] == "1.1,1.1.1,1.1/1.1.1.tiff,1,4,3,1,1,,1,,"
+    assert lines[2] == '1.2,1.2.3,"odd,name ""x""/1.2.3.tiff",1,4,3,1,1,,1,,'
     assert lines[3] == ""  # ends with a newline
     with open(path, newline="") as fh:
         records = list(csv.DictReader(fh))

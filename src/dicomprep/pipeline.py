@@ -42,6 +42,7 @@ from dicomprep.formats.decode import (
     read_header,
 )
 from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.lenient import join_warnings
 from dicomprep.formats.tiff import write_tiff
 from dicomprep.formats.uids import describe_invalid_uid, is_valid_uid
 from dicomprep.options import Options
@@ -49,6 +50,7 @@ from dicomprep.pixels import crop as cropping
 from dicomprep.pixels.intensity import (
     FrameIntensity,
     apply_lut,
+    finite_frames,
     gray_lut,
     gray_values,
     is_integral,
@@ -134,6 +136,7 @@ def process_file(
         result.width, result.height = width, height
         result.channels = rendered.shape[2] if len(rendered.shape) == 3 else 1
         result.num_frames = rendered.num_frames
+        result.warnings = join_warnings(rendered.warnings)
     except NotDicomError as exc:
         result.status, result.stage = SKIPPED, exc.stage
         result.error_type, result.message = exc.error_type, str(exc)
@@ -184,6 +187,7 @@ class Rendered:
     # (decoded at a reduced resolution when the output allowed it), and the source size.
     source: np.ndarray | None = None
     source_size: tuple[int, int] = (0, 0)
+    warnings: tuple[str, ...] = ()  # header defects read despite (formats/lenient.py)
 
     def resolution(self) -> tuple[float, float] | None:
         """(x, y) pixels per cm after crop and resize, from Pixel Spacing (mm)."""
@@ -253,9 +257,9 @@ class _IntensityMapper:
     def _initial_dtype(self) -> np.dtype | None:
         if self.info.is_color:
             return None
+        frame = self.frame(0)  # an unusable rescale fails before anything is decoded
         if self.options.voi != "none":
             return output_dtype(self.info.bits_stored)
-        frame = self.frame(0)
         if not is_integral(frame):
             return np.dtype(np.float32)
         bits, signed = self.info.bits_stored, self.info.pixel_representation == 1
@@ -366,8 +370,8 @@ def render(
         level = _decode_level(codestreams, options, info.columns, info.rows, info.pixel_spacing)
 
     def decoded(indices: list[int]) -> Iterator[np.ndarray]:
-        if codestreams is None:
-            return _staged("decode", iter_frames(path, ds, indices, info))
+        if codestreams is None:  # float pixel data comes this way: NaN or inf fail here
+            return _staged("decode", finite_frames(iter_frames(path, ds, indices, info), indices))
         return _staged("decode", codestreams.frames(indices, level, decode_threads))
 
     def mapped(indices: list[int]) -> Iterator[np.ndarray]:
@@ -409,6 +413,7 @@ def render(
     if finer < level:  # the crop needs more pixels than this level has
         return render(path, ds, options, decode_threads, finer)
     rendered = _finish(frame_stream(), count, info, options, box, level)
+    rendered.warnings = info.warnings
     if n == 1:
         rendered.source, rendered.source_size = single, (info.columns, info.rows)
     return rendered

@@ -40,8 +40,14 @@ from pydicom.uid import (
 )
 
 from dicomprep.formats.codestream_checks import bounded_decoding, frame_checker
-from dicomprep.formats.errors import DicomError, NoPixelDataError, NotDicomError
-from dicomprep.pixels.intensity import LINEAR, FrameIntensity
+from dicomprep.formats.errors import DicomError, ErrorType, NoPixelDataError, NotDicomError
+from dicomprep.formats.lenient import stored_bits
+from dicomprep.pixels.intensity import (
+    LINEAR,
+    FrameIntensity,
+    rescaled_range,
+    stored_value_range,
+)
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -82,7 +88,8 @@ def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
         try:
             ds = read_partial(f, stop_when=_at_pixel_data, force=not preamble)
             position = f.tell()
-            has_pixels = f.read(4) in _PIXEL_TAGS
+            tag = f.read(4)
+            has_pixels = tag in _PIXEL_TAGS
         except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
             if not preamble:
                 raise NotDicomError("discover", "not a DICOM file", "NotDicom") from exc
@@ -93,6 +100,7 @@ def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
             raise NotDicomError("discover", "not a DICOM file", "NotDicom")
     if has_pixels:
         ds.pixel_element_position = position  # where read_native_frames finds the pixels
+        ds.pixel_keyword = _PIXEL_KEYWORD_OF_TAG[tag]  # Pixel Data, Float or Double Float
         if not _syntax_of(ds):
             _assume_transfer_syntax(path, ds)
     return ds, has_pixels
@@ -213,6 +221,11 @@ _PIXEL_TAGS = {
     bytes.fromhex(h)
     for h in ("e07f1000", "e07f0800", "e07f0900", "7fe00010", "7fe00008", "7fe00009")
 }
+_PIXEL_KEYWORD_OF_TAG = {
+    bytes.fromhex(h): keyword
+    for keywords in (("e07f1000", "e07f0800", "e07f0900"), ("7fe00010", "7fe00008", "7fe00009"))
+    for h, keyword in zip(keywords, PIXEL_KEYWORDS, strict=True)
+}
 
 
 def _is_deflated(ds: Dataset) -> bool:
@@ -301,11 +314,14 @@ def read_deflated(path: str | os.PathLike, header_only: bool = False) -> tuple[D
                     "the header's image size allows (a deflate bomb?)",
                     "DeflateLimit",
                 )
+    keyword = None if pixels_at is None else bytes(data[pixels_at : pixels_at + 4])
     if header_only and pixels_at is not None:
         del data[pixels_at:]
     ds = _read_explicit_le(bytes(data))
     del data
     ds.file_meta = meta
+    if keyword in _PIXEL_KEYWORD_OF_TAG:
+        ds.pixel_keyword = _PIXEL_KEYWORD_OF_TAG[keyword]
     return ds, pixels_at is not None or any(k in ds for k in PIXEL_KEYWORDS)
 
 
@@ -337,6 +353,8 @@ class ImageInfo:
     pixel_representation: int
     transfer_syntax: str
     pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) in mm
+    # The header defects the image is read despite (formats/lenient.py), one text each.
+    warnings: tuple[str, ...] = ()
 
     @property
     def is_color(self) -> bool:
@@ -348,8 +366,17 @@ class ImageInfo:
         return self.photometric == "MONOCHROME1"
 
 
+def pixel_keyword(ds: Dataset) -> str:
+    """Which pixel element the image has: PixelData, FloatPixelData or DoubleFloatPixelData
+    (as :func:`read_header` found it; else the one ``ds`` holds; else PixelData)."""
+    found = getattr(ds, "pixel_keyword", None)
+    return found or next((k for k in PIXEL_KEYWORDS if k in ds), PIXEL_KEYWORDS[0])
+
+
 def image_info(ds: Dataset) -> ImageInfo:
-    """Describe the image in ``ds``; raises DicomError for impossible geometry."""
+    """Describe the image in ``ds``; raises DicomError for impossible geometry and for a
+    bit depth the samples cannot be read by (formats/lenient.py: what is read anyway is
+    named in ``warnings``)."""
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     if rows <= 0 or columns <= 0:
         raise DicomError("decode", f"image has {rows} rows and {columns} columns", "EmptyImage")
@@ -358,17 +385,25 @@ def image_info(ds: Dataset) -> ImageInfo:
         raise DicomError("decode", f"NumberOfFrames is {frames}", "EmptyImage")
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    bits_allocated = int(ds.get("BitsAllocated") or 8)
+    bits_stored, read_despite = stored_bits(
+        bits_allocated,
+        ds.get("BitsStored"),
+        ds.get("HighBit"),
+        float_pixels=pixel_keyword(ds) != PIXEL_KEYWORDS[0],
+    )
     return ImageInfo(
         rows=rows,
         columns=columns,
         num_frames=frames,
         samples_per_pixel=int(ds.get("SamplesPerPixel") or 1),
         photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper(),
-        bits_stored=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8),
-        bits_allocated=int(ds.get("BitsAllocated") or 8),
+        bits_stored=bits_stored,
+        bits_allocated=bits_allocated,
         pixel_representation=int(ds.get("PixelRepresentation") or 0),
         transfer_syntax=syntax,
         pixel_spacing=_pixel_spacing(ds),
+        warnings=read_despite,
     )
 
 
@@ -481,13 +516,14 @@ def frame_intensity(ds: Dataset, index: int = 0) -> FrameIntensity:
     """Rescale, modality LUT, window and VOI LUT that apply to frame ``index``.
 
     Raises DicomError (stage ``transform``) for a Rescale Slope of 0 (every pixel would
-    get one value) or a slope or intercept that is not a finite number.
+    get one value), a slope or intercept that is not a finite number, or one that takes
+    the stored values Bits Stored allows beyond finite numbers.
     """
     pvt = functional_group_item(ds, index, "PixelValueTransformationSequence")
     slope = _first_number((pvt or ds).get("RescaleSlope"))
     intercept = _first_number((pvt or ds).get("RescaleIntercept"))
     if "ModalityLUTSequence" not in ds:
-        check_rescale(slope, intercept)
+        check_rescale(slope, intercept, _stored_value_range(ds))
     modality_lut = ds if "ModalityLUTSequence" in ds else None
 
     voi_item = functional_group_item(ds, index, "FrameVOILUTSequence")
@@ -510,8 +546,14 @@ def frame_intensity(ds: Dataset, index: int = 0) -> FrameIntensity:
     )
 
 
-def check_rescale(slope: float | None, intercept: float | None) -> None:
-    """Refuse a Rescale Slope of 0 or a non-finite slope or intercept (None: absent)."""
+def check_rescale(
+    slope: float | None,
+    intercept: float | None,
+    stored_range: tuple[float, float] | None = None,
+) -> None:
+    """Refuse a Rescale Slope of 0 or a non-finite slope or intercept (None: absent), and
+    one whose modality values for the stored values ``stored_range`` (low, high) are not
+    finite in float64 (a slope of 1e308 times 4095 is infinite)."""
     for keyword, value in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
         if value is not None and not np.isfinite(value):
             raise DicomError(
@@ -521,6 +563,31 @@ def check_rescale(slope: float | None, intercept: float | None) -> None:
         raise DicomError(
             "transform", "RescaleSlope is 0: every pixel would get the same value", "InvalidRescale"
         )
+    if stored_range is None:
+        return
+    slope, intercept = 1.0 if slope is None else slope, 0.0 if intercept is None else intercept
+    ends = rescaled_range(stored_range, slope, intercept)
+    if not all(np.isfinite(ends)):
+        low, high = stored_range
+        raise DicomError(
+            "transform",
+            f"RescaleSlope {slope:g} and RescaleIntercept {intercept:g} take the stored values "
+            f"{low:g}..{high:g} to {ends[0]:g}..{ends[1]:g}, beyond finite numbers",
+            ErrorType.INVALID_RESCALE,
+        )
+
+
+def _stored_value_range(ds: Dataset) -> tuple[float, float] | None:
+    """The stored values Bits Stored and Pixel Representation allow (Bits Stored 0 or
+    absent: Bits Allocated's); None for float pixel data, which has no such range."""
+    if pixel_keyword(ds) != PIXEL_KEYWORDS[0]:
+        return None
+    try:
+        bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+        signed = int(ds.get("PixelRepresentation") or 0) == 1
+    except (TypeError, ValueError):
+        return None  # image_info names the bad value
+    return stored_value_range(bits, signed)
 
 
 def frame_order(ds: Dataset, num_frames: int) -> list[int]:
@@ -570,25 +637,37 @@ def iter_frames(
         yield from native
         return
     palette = str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
-    for frame in _decoded_frames(path, ds, indices, info=info):
+    for frame in _decoded_frames(path, ds, indices, _read_as(ds, info), info):
         yield apply_color_lut(frame, ds) if palette else frame
 
 
-def _decoded_frames(path, ds: Dataset, indices: list[int], info=None) -> Iterator[np.ndarray]:
-    """pydicom's frames, read from the file frame by frame, each compressed frame's own
-    header checked against the header's image before it is decoded (:func:`frame_checker`).
+def _read_as(ds: Dataset, info: ImageInfo | None) -> dict:
+    """pydicom's overrides of the header where the image is read leniently
+    (formats/lenient.py): Bits Stored 0 or absent is read as ``info``'s Bits Stored."""
+    if pixel_keyword(ds) != PIXEL_KEYWORDS[0] or ds.get("BitsStored"):
+        return {}
+    return {"bits_stored": (info or image_info(ds)).bits_stored}
+
+
+def _decoded_frames(
+    path, ds: Dataset, indices: list[int], read_as: dict | None = None, info=None
+) -> Iterator[np.ndarray]:
+    """pydicom's frames, read from the file frame by frame (``read_as``: pydicom's
+    overrides of header values, :func:`_read_as`), each compressed frame's own header
+    checked against the header's image before it is decoded (:func:`frame_checker`).
 
     pydicom's path-based reader rejects some files its dataset reader accepts (an
     encapsulated file whose Basic Offset Table is malformed, for one): the frames not
     yet given are then decoded from the whole dataset, and when that fails too the
     first error is reported.
     """
+    read_as = read_as or {}
     if _is_deflated(ds):
-        yield from _pydicom_frames(read_deflated(path)[0], indices)
+        yield from _pydicom_frames(read_deflated(path)[0], indices, **read_as)
         return
     syntax = {"transfer_syntax_uid": _syntax_of(ds)} if _assumed(ds) else {}
     info = info or image_info(ds)
-    read_as = bounded_decoding(info.transfer_syntax)
+    read_as = {**read_as, **bounded_decoding(info.transfer_syntax)}
     done = 0
     try:
         checks = frame_checker(path, ds, info)

@@ -47,11 +47,17 @@ from dicomprep.formats.decode import (
     read_header,
 )
 from dicomprep.formats.geometry import Geometry, StackSource, VolumeGeometry
+from dicomprep.formats.lenient import join_warnings
 from dicomprep.formats.nifti import stacked, write_nifti
 from dicomprep.formats.tiff import write_tiff
 from dicomprep.formats.uids import is_valid_uid
 from dicomprep.options import Options
-from dicomprep.pixels.intensity import modality_range, smallest_integer_dtype, union_range
+from dicomprep.pixels.intensity import (
+    finite_frames,
+    modality_range,
+    smallest_integer_dtype,
+    union_range,
+)
 from dicomprep.pixels.volume import (
     central_index,
     interpolate_at,
@@ -122,6 +128,8 @@ class StackResult:
     # Slices that could not be read, decoded or mapped, left out of the volume: one
     # failure each ({source, stage, error_type, message}); ``sources`` are the slices kept.
     left_out: list[dict] = field(default_factory=list)
+    # Header defects of the kept slices read despite (formats/lenient.py), joined by "; ".
+    warnings: str = ""
 
     def to_dict(self) -> dict:
         """Plain values; ``slices`` is the number of source files, ``slice_rows`` the table."""
@@ -239,6 +247,7 @@ def _write_stack(paths: list[str], output_path, options: Options, result: StackR
     result.height, result.width = rendered.shape[:2]
     result.channels = rendered.shape[2] if len(rendered.shape) == 3 else 1
     result.num_frames = rendered.num_frames
+    result.warnings = join_warnings(w for ds in headers for w in image_info(ds).warnings)
     result.slices = _placements(headers, paths, positions, geometry, rendered.num_frames)
 
 
@@ -310,10 +319,10 @@ def _render_stack(paths, headers, positions, options: Options, level: int | None
         width, height, spacing = infos[0].columns, infos[0].rows, infos[0].pixel_spacing
         level = min(pipeline._decode_level(c, options, width, height, spacing) for c in codestreams)
     luts: dict = {}  # slices with the same rescale share their tables
-    mappers = [
-        pipeline._IntensityMapper(ds, info, options, luts)
-        for ds, info in zip(headers, infos, strict=True)
-    ]
+    mappers = []
+    for k, (ds, info) in enumerate(zip(headers, infos, strict=True)):
+        with _failing_slice(k):  # an unusable rescale leaves the slice out
+            mappers.append(pipeline._IntensityMapper(ds, info, options, luts))
     n = len(paths)
     kept: dict[int, np.ndarray] = {}  # compressed slices decoded once, for every pass
     room = KEEP_DECODED_BYTES if _is_compressed(infos[0].transfer_syntax) else 0
@@ -326,7 +335,7 @@ def _render_stack(paths, headers, positions, options: Options, level: int | None
                 if level:
                     frames = codestreams[k].frames([0], level)
                 else:
-                    frames = iter_frames(paths[k], headers[k], [0], infos[k])
+                    frames = finite_frames(iter_frames(paths[k], headers[k], [0], infos[k]), [0])
                 frame = next(pipeline._staged("decode", frames))
             if frame.nbytes <= room:
                 kept[k], room = frame, room - frame.nbytes
