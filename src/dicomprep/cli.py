@@ -40,7 +40,7 @@ from dicomprep.run.guards import OutputError, probe_writable, require_files
 from dicomprep.run.records import FAILED, OK, FileResult
 from dicomprep.run.shard import (
     convert_copies,
-    convert_stack,
+    convert_in_workers,
     mark_copies,
     remove_shard_temporaries,
     remove_stale_temporaries,
@@ -233,6 +233,28 @@ def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentPar
         metavar="N",
         help="refuse files of more frames before decoding them",
     )
+    limits = Options()
+    p.add_argument(
+        "--max-output-pixels",
+        type=int,
+        default=limits.max_output_pixels,
+        metavar="N",
+        help="refuse outputs of more samples (width x height x pages x channels)",
+    )
+    p.add_argument(
+        "--max-output-bytes",
+        type=int,
+        default=limits.max_output_bytes,
+        metavar="N",
+        help="refuse outputs of more bytes (uncompressed)",
+    )
+    p.add_argument(
+        "--max-upsampling",
+        type=float,
+        default=limits.max_upsampling,
+        metavar="F",
+        help="refuse outputs enlarging an axis more than F times",
+    )
     p.add_argument("--strict", action="store_true", help="stop if any input is not DICOM")
     p.add_argument(
         "--follow-symlinks",
@@ -275,6 +297,9 @@ def options_from_args(args: argparse.Namespace) -> Options:
         skip_frames=args.skip_frames,
         max_frame_pixels=args.max_frame_pixels,
         max_frames=args.max_frames,
+        max_output_pixels=args.max_output_pixels,
+        max_output_bytes=args.max_output_bytes,
+        max_upsampling=args.max_upsampling,
     )
 
 
@@ -388,24 +413,21 @@ def convert_stacks(
     stacks = [s for s in stacks if is_valid_uid(s.series_instance_uid)]
     units = [
         {
+            "key": f"stack:{s.name}",
+            "path": s.paths[0],
             "paths": list(s.paths),
             "output": stack_output_path(
                 output, study_of[s.paths[0]], s.name, options.volume_format
             ),
             "study_instance_uid": study_of[s.paths[0]],
+            "sop_instance_uid": s.sop_instance_uids[0],
             "copies": {p: copies[p] for p in s.paths if p in copies},
         }
         for s in stacks
     ]
     for unit in units:
         remove_stale_temporaries(Path(unit["output"]))  # a killed earlier run's
-    if threads > 1 and len(units) > 1:
-        from dicomprep.run.processes import worker_pool
-
-        with worker_pool(threads) as pool:
-            results = list(pool.map(convert_stack, units, [options] * len(units)))
-    else:
-        results = [convert_stack(unit, options) for unit in units]
+    results = _convert_stack_units(units, output, options, threads)
 
     taken = {p for s in stacks for p in s.paths} | {p for r in results for p in r.sources}
     taken_uids = {uid for s in stacks for uid in s.sop_instance_uids}
@@ -469,6 +491,27 @@ def convert_stacks(
     )
     left = [e for e in entries if e["path"] not in taken]
     return left, failures, sum(1 for r in results if r.status == OK)
+
+
+def _convert_stack_units(units: list[dict], output: Path, options: Options, threads: int):
+    """The StackResult of each unit (in order), each converted in a worker process as the
+    workflow's shards do: a worker that dies (the out-of-memory killer, a crashing
+    decoder) costs only its stack, whose slices then each get its failure."""
+    from dicomprep.series.volume_file import StackResult
+
+    finished = dict(convert_in_workers(list(enumerate(units)), output, options, threads))
+    results = []
+    for index, unit in enumerate(units):
+        result = finished[index]
+        if not isinstance(result, StackResult):  # its worker died: a FileResult
+            result = StackResult(
+                sources=list(unit["paths"]),
+                stage=result.stage,
+                error_type=result.error_type,
+                message=result.message.replace("this file", "this stack"),
+            )
+        results.append(result)
+    return results
 
 
 def _single(source: Path, output: Path, options: Options) -> int:

@@ -149,7 +149,7 @@ class Options:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OptionsError(f"{name} must be an integer >= 1, got {value!r}")
         value = self.max_upsampling
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
             raise OptionsError(f"max_upsampling must be a number >= 1, got {value!r}")
         object.__setattr__(self, "max_upsampling", float(value))
 

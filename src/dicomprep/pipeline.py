@@ -71,6 +71,7 @@ from dicomprep.pixels.volume import (
     projected_range,
 )
 from dicomprep.run.records import FAILED, OK, SKIPPED, FileResult
+from dicomprep.series.output_size import check_output_size
 from dicomprep.series.spacing import resample_by_scale, spacing_scale
 
 
@@ -358,6 +359,7 @@ def render(
             check_plausible(info, os.path.getsize(path))
         check_frame_limits(info, options.max_frame_pixels, options.max_frames)
         mapper = _IntensityMapper(ds, info, options)
+        check_output_size(info, options, mapper.dtype, info.num_frames)  # before decoding
         order = frame_order(ds, info.num_frames)
         codestreams = codestream_frames(path, ds, info)
     except DicomError:

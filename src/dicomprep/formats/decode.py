@@ -41,6 +41,7 @@ from pydicom.uid import (
 
 from dicomprep.formats.codestream_checks import bounded_decoding, frame_checker
 from dicomprep.formats.errors import DicomError, ErrorType, NoPixelDataError, NotDicomError
+from dicomprep.formats.geometry_tags import pixel_spacing
 from dicomprep.formats.lenient import stored_bits
 from dicomprep.pixels.intensity import (
     LINEAR,
@@ -353,6 +354,9 @@ class ImageInfo:
     pixel_representation: int
     transfer_syntax: str
     pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) in mm
+    # why the spacing the header has is not valid ("Pixel Spacing is [0, 0.5]: ..."): the
+    # spacing is then None, which fails only the conversions that need one
+    pixel_spacing_problem: str = ""
     # The header defects the image is read despite (formats/lenient.py), one text each.
     warnings: tuple[str, ...] = ()
 
@@ -385,6 +389,7 @@ def image_info(ds: Dataset) -> ImageInfo:
         raise DicomError("decode", f"NumberOfFrames is {frames}", "EmptyImage")
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    spacing, spacing_problem = pixel_spacing(ds)
     bits_allocated = int(ds.get("BitsAllocated") or 8)
     bits_stored, read_despite = stored_bits(
         bits_allocated,
@@ -402,7 +407,8 @@ def image_info(ds: Dataset) -> ImageInfo:
         bits_allocated=bits_allocated,
         pixel_representation=int(ds.get("PixelRepresentation") or 0),
         transfer_syntax=syntax,
-        pixel_spacing=_pixel_spacing(ds),
+        pixel_spacing=spacing,
+        pixel_spacing_problem=spacing_problem,
         warnings=read_despite,
     )
 
@@ -477,26 +483,10 @@ def functional_group_item(ds: Dataset, index: int, sequence: str) -> Dataset | N
     return None
 
 
-# Spacings outside this range (0, 1e-300, inf, NaN) are not physical: no resolution then.
-SPACING_RANGE_MM = (1e-6, 1e6)
-
-
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
-    item = functional_group_item(ds, 0, "PixelMeasuresSequence")
-    for holder, keyword in (
-        (ds, "PixelSpacing"),
-        (item, "PixelSpacing"),
-        (ds, "ImagerPixelSpacing"),
-    ):
-        value = holder.get(keyword) if holder is not None else None
-        if value is not None:
-            try:
-                row, col = float(value[0]), float(value[1])
-            except (TypeError, ValueError, IndexError):
-                continue
-            if all(SPACING_RANGE_MM[0] <= v <= SPACING_RANGE_MM[1] for v in (row, col)):
-                return row, col
-    return None
+    """(row, column) spacing in mm when the header has a valid one (two numbers > 0,
+    :mod:`dicomprep.formats.geometry_tags`), else None."""
+    return pixel_spacing(ds)[0]
 
 
 def _first_number(value) -> float | None:

@@ -94,7 +94,11 @@ def resample_by_scale(
     return _resample_swapped(_resample_swapped(image, wy), wx, image.dtype)
 
 
+def slice_count(first: float, last: float, spacing_z: float) -> int:
+    """How many pages :func:`slice_targets` gives (worked out without making them)."""
+    return max(int(np.floor((last - first) / spacing_z + 1e-6)) + 1, 1)
+
+
 def slice_targets(first: float, last: float, spacing_z: float) -> np.ndarray:
     """Page positions every ``spacing_z`` mm from ``first`` up to ``last`` (inclusive)."""
-    count = int(np.floor((last - first) / spacing_z + 1e-6)) + 1
-    return first + spacing_z * np.arange(max(count, 1))
+    return first + spacing_z * np.arange(slice_count(first, last, spacing_z))

@@ -23,6 +23,11 @@ Rules (docs/volumes.md):
   left alone are ``localizer`` (another orientation than the series' largest group) or
   ``mixed-geometry`` (another size, photometric interpretation or SOP class) records and
   stay single files, as do multi-frame files and images without position or orientation.
+- Images whose Image Orientation (Patient), Image Position (Patient) or Pixel Spacing is
+  present but invalid (:mod:`dicomprep.formats.geometry_tags`) are not stacked with the
+  others: per series and error type they form one ``invalid-geometry`` record and one stack
+  (named ``{series}-{ErrorType}``, :attr:`Stack.error_type` set) whose conversion fails with
+  that type, so that each of them is a failure saying why.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ SPLIT_SERIES = "split-series"
 LOCALIZER = "localizer"
 MIXED_GEOMETRY = "mixed-geometry"
 NO_GEOMETRY = "no-geometry"
+INVALID_GEOMETRY = "invalid-geometry"
 
 #: Columns of ``series_report.csv`` (one row per :class:`SeriesRecord`).
 REPORT_COLUMNS = ["kind", "series_instance_uid", "sop_instance_uids", "paths", "message"]
@@ -60,6 +66,8 @@ class Stack:
     positions: tuple[float, ...]  # mm along the slice normal, increasing
     orientation: tuple[float, ...]  # ImageOrientationPatient of the stack
     uneven_spacing: bool = False
+    # the ErrorType its images fail with when their geometry is invalid (no positions then)
+    error_type: str = ""
 
     @property
     def spacing(self) -> float:
@@ -88,21 +96,13 @@ class SeriesRecord:
 # -- header facts -------------------------------------------------------------------------
 
 
-def _floats(value, count: int) -> tuple[float, ...] | None:
-    try:
-        numbers = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    if len(numbers) != count or not all(np.isfinite(numbers)):
-        return None
-    return numbers
-
-
 def stack_facts(ds) -> dict:
     """The header facts :func:`form_stacks` needs, from a pydicom dataset (no pixels).
 
-    Missing or malformed values are None (such a file stays a single file)."""
-    from dicomprep.formats.decode import _pixel_spacing
+    Missing values are None (such a file stays a single file); the geometry elements are
+    kept as found (any count, NaN for an entry that is not a number) so that
+    :func:`form_stacks` can say what is wrong with them."""
+    from dicomprep.formats.geometry_tags import numbers, raw_pixel_spacing
 
     number = ds.get("InstanceNumber")
     try:
@@ -116,10 +116,10 @@ def stack_facts(ds) -> dict:
         "columns": int(ds.get("Columns") or 0),
         "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")).strip(),
         "sop_class_uid": str(ds.get("SOPClassUID", "")),
-        "image_orientation": _floats(ds.get("ImageOrientationPatient"), 6),
-        "image_position": _floats(ds.get("ImagePositionPatient"), 3),
+        "image_orientation": numbers(ds.get("ImageOrientationPatient")),
+        "image_position": numbers(ds.get("ImagePositionPatient")),
         "instance_number": instance_number,
-        "pixel_spacing": _pixel_spacing(ds),
+        "pixel_spacing": raw_pixel_spacing(ds)[0],
         "number_of_frames": int(ds.get("NumberOfFrames") or 1),
     }
 
@@ -267,12 +267,17 @@ def form_stacks(files) -> tuple[list[Stack], list[SeriesRecord]]:
 
     Files not in any stack and not duplicates stay single files (:func:`single_files`)."""
     by_series: dict[str, list[dict]] = {}
+    invalid: dict[str, dict[str, list[tuple[dict, str]]]] = {}  # series -> type -> files
     records: list[SeriesRecord] = []
     for f in _records(files):
         series = str(f.get("series_instance_uid") or "")
         frames = f.get("number_of_frames")
         frames = 1 if _missing(frames) else int(frames)
         if not series or frames != 1:
+            continue
+        problem = _geometry_problem(f)
+        if problem is not None:
+            invalid.setdefault(series, {}).setdefault(problem[0], []).append((f, problem[1]))
             continue
         if _missing(f.get("image_orientation")) or _missing(f.get("image_position")):
             records.append(
@@ -291,9 +296,9 @@ def form_stacks(files) -> tuple[list[Stack], list[SeriesRecord]]:
         by_series.setdefault(series, []).append(f)
 
     stacks: list[Stack] = []
-    for series in sorted(by_series):
+    for series in sorted(by_series.keys() | invalid.keys()):
         candidates = []
-        for group in _groups(by_series[series]):
+        for group in _groups(by_series.get(series, [])):
             ordered, positions = _ordered(group)
             ordered, positions = _dedupe(series, ordered, positions, records)
             candidates.append((ordered, positions))
@@ -327,7 +332,56 @@ def form_stacks(files) -> tuple[list[Stack], list[SeriesRecord]]:
             for ordered, _ in candidates:
                 if len(ordered) < 2:
                     records.extend(_left_alone_record(series, f, main) for f in ordered)
+        for error_type, bad in sorted(invalid.get(series, {}).items()):
+            stack, record = _invalid_stack(series, str(error_type), bad)
+            stacks.append(stack)
+            records.append(record)
     return stacks, records
+
+
+def _values(value) -> tuple[float, ...] | None:
+    """A fact's numbers (None when absent: None or a table's NaN)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return tuple(float(v) for v in value)
+
+
+def _geometry_problem(f: Mapping):
+    """(error type, message) of the first invalid geometry element of a file's facts."""
+    from dicomprep.formats.geometry_tags import geometry_problem
+
+    return geometry_problem(
+        _values(f.get("image_orientation")),
+        _values(f.get("image_position")),
+        _values(f.get("pixel_spacing")),
+    )
+
+
+def _invalid_stack(series: str, error_type: str, bad: list) -> tuple[Stack, SeriesRecord]:
+    """The failing stack and the record of the images of ``series`` whose geometry is
+    invalid with ``error_type`` (``bad``: (facts, message) pairs)."""
+
+    def key(pair):
+        n = pair[0]["instance_number"]
+        return (_missing(n), 0 if _missing(n) else int(n), pair[0]["sop_instance_uid"])
+
+    bad = sorted(bad, key=key)
+    files = [f for f, _ in bad]
+    more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+    message = (
+        f"{bad[0][1]} (image {files[0]['sop_instance_uid']}{more}): these images fail "
+        "instead of being stacked without a valid geometry"
+    )
+    stack = Stack(
+        name=f"{series}-{error_type}",
+        series_instance_uid=series,
+        paths=_paths(files),
+        sop_instance_uids=_uids(files),
+        positions=(),
+        orientation=(),
+        error_type=error_type,
+    )
+    return stack, SeriesRecord(INVALID_GEOMETRY, series, _uids(files), message, _paths(files))
 
 
 def single_files(files, stacks: list[Stack], records: list[SeriesRecord]) -> list[str]:

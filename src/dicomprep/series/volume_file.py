@@ -47,6 +47,7 @@ from dicomprep.formats.decode import (
     read_header,
 )
 from dicomprep.formats.geometry import Geometry, StackSource, VolumeGeometry
+from dicomprep.formats.geometry_tags import check_header
 from dicomprep.formats.lenient import join_warnings
 from dicomprep.formats.nifti import stacked, write_nifti
 from dicomprep.formats.tiff import write_tiff
@@ -68,6 +69,7 @@ from dicomprep.pixels.volume import (
     projected_range,
 )
 from dicomprep.run.records import FAILED, OK
+from dicomprep.series.output_size import check_output_size
 from dicomprep.series.spacing import slice_targets
 from dicomprep.series.stacks import UNEVEN_TOLERANCE_MM
 from dicomprep.storage.urls import is_url, join_url
@@ -174,12 +176,6 @@ def process_stack(
     while True:
         result = StackResult(sources=list(paths), left_out=left_out)
         try:
-            if len(paths) < 2:
-                why = "; ".join(f"{Path(f['source']).name}: {f['message']}" for f in left_out)
-                message = f"fewer than two slices left ({why})" if left_out else ""
-                raise DicomError(
-                    "transform", message or "a stack needs at least two slices", "NotAStack"
-                )
             _write_stack(paths, output_path, options, result)
         except SliceError as exc:
             failure = {"stage": exc.stage, "error_type": exc.error_type, "message": str(exc)}
@@ -217,11 +213,20 @@ def _write_stack(paths: list[str], output_path, options: Options, result: StackR
     for index, path in enumerate(paths):
         with _failing_slice(index):
             headers.append(_header(path))
+    for ds in headers:  # invalid geometry fails the stack (form_stacks keeps such apart)
+        check_header(ds, f"slice {_safe(ds.get('SOPInstanceUID', ''))}")
+    if len(paths) < 2:
+        why = "; ".join(f"{Path(f['source']).name}: {f['message']}" for f in result.left_out)
+        message = f"fewer than two slices left ({why})" if result.left_out else ""
+        raise DicomError("transform", message or "a stack needs at least two slices", "NotAStack")
     first = headers[0]
     result.study_instance_uid = _safe(first.get("StudyInstanceUID", ""))
     result.series_instance_uid = _safe(first.get("SeriesInstanceUID", ""))
     result.sop_instance_uid = _safe(first.get("SOPInstanceUID", ""))
     positions, orientation = slice_positions(headers)
+    info = image_info(first)  # the output's size is checked before any slice is decoded
+    dtype = pipeline._IntensityMapper(first, info, options).dtype
+    check_output_size(info, options, dtype, len(paths), positions)
     rendered, page_positions = _render_stack(paths, headers, positions, options)
     volume = _volume_geometry(rendered, first, positions, page_positions, orientation, options)
     geometry = rendered.geometry.with_volume(volume)
