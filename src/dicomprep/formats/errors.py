@@ -123,7 +123,8 @@ DESCRIPTIONS: dict[ErrorType, str] = {
     ErrorType.FRAME_TOO_LARGE: "Rows x Columns is beyond max_frame_pixels",
     ErrorType.CODESTREAM_MISMATCH: "a compressed frame's own header (JPEG SOF, JPEG 2000 "
     "SIZ, RLE segment table) claims another image than Rows, Columns and bits",
-    ErrorType.CORRUPT_CODESTREAM: "a compressed frame that its decoder cannot decode",
+    ErrorType.CORRUPT_CODESTREAM: "compressed pixel data (a frame's codestream, or a deflated "
+    "data set's stream) that its decoder cannot decode",
     ErrorType.SHORT_PIXEL_DATA: "Pixel Data holds fewer bytes than Rows x Columns x frames need",
     ErrorType.TRUNCATED: "the file ends inside the pixel data",
     ErrorType.INVALID_PALETTE: "PALETTE COLOR whose lookup table descriptor or data is malformed",

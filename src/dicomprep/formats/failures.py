@@ -20,6 +20,9 @@ _SHORT_DATA_WORDS = (
     "shorter than",
 )
 
+#: What pydicom says of a transfer syntax that none of its decoders handles.
+_NOT_SUPPORTED_WORDS = "'Transfer Syntax UID' value of"
+
 #: How pydicom introduces the failures of all its decoding plugins (dropped: the plugins'
 #: own words follow it).
 _PLUGINS_PREFIX = "Unable to decode as exceptions were raised by all available plugins:"
@@ -42,6 +45,10 @@ def decode_failure(exc: BaseException, transfer_syntax: str = "", compressed: bo
     if isinstance(exc, OSError) and exc.errno is not None:
         reason = exc.strerror or "an I/O error"
         return DicomError("decode", f"the file cannot be read: {reason}", ErrorType.READ_ERROR)
+    if isinstance(exc, NotImplementedError) or _NOT_SUPPORTED_WORDS in str(exc):
+        what = transfer_syntax or "the file's transfer syntax"
+        message = f"no installed decoder handles {what}"
+        return DicomError("decode", message, ErrorType.UNSUPPORTED_SYNTAX)
     if not compressed:
         if any(w in str(exc) for w in _SHORT_DATA_WORDS):
             message = (
