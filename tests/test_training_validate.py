@@ -260,9 +260,25 @@ def test_text_lines_and_exit_status(hostile, capsys):
     # not DICOM under --strict: the run refuses it
     assert main([str(files["good"]), str(files["not_dicom"]), "--strict"]) == 1
     assert capsys.readouterr().out.splitlines()[1].startswith(f"{files['not_dicom']}: blocker: ")
-    missing = source / "missing.dcm"
-    assert main([str(files["good"]), str(files["hostile_uid"]), str(missing)]) == 2
-    assert capsys.readouterr().out.splitlines()[2].startswith(f"{missing}: blocker: FileNotFound")
+    # an input the run refuses (missing, empty): as dicom-preprocess says it, exit status 2
+    missing, empty = source.parent / "missing.dcm", source.parent / "empty_folder"
+    empty.mkdir(exist_ok=True)
+    assert main([str(files["good"]), str(missing), str(empty)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [f"{files['good']}: ok"]
+    assert captured.err.splitlines() == [
+        f"dicom-validate: source {str(missing)!r} does not exist",
+        f"dicom-validate: source {str(empty)!r} holds no files (an empty folder or list); "
+        "nothing was converted or removed",
+    ]
+    # a listed file that is missing: the run fails it (FileNotFound), and it cannot be read
+    listing = source.parent / "with_missing.txt"
+    listing.write_text(f"{files['good']}\n{missing}\n")
+    assert main([str(listing)]) == 2
+    assert capsys.readouterr().out.splitlines() == [  # in path order
+        f"{missing}: blocker: FileNotFound: No such file or directory",
+        f"{files['good']}: ok",
+    ]
 
 
 def test_the_options_decide_the_verdict(tmp_path):

@@ -40,6 +40,7 @@ from dicomprep.run.discover import (
     CATALOG_COLUMNS,
     DICOM,
     DUPLICATE,
+    MISSING,
     SourceError,
     build_catalog,
     mark_duplicates,
@@ -53,7 +54,7 @@ __all__ = ["Verdict", "main", "validate", "validate_file", "verdicts_of_catalog"
 OK, SKIPPED, BLOCKER = "ok", "skipped", "blocker"
 #: Error types of an input that could not be examined at all (exit status 2).
 UNREADABLE_TYPES = frozenset(
-    {ErrorType.FILE_NOT_FOUND, ErrorType.ACCESS_DENIED, ErrorType.READ_ERROR, "OSError"}
+    {ErrorType.FILE_NOT_FOUND, ErrorType.ACCESS_DENIED, ErrorType.READ_ERROR}
 )
 #: Images converted per temporary folder: the folder holds at most this many outputs.
 BATCH_FILES = 256
@@ -182,33 +183,33 @@ def batches(catalog: pd.DataFrame, size: int | None) -> Iterable[pd.DataFrame]:
     yield pd.concat(part)
 
 
-def catalog_of(inputs: Sequence[str], threads: int = 1, **discovery):
+def catalog_of(
+    inputs: Sequence[str], threads: int = 1, source_errors: list | None = None, **discovery
+):
     """The catalog of every input (a file, a folder or a ``.txt`` list; each as the
     workflow's ``source``, walked with the ``discovery`` options of :func:`build_catalog`),
     duplicates marked across all of them, and the paths in the inputs' order (each input's
-    in path order); a missing input is a row of its own."""
+    in path order).  An input the run refuses (missing, or holding no file) raises
+    :class:`SourceError`, or is left out with its message appended to ``source_errors``."""
+    from dicomprep.run.guards import require_files
+
     parts, order = [], []
     for source in inputs:
         try:
             part = build_catalog(source, processes=threads, **discovery)
+            require_files(source, int((part["status"] != MISSING).sum()))
         except SourceError as exc:
-            part = _missing_source(source, str(exc))
+            if source_errors is None:
+                raise
+            source_errors.append(str(exc))
+            continue
         parts.append(part)
         order += part["path"].tolist()
+    if not parts:
+        return normalise(pd.DataFrame(columns=CATALOG_COLUMNS)), []
     catalog = normalise(pd.concat(parts, ignore_index=True)).drop_duplicates("path")
     catalog = catalog.sort_values("path", kind="stable").reset_index(drop=True)
     return mark_duplicates(catalog), list(dict.fromkeys(order))
-
-
-def _missing_source(source: str, message: str) -> pd.DataFrame:
-    row = {
-        "path": str(source),
-        "key": str(source),
-        "status": "missing",
-        "reason": message,
-        "error_type": ErrorType.FILE_NOT_FOUND.value,
-    }
-    return normalise(pd.DataFrame([row], columns=CATALOG_COLUMNS))
 
 
 def validate(
@@ -218,15 +219,18 @@ def validate(
     threads: int = 1,
     header_only: bool = False,
     strict: bool = False,
+    source_errors: list | None = None,
     **discovery,
 ) -> list[Verdict]:
     """The verdict of every file of ``inputs`` (files, folders, ``.txt`` lists; walked with
     the ``discovery`` options of :func:`build_catalog`: ``follow_symlinks``...), in the
-    inputs' order (each input's in path order), with the warnings about each image."""
+    inputs' order (each input's in path order), with the warnings about each image.  An
+    input the run refuses (missing, holding no file) raises :class:`SourceError`, or with
+    a ``source_errors`` list is left out and its message appended there."""
     options = options or Options()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        catalog, order = catalog_of(inputs, threads, **discovery)
+        catalog, order = catalog_of(inputs, threads, source_errors, **discovery)
         verdicts = verdicts_of_catalog(
             catalog, options, threads=threads, header_only=header_only, strict=strict
         )
@@ -314,14 +318,18 @@ def main(argv: list[str] | None = None) -> int:
     except OptionsError as exc:
         print(f"dicom-validate: {exc}", file=sys.stderr)
         return 2
+    source_errors: list[str] = []
     verdicts = validate(
         args.inputs,
         options,
         threads=max(1, args.threads),
         header_only=args.header_only,
         strict=args.strict,
+        source_errors=source_errors,
         **discovery_options(args),
     )
+    for message in source_errors:
+        print(f"dicom-validate: {message}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps([v.to_dict() for v in verdicts], indent=1))
     else:
@@ -329,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             print(v.line())
             for w in v.warnings if args.warnings else ():
                 print(f"{v.path}: warning: {w.error_type}: {w.message}")
-    return exit_status(verdicts)
+    return 2 if source_errors else exit_status(verdicts)
 
 
 if __name__ == "__main__":  # pragma: no cover
