@@ -397,6 +397,7 @@ def convert_stacks(
     Returns the entries left to convert one by one, failure rows (failed stacks, slices left
     out as duplicate positions, copies of stacked slices) and the number of stacks written;
     writes ``series_report.csv`` and ``slices.csv`` under ``output``."""
+    from dicomprep.formats.errors import ErrorType
     from dicomprep.formats.uids import is_valid_uid
     from dicomprep.run.discover import placement_facts
     from dicomprep.series.stacks import DUPLICATE_POSITION, REPORT_COLUMNS, form_stacks
@@ -462,7 +463,7 @@ def convert_stacks(
                     "path": path,
                     "status": "duplicate",
                     "stage": "transform",
-                    "error_type": DUPLICATE_POSITION,
+                    "error_type": ErrorType.DUPLICATE_POSITION,
                     "message": record.message,
                 }
                 for path in record.paths
@@ -476,7 +477,7 @@ def convert_stacks(
                     "path": entry["path"],
                     "status": "duplicate",
                     "stage": "discover",
-                    "error_type": "DuplicateSOPInstanceUID",
+                    "error_type": ErrorType.DUPLICATE_SOP_INSTANCE_UID,
                     "message": f"another copy of {uid} ({firsts[uid]}) is in a stack",
                 }
             )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dicomprep.formats.codestream_checks import check_frame_limits
 from dicomprep.formats.codestreams import (
@@ -41,7 +41,10 @@ from dicomprep.formats.decode import (
     iter_frames,
     read_header,
 )
+from dicomprep.formats.errors import ErrorType, one_line, with_detail
+from dicomprep.formats.failures import decode_failure, failure_of, os_error_type
 from dicomprep.formats.geometry import Geometry
+from dicomprep.formats.header_checks import check_image_numbers, check_readable_values
 from dicomprep.formats.lenient import join_warnings
 from dicomprep.formats.tiff import write_tiff
 from dicomprep.formats.uids import describe_invalid_uid, is_valid_uid
@@ -85,7 +88,8 @@ def dataset_uids(ds: Dataset) -> tuple[str, str]:
     study, sop = str(ds.get("StudyInstanceUID", "")), str(ds.get("SOPInstanceUID", ""))
     for name, value in (("SOPInstanceUID", sop), ("StudyInstanceUID", study)):
         if not is_valid_uid(value):
-            raise DicomError("discover", describe_invalid_uid(name, value), "InvalidUID")
+            kind = ErrorType.INVALID_UID if value else ErrorType.MISSING_UID
+            raise DicomError("discover", describe_invalid_uid(name, value), kind)
     return study, sop
 
 
@@ -111,11 +115,12 @@ def process_file(
     started = time.perf_counter()
     result = FileResult(source=str(path), status=FAILED)
     try:
-        ds, has_pixels = read_header(path)
+        ds, has_pixels = _read_source_header(path)
         study, sop = str(ds.get("StudyInstanceUID", "")), str(ds.get("SOPInstanceUID", ""))
         result.study_instance_uid, result.sop_instance_uid = _safe_uid(study), _safe_uid(sop)
         if not has_pixels:
-            raise NotDicomError("discover", "no pixel data (not an image object)", "NoPixelData")
+            message = "no pixel data (not an image object)"
+            raise NotDicomError("discover", message, ErrorType.NO_PIXEL_DATA)
         if output_path is None:
             if output_root is None:
                 raise ValueError("give output_root or output_path")
@@ -147,29 +152,20 @@ def process_file(
     return result
 
 
-def failure_of(exc: Exception, what: str = "file") -> tuple[str, str, str]:
-    """(stage, error type, one-line message) of an error that stopped converting a
-    ``what``: a :class:`DicomError` names its own stage; running out of memory is a
-    transform error; any other OSError is an error writing the output; the rest are
-    transform errors named by their class."""
-    if isinstance(exc, DicomError):
-        return exc.stage, exc.error_type, str(exc)
-    if isinstance(exc, MemoryError):
-        return "transform", "MemoryError", f"out of memory while processing this {what}"
-    if isinstance(exc, OSError):
-        message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
-        return "write", type(exc).__name__, _one_line(message)
-    return "transform", type(exc).__name__, _one_line(str(exc))
+def _read_source_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
+    """:func:`read_header`, with the system refusing to read the file named as such
+    (stage discover: FileNotFound, AccessDenied, ReadError) rather than as a write."""
+    try:
+        return read_header(path)
+    except OSError as exc:
+        reason = exc.strerror or one_line(exc) or "an I/O error"
+        message = f"the file cannot be read: {reason}"
+        raise DicomError("discover", message, os_error_type(exc)) from exc
 
 
 def _safe_uid(value: str) -> str:
     """A UID for reports: the value when valid, else empty (hostile strings stay out)."""
     return value if is_valid_uid(value) else ""
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 # -- rendering ------------------------------------------------------------------
@@ -199,23 +195,31 @@ class Rendered:
         return 10.0 / col_mm * g.scale_x, 10.0 / row_mm * g.scale_y
 
 
-def _staged(stage: str, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    """Re-raise errors from ``frames`` as DicomError of ``stage`` (decode/transform)."""
+def _staged(
+    stage: str, frames: Iterator[np.ndarray], transfer_syntax: str = ""
+) -> Iterator[np.ndarray]:
+    """Re-raise errors from ``frames`` as DicomError of ``stage``: a decoder's as the
+    file's (:func:`decode_failure`: corrupt codestream, short pixel data... of a file in
+    ``transfer_syntax``), a transform's as a ProcessingError (:func:`failure_of`)."""
     try:
         yield from frames
-    except DicomError:
-        raise
-    except MemoryError:
+    except (DicomError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001
-        message = _one_line(str(exc)) or type(exc).__name__
-        if stage == "decode" and _is_short_pixel_data(message):
-            message = f"pixel data shorter than the header's image size (truncated?): {message}"
-        raise DicomError(stage, message, type(exc).__name__) from exc
+        if stage == "decode":
+            raise decode_failure(exc, *_syntax_words(transfer_syntax)) from exc
+        _, error_type, message = failure_of(exc)
+        raise DicomError(stage, message, error_type) from exc
 
 
-def _is_short_pixel_data(message: str) -> bool:
-    return "cannot reshape" in message or "less than expected" in message
+def _syntax_words(transfer_syntax: str) -> tuple[str, bool]:
+    """(the transfer syntax's name, whether its pixel data is compressed frames)."""
+    if not transfer_syntax:
+        return "", False
+    syntax = UID(transfer_syntax)
+    if not syntax.is_transfer_syntax:
+        return transfer_syntax, True
+    return syntax.name, syntax.is_compressed
 
 
 class _IntensityMapper:
@@ -365,16 +369,20 @@ def render(
     except DicomError:
         raise
     except Exception as exc:  # noqa: BLE001 - malformed header values
-        message = f"invalid header: {_one_line(str(exc))}"
-        raise DicomError("decode", message, type(exc).__name__) from exc
+        check_image_numbers(ds)  # names the element when it is one of the image's numbers
+        check_readable_values(ds)
+        message = with_detail("a header value the image needs cannot be used", exc)
+        raise DicomError("decode", message, ErrorType.INVALID_HEADER) from exc
     n = len(order)
     if level is None:
         level = _decode_level(codestreams, options, info.columns, info.rows, info.pixel_spacing)
 
     def decoded(indices: list[int]) -> Iterator[np.ndarray]:
         if codestreams is None:  # float pixel data comes this way: NaN or inf fail here
-            return _staged("decode", finite_frames(iter_frames(path, ds, indices, info), indices))
-        return _staged("decode", codestreams.frames(indices, level, decode_threads))
+            frames = finite_frames(iter_frames(path, ds, indices, info), indices)
+        else:
+            frames = codestreams.frames(indices, level, decode_threads)
+        return _staged("decode", frames, info.transfer_syntax)
 
     def mapped(indices: list[int]) -> Iterator[np.ndarray]:
         raw = decoded(indices)

@@ -427,6 +427,16 @@ def bounded_decoding(syntax: str) -> dict:
     return {}
 
 
+def decoder_panic(exc: BaseException, index: int) -> DicomError | None:
+    """The failure of frame ``index`` when ``exc`` is a decoder written in Rust giving up
+    (pylibjpeg-rle panics on a segment that decodes past the frame): a BaseException that
+    would otherwise end the worker; None for anything else."""
+    if type(exc).__name__ != "PanicException":
+        return None
+    message = f"frame {index}'s codestream cannot be decoded: it is corrupt -- {exc}"
+    return DicomError("decode", message, ErrorType.CORRUPT_CODESTREAM)
+
+
 def frame_checker(source, ds: Dataset, info: ImageInfo) -> Callable[[int], None]:
     """A function checking frame ``index``'s header (:func:`check_frame`) before pydicom
     decodes that frame from ``source``: a path (``ds`` from ``read_header``, which records

@@ -39,7 +39,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from dicomprep.formats.codestream_checks import bounded_decoding, frame_checker
+from dicomprep.formats.codestream_checks import bounded_decoding, decoder_panic, frame_checker
 from dicomprep.formats.errors import DicomError, ErrorType, NoPixelDataError, NotDicomError
 from dicomprep.formats.geometry_tags import pixel_spacing
 from dicomprep.formats.lenient import stored_bits
@@ -704,7 +704,13 @@ def _pydicom_frames(source, indices: list[int], check=None, **options) -> Iterat
         for index in indices:
             if check is not None:
                 check(index)
-            frame = next(frames, None)
+            try:
+                frame = next(frames, None)
+            except BaseException as exc:  # a Rust decoder's panic is no Exception
+                failure = decoder_panic(exc, index)
+                if failure is None:
+                    raise
+                raise failure from exc
             if frame is None:
                 return
             yield frame

@@ -19,6 +19,7 @@ from pydicom import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi
 
 from dicomprep.formats.errors import DicomError, ErrorType
+from dicomprep.formats.luts import check_lut_sequence
 
 LINEAR, LINEAR_EXACT, SIGMOID = "LINEAR", "LINEAR_EXACT", "SIGMOID"
 
@@ -110,6 +111,7 @@ def finite_frames(frames: Iterable[np.ndarray], indices: Iterable[int]) -> Itera
 def modality_values(values: np.ndarray, frame: FrameIntensity) -> np.ndarray:
     """Stored values to modality values (Modality LUT Sequence, else rescale), float64."""
     if frame.modality_lut is not None:
+        check_lut_sequence(frame.modality_lut, "ModalityLUTSequence")
         stored = np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values
         return apply_modality_lut(stored, frame.modality_lut).astype(np.float64)
     return rescale(values, frame.slope, frame.intercept)
@@ -149,7 +151,9 @@ def apply_window(x: np.ndarray, center: float, width: float, function: str = LIN
 
 
 def apply_voi_lut_sequence(x: np.ndarray, holder: Dataset) -> np.ndarray:
-    """Map modality values through the first VOI LUT Sequence item, normalised to [0, 1]."""
+    """Map modality values through the first VOI LUT Sequence item, normalised to [0, 1]
+    (DicomError, InvalidVOILUT, when its LUT Data does not hold what its descriptor says)."""
+    check_lut_sequence(holder, "VOILUTSequence")
     item = holder.VOILUTSequence[0]
     bits = int(item.LUTDescriptor[2])
     values = np.rint(x).astype(np.int64)

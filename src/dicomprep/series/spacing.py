@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dicomprep.formats.decode import DicomError
+from dicomprep.formats.errors import ErrorType
 from dicomprep.pixels.resize import _KERNELS, _check_filter, _resample_swapped
 
 if TYPE_CHECKING:  # imported where the first matrix is built
@@ -33,7 +34,7 @@ def spacing_scale(
         raise DicomError(
             "transform",
             "spacing is set but this file has neither Pixel Spacing nor Imager Pixel Spacing",
-            "NoPixelSpacing",
+            ErrorType.NO_PIXEL_SPACING,
         )
     row_mm, column_mm = pixel_spacing
     return column_mm / target[0], row_mm / target[1]

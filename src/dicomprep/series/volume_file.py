@@ -46,6 +46,7 @@ from dicomprep.formats.decode import (
     iter_frames,
     read_header,
 )
+from dicomprep.formats.errors import ErrorType, with_detail
 from dicomprep.formats.geometry import Geometry, StackSource, VolumeGeometry
 from dicomprep.formats.geometry_tags import check_header
 from dicomprep.formats.lenient import join_warnings
@@ -218,7 +219,8 @@ def _write_stack(paths: list[str], output_path, options: Options, result: StackR
     if len(paths) < 2:
         why = "; ".join(f"{Path(f['source']).name}: {f['message']}" for f in result.left_out)
         message = f"fewer than two slices left ({why})" if result.left_out else ""
-        raise DicomError("transform", message or "a stack needs at least two slices", "NotAStack")
+        message = message or "a stack needs at least two slices"
+        raise DicomError("transform", message, ErrorType.NOT_A_STACK)
     first = headers[0]
     result.study_instance_uid = _safe(first.get("StudyInstanceUID", ""))
     result.series_instance_uid = _safe(first.get("SeriesInstanceUID", ""))
@@ -234,7 +236,9 @@ def _write_stack(paths: list[str], output_path, options: Options, result: StackR
     if options.volume_format == "nifti":
         if volume is None:
             raise DicomError(
-                "transform", "NIfTI output needs Pixel Spacing in the slices", "NoSpacing"
+                "transform",
+                "NIfTI output needs Pixel Spacing in the slices",
+                ErrorType.NO_PIXEL_SPACING,
             )
         pages = stacked(rendered.frames, rendered.num_frames)
         write_nifti(output_path, pages, geometry, stack=source)
@@ -263,9 +267,11 @@ def _safe(value) -> str:
 def _header(path: str):
     ds, has_pixels = read_header(path)
     if not has_pixels:
-        raise DicomError("decode", f"{path}: no pixel data", "NoPixelData")
+        raise DicomError("decode", f"{path}: no pixel data", ErrorType.NO_PIXEL_DATA)
     if int(ds.get("NumberOfFrames") or 1) != 1:
-        raise DicomError("decode", f"{path}: a stack holds single-frame images", "MultiFrame")
+        raise DicomError(
+            "decode", f"{path}: a stack holds single-frame images", ErrorType.MULTI_FRAME
+        )
     return ds
 
 
@@ -278,17 +284,21 @@ def slice_positions(headers) -> tuple[list[float], tuple[float, ...]]:
         others = [tuple(float(v) for v in ds.ImageOrientationPatient) for ds in headers]
     except (AttributeError, TypeError, ValueError) as exc:
         raise DicomError(
-            "decode", f"a slice lacks a usable position or orientation: {exc}", "NoGeometry"
+            "decode",
+            with_detail("a slice lacks a usable position or orientation", exc),
+            ErrorType.NO_GEOMETRY,
         ) from exc
     if any(np.max(np.abs(np.subtract(o, orientation))) > 1e-4 for o in others):
-        raise DicomError("transform", "the slices differ in orientation", "MixedGeometry")
+        raise DicomError(
+            "transform", "the slices differ in orientation", ErrorType.MIXED_GEOMETRY
+        )
     normal = np.cross(orientation[:3], orientation[3:])
     positions = [float(np.dot(p, normal)) for p in ipps]
     if np.any(np.diff(positions) <= 0):
         raise DicomError(
             "transform",
             "slices are not in strictly increasing position order (use form_stacks)",
-            "SliceOrder",
+            ErrorType.SLICE_ORDER,
         )
     return positions, orientation
 
@@ -314,7 +324,9 @@ def _render_stack(paths, headers, positions, options: Options, level: int | None
     check_frame_limits(infos[0], options.max_frame_pixels, options.max_frames)
     shapes = {(i.rows, i.columns, i.samples_per_pixel, i.photometric) for i in infos}
     if len(shapes) > 1:
-        raise DicomError("transform", f"the slices differ in size or colour: {shapes}", "Mixed")
+        raise DicomError(
+            "transform", f"the slices differ in size or colour: {shapes}", ErrorType.MIXED
+        )
     if options.voi == "auto":
         _share_voi(headers)
     codestreams = _reducible_codestreams(paths, headers, infos, options) if level != 0 else None
@@ -341,7 +353,7 @@ def _render_stack(paths, headers, positions, options: Options, level: int | None
                     frames = codestreams[k].frames([0], level)
                 else:
                     frames = finite_frames(iter_frames(paths[k], headers[k], [0], infos[k]), [0])
-                frame = next(pipeline._staged("decode", frames))
+                frame = next(pipeline._staged("decode", frames, infos[k].transfer_syntax))
             if frame.nbytes <= room:
                 kept[k], room = frame, room - frame.nbytes
         return frame
