@@ -15,6 +15,7 @@ import pytest
 
 from dicomprep import synthetic
 from dicomprep.run.discover import build_catalog
+from dicomprep.run.walk import RealPaths, SourceWalk
 
 from .workflow_helpers import snakemake
 
@@ -173,3 +174,23 @@ def test_the_workflow_records_the_same_rows_and_follows_outside_links_when_asked
     snakemake(tmp_path, config=config, timeout=600)
     assert failure_rows(out / "failures.csv", src) == OUTSIDE_FOLLOWED
     assert converted_uids(out) == set(cases["good"].values()) | set(cases["outside"].values())
+
+
+def test_link_targets_resolve_as_realpath_resolves_them(cases):
+    """The walk's own resolution of link targets (folders cached) equals
+    ``os.path.realpath``, also where a ``..`` follows a link: ``via/../outside.dcm`` lies
+    outside the source though its text stays inside."""
+    src = cases["src"]
+    os.symlink("../outside/dir", src / "via")
+    os.symlink("via/../outside.dcm", src / "tricky.dcm")
+    os.symlink("sub/up/good/a.dcm", src / "inside.dcm")
+    real = RealPaths()
+    links = [p for p in src.rglob("*") if p.is_symlink() and p.exists()]
+    assert len(links) >= 7
+    for link in links:
+        assert real.of_link(str(link), str(link.parent)) == os.path.realpath(link), link
+    walk = SourceWalk(src, follow_symlinks=True)
+    paths = {os.path.relpath(p, src) for p in walk}
+    passed = {os.path.relpath(p.path, src): p.error_type for p in walk.passed_over}
+    assert passed["tricky.dcm"] == "LinkOutsideSource" and passed["via"] == "LinkOutsideSource"
+    assert "inside.dcm" in paths
