@@ -15,6 +15,7 @@ from snakemake.utils import validate
 
 import dicomprep
 from dicomprep.options import (
+    LIMIT_OPTIONS,
     OUTPUT_MODULES,
     Options,
     OptionsError,
@@ -120,7 +121,8 @@ def test_every_option_changes_the_fingerprint():
         "skip_frames": 3,
     }
     # spacing replaces size (both together are an error): compared without size below
-    missing = {f.name for f in fields(Options)} - set(changed) - {"spacing"}
+    # the safety limits refuse inputs but never change an output: not in the fingerprint
+    missing = {f.name for f in fields(Options)} - set(changed) - {"spacing"} - set(LIMIT_OPTIONS)
     assert not missing, f"add a changed value for the new options {missing}"
     prints = {base.fingerprint()}
     for name, value in changed.items():
@@ -128,6 +130,8 @@ def test_every_option_changes_the_fingerprint():
     assert len(prints) == len(changed) + 1
     assert Options(crop=True, size=(64, 80)).fingerprint() == base.fingerprint()
     assert Options(crop=True, spacing=(0.2, 0.2)).fingerprint() != base.fingerprint()
+    limits = {"max_output_pixels": 10, "max_output_bytes": 10, "max_upsampling": 1.5}
+    assert Options(**{**base.to_dict(), **limits}).fingerprint() == base.fingerprint()
     assert (
         Options(crop=True, spacing=(0.2, 0.2)).fingerprint()
         != Options(crop=True, spacing=(0.2, 0.2, 1.0)).fingerprint()
