@@ -200,6 +200,7 @@ def build_hostile_folder(folder: Path) -> dict[str, Path]:
     files["broken_rle"] = broken_rle(folder / "broken_rle.dcm")
     no_bits = synthetic.mammogram(rows=96, columns=64, seed=4)
     del no_bits.BitsStored
+    del no_bits.HighBit
     files["no_bits_stored"] = synthetic.write(no_bits, folder / "no_bits_stored.dcm")
     return files
 
@@ -225,7 +226,7 @@ def test_hostile_files_get_dicom_preprocess_verdicts(hostile, tmp_path):
     assert validated == run
     assert status == 1
     verdict = {name: validated[str(path)] for name, path in files.items()}
-    # (no Bits Stored: the run reads Bits Allocated, with a warning; not a blocker)
+    # (no Bits Stored or High Bit: the run reads Bits Allocated, with warnings)
     for name in ("good", "jpegls_near", "bundled_jpegls_near_with_study", "no_bits_stored"):
         assert verdict[name] == ("ok", "", ""), name
     assert verdict["copy"][:2] == ("ok", "DuplicateSOPInstanceUID")
@@ -366,7 +367,7 @@ def test_symbolic_links_follow_dicom_preprocess_options(hostile, tmp_path):
     assert len(seen) == 3  # each setting gives the link another verdict
 
 
-def test_warnings_stay_warnings(tmp_path, capsys):
+def test_warnings_stay_warnings(hostile, tmp_path, capsys):
     ds = synthetic.mammogram(rows=64, columns=48, window=False)
     ds.RescaleSlope = 1  # without its intercept
     if "RescaleIntercept" in ds:
@@ -381,12 +382,23 @@ def test_warnings_stay_warnings(tmp_path, capsys):
         "InvalidRescale",
         "NoPixelSpacing",
     }
+    # the window matters with voi auto only
+    assert "NoWindow" not in {
+        w.error_type for w in validate_file(path, Options(voi="none")).warnings
+    }
     assert main([str(path), "--warnings"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{path}: ok"
     assert f"{path}: warning: NoPixelSpacing: no Pixel Spacing or Imager Pixel Spacing: " in (
         "\n".join(lines)
     )
+    # a header defect the run converts despite: the text of the manifest's warnings column
+    no_bits = validate_file(hostile[1]["no_bits_stored"])
+    assert no_bits.verdict == "ok"
+    assert [(w.error_type, w.message) for w in no_bits.warnings] == [
+        ("InvalidImageDescription", "Bits Stored is absent: read as 16"),
+        ("InvalidImageDescription", "High Bit is absent: taken as 15"),
+    ]
 
 
 def test_command_line_entry_point_takes_a_folder(hostile):

@@ -236,7 +236,7 @@ def validate(
         )
         images = set(catalog.loc[catalog["status"].isin([DICOM, DUPLICATE]), "path"])
         for path in images:
-            verdicts[path].warnings = _warnings_of(path)
+            verdicts[path].warnings = _warnings_of(path, options)
     return [verdicts[path] for path in order]
 
 
@@ -245,7 +245,7 @@ def validate_file(path, options: Options | None = None, **kwargs) -> Verdict:
     return validate([str(path)], options, **kwargs)[0]
 
 
-def _warnings_of(path: str) -> list[Finding]:
+def _warnings_of(path: str, options: Options) -> list[Finding]:
     """The header warnings of a local image (none for objects, or a header that no longer
     reads)."""
     from dicomprep.formats.decode import read_header
@@ -255,7 +255,7 @@ def _warnings_of(path: str) -> list[Finding]:
         return []
     try:
         ds, _ = read_header(path)
-        return header_warnings(ds)
+        return header_warnings(ds, options.voi)
     except Exception:  # noqa: BLE001 - the verdict already says what the run does
         return []
 

@@ -5,18 +5,20 @@ Warnings never decide a verdict (the run does: :mod:`dicomprep.training.validate
 names an :class:`~dicomprep.formats.errors.ErrorType`:
 
 ``NoWindow``
-    greyscale of more than 8 bits without window or VOI LUT: each image is scaled by its
-    own min-max.
+    greyscale of more than 8 bits without a usable window or VOI LUT, with ``voi: auto``:
+    each image is scaled by its own min-max.
 ``InvalidWindow``
-    width <= 0, values that are not numbers, more centers than widths, an unknown VOI LUT
-    Function.
+    width <= 0 (the window is not used), values that are not numbers, more centers than
+    widths, an unknown VOI LUT Function.
 ``InvalidRescale``
     slope or intercept not a number, a slope without intercept or the reverse.
 ``NoPixelSpacing`` / ``InvalidPixelSpacing``
-    no Pixel Spacing or Imager Pixel Spacing (the TIFF has no resolution), or one that is
-    not two positive numbers.
+    no Pixel Spacing or Imager Pixel Spacing (the TIFF has no resolution), or one the run
+    finds invalid (its message).
 ``InvalidImageDescription``
-    a Photometric Interpretation the standard does not define.
+    a header defect the run reads the image despite (the manifest's ``warnings`` column:
+    Bits Stored 0 or absent, High Bit absent), or a Photometric Interpretation DICOM does
+    not define.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ PHOTOMETRICS = (
     "YBR_RCT",
 )
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
-COLOR = ("RGB", "PALETTE COLOR", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 
 
 @dataclass(frozen=True)
@@ -55,26 +56,32 @@ class Finding:
         return {"error_type": self.error_type, "message": self.message}
 
 
-def header_warnings(ds) -> list[Finding]:
-    """The warnings of one header (a dataset read without its pixel data)."""
-    found: list[Finding] = []
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if photometric and photometric not in PHOTOMETRICS:
-        found.append(
-            Finding(ErrorType.INVALID_IMAGE_DESCRIPTION, f"PhotometricInterpretation {photometric}")
-        )
-    if photometric not in COLOR:
-        found += _window_warnings(ds, _int(ds.get("BitsStored")))
-        found += _rescale_warnings(ds)
-    found += _spacing_warnings(ds)
-    return found
+def header_warnings(ds, voi="auto") -> list[Finding]:
+    """The warnings of one header (a dataset read without its pixel data) converted with
+    the ``voi`` option; the run's own readings of the header where it has them."""
+    from dicomprep.formats.decode import frame_intensity, image_info
 
-
-def _int(value) -> int:
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
+        info = image_info(ds)
+    except Exception:  # noqa: BLE001 - the run fails this file: its verdict says so
+        return []
+    # header defects the run reads the image despite (the manifest's warnings column)
+    found = [Finding(ErrorType.INVALID_IMAGE_DESCRIPTION, text) for text in info.warnings]
+    if info.photometric not in PHOTOMETRICS:
+        message = f"PhotometricInterpretation {info.photometric}"
+        found.append(Finding(ErrorType.INVALID_IMAGE_DESCRIPTION, message))
+    if not info.is_color:
+        found += _window_warnings(ds)
+        found += _rescale_warnings(ds)
+        try:
+            frame = frame_intensity(ds, 0)
+        except Exception:  # noqa: BLE001 - as above
+            frame = None
+        windowless = frame is not None and frame.window is None and frame.voi_lut is None
+        if voi == "auto" and info.bits_stored > 8 and windowless:
+            message = "no usable Window Center/Width or VOI LUT: each image is scaled by "
+            found.append(Finding(ErrorType.NO_WINDOW, message + "its own min-max"))
+    return found + _spacing_warnings(ds)
 
 
 def _numbers(value) -> list[float] | None:
@@ -98,16 +105,12 @@ def _frame_group(ds, sequence: str):
     return None
 
 
-def _window_warnings(ds, bits_stored: int) -> list[Finding]:
+def _window_warnings(ds) -> list[Finding]:
+    """Window values the run cannot use (it then scales by the image's min-max)."""
     holder = _frame_group(ds, "FrameVOILUTSequence") or ds
     center_raw, width_raw = holder.get("WindowCenter"), holder.get("WindowWidth")
-    if "VOILUTSequence" in ds:
+    if "VOILUTSequence" in ds or (center_raw is None and width_raw is None):
         return []
-    if center_raw is None and width_raw is None:
-        if bits_stored <= 8:
-            return []
-        message = "no Window Center/Width or VOI LUT: each image is scaled by its own min-max"
-        return [Finding(ErrorType.NO_WINDOW, message)]
     centers, widths = _numbers(center_raw), _numbers(width_raw)
     if centers is None or widths is None:
         return [Finding(ErrorType.INVALID_WINDOW, "Window Center/Width missing or not numbers")]
@@ -116,9 +119,8 @@ def _window_warnings(ds, bits_stored: int) -> list[Finding]:
         message = f"{len(centers)} window centers but {len(widths)} widths (the first pair is used)"
         found.append(Finding(ErrorType.INVALID_WINDOW, message))
     if widths[0] <= 0:
-        found.append(
-            Finding(ErrorType.INVALID_WINDOW, f"Window Width {widths[0]:g} is not positive")
-        )
+        message = f"Window Width {widths[0]:g} is not positive: the window is not used"
+        found.append(Finding(ErrorType.INVALID_WINDOW, message))
     function = str(holder.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
     if function not in VOI_FUNCTIONS:
         found.append(Finding(ErrorType.INVALID_WINDOW, f"unknown VOI LUT Function {function}"))
@@ -142,29 +144,14 @@ def _rescale_warnings(ds) -> list[Finding]:
 
 
 def _spacing_warnings(ds) -> list[Finding]:
-    measures = _frame_group(ds, "PixelMeasuresSequence")
-    candidates = [
-        (name, holder.get(name))
-        for holder, name in (
-            (ds, "PixelSpacing"),
-            (measures, "PixelSpacing"),
-            (ds, "ImagerPixelSpacing"),
-        )
-        if holder is not None and holder.get(name) is not None
-    ]
-    if not candidates:
+    """No pixel spacing, or one the run finds invalid: the TIFF has no resolution (and
+    options that need a spacing fail the file)."""
+    from dicomprep.formats.geometry_tags import pixel_spacing
+
+    spacing, problem = pixel_spacing(ds)
+    if problem:
+        return [Finding(ErrorType.INVALID_PIXEL_SPACING, problem)]
+    if spacing is None:
         message = "no Pixel Spacing or Imager Pixel Spacing: no TIFF resolution"
         return [Finding(ErrorType.NO_PIXEL_SPACING, message)]
-    found = []
-    for name, value in candidates:
-        numbers = _numbers(value)
-        if numbers is None or len(numbers) != 2 or min(numbers) <= 0:
-            message = f"{name} {_shown(value)} is not two positive numbers"
-            found.append(Finding(ErrorType.INVALID_PIXEL_SPACING, message))
-    return found
-
-
-def _shown(value) -> str:
-    """A header value in a message: short, on one line."""
-    text = " ".join(repr(value).split())
-    return text if len(text) <= 60 else text[:57] + "..."
+    return []
