@@ -296,6 +296,27 @@ def test_the_options_decide_the_verdict(tmp_path):
     assert report[0]["verdict"] == "blocker"
 
 
+def test_stacks_get_dicom_preprocess_verdicts(tmp_path):
+    from .series_helpers import write_series
+
+    source = tmp_path / "series"
+    write_series(source, count=5, duplicate_of=2, localizer=True)
+    first = sorted(source.rglob("*.dcm"))[0]
+    synthetic.truncated_copy(first, first)  # a damaged slice: left out of the volume
+    out = tmp_path / "out"
+    preprocess_main([str(source), str(out), "--series", "stack", "-j", "1"])
+    failures = pd.read_csv(out / "failures.csv", dtype=str, keep_default_na=False)
+    converted = [p for p in files_under(source) if p not in set(failures.path)]
+    status, report = run_json(str(source), "--series", "stack", "-j", "1")
+    validated = verdict_table(report)
+    assert validated == run_table(out / "failures.csv", converted)
+    assert validated[str(first)][0] == "blocker" and status == 1
+    assert sorted(v[1] for v in validated.values() if v[1]) == [
+        "DuplicatePosition",
+        validated[str(first)][1],
+    ]
+
+
 def test_header_only_does_not_decode(hostile):
     _, files = hostile
     broken = str(files["broken_rle"])
