@@ -246,6 +246,29 @@ def test_hostile_files_get_dicom_preprocess_verdicts(hostile, tmp_path):
     assert f"the copy {files['good']} was converted instead" in verdict["damaged_copy"][2]
 
 
+def test_the_error_vocabulary_and_bomb_files_get_dicom_preprocess_verdicts(tmp_path):
+    """Every hostile file tests/test_error_vocabulary.py (with tests/test_reliability.py's)
+    and tests/test_codestream_bombs.py build."""
+    from .test_codestream_bombs import BOMBS
+    from .test_error_vocabulary import every_hostile_builder
+
+    source = tmp_path / "source"
+    source.mkdir()
+    builders = {**every_hostile_builder(), **{f"bomb_{k}.dcm": b for k, b in BOMBS.items()}}
+    for name, build in builders.items():
+        build(source / name)
+    out = tmp_path / "out"
+    preprocess_main([str(source), str(out), "-j", "2"])
+    failures = pd.read_csv(out / "failures.csv", dtype=str, keep_default_na=False)
+    converted = [p for p in files_under(source) if p not in set(failures.path)]
+    status, report = run_json(str(source), "-j", "2")
+    validated = verdict_table(report)
+    assert validated == run_table(out / "failures.csv", converted)
+    assert len(validated) == len(builders) > 30 and status == 1
+    for kind in BOMBS:
+        assert validated[str(source / f"bomb_{kind}.dcm")][0] == "blocker", kind
+
+
 def test_text_lines_and_exit_status(hostile, capsys):
     source, files = hostile
     assert main([str(files["good"]), str(files["rtplan"]), str(files["not_dicom"])]) == 0
