@@ -327,3 +327,76 @@ def test_the_workflow_manifest_names_the_warning(mixed_source, tmp_path):
         assert warnings == {"bits0.dcm": "Bits Stored is 0: read as 16", "normal.dcm": ""}
     # a manifest rebuilt from the TIFFs alone cannot know it
     assert list(scan_dataset(out)["warnings"]) == ["", ""]
+
+
+# -- the QC report's intensity histograms ----------------------------------------------------
+
+
+def test_report_histogram_leaves_out_padding_and_background(tmp_path):
+    """A mammogram padded into a wider canvas: the chart counts the active area's pixels
+    whose displayed value is neither 0 (background, padding) nor 255; the note names the
+    two ends' shares."""
+    from types import SimpleNamespace
+
+    import tifffile
+
+    from dicomprep.report import images, plots
+
+    ds = synthetic.mammogram(rows=208, columns=160, seed=6)
+    source = synthetic.write(ds, tmp_path / "mg.dcm")
+    out = tmp_path / "out" / "mg.tiff"
+    result = process_file(source, options=Options(crop=True, size=(256, 256)), output_path=out)
+    assert result.status == "ok"
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages[0].asarray()
+        left, top, right, bottom = tif.pages[0].tags[50829].value  # ActiveArea
+    shown = (page >> 8).astype(np.uint8)
+    inside = np.zeros(shown.shape, bool)
+    inside[top:bottom, left:right] = True
+    assert (~inside).sum() > 0 and (shown[~inside] == 0).all()  # there is padding
+    active = shown[inside]
+    assert (active == 0).sum() > 0.1 * active.size  # and background inside the active area
+
+    row = SimpleNamespace(
+        modality="MG",
+        study_instance_uid=str(ds.StudyInstanceUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        tiff="mg.tiff",
+        path=str(source),
+        source_frames=1,
+        num_frames=1,
+    )
+    sample = images.render_sample(row, tmp_path / "out", tmp_path / "img", Options(crop=True))
+    assert not sample.errors
+    chart = plots.intensity_chart(
+        "MG", plots.intensity_histograms([("MG", sample.histogram)])["MG"], 1
+    )
+    kept = active[(active != 0) & (active != 255)]
+    assert chart.total == kept.size  # before: every pixel of the active area, zeros included
+    expected = np.bincount(kept, minlength=256).reshape(32, 8).sum(axis=1)
+    assert [b.count for b in chart.bars] == expected.tolist()
+    zeros, tops = int((active == 0).sum()), int((active == 255).sum())
+    assert f"{active.size:,} pixels of 1 sampled outputs" in chart.note
+    share = "0" if not tops else f"{max(100 * tops / active.size, 0.1):.1f}"
+    assert f"{100 * zeros / active.size:.1f}\u00a0% at 0, {share}\u00a0% at 255" in chart.note
+    # the tallest bar is no longer the background's: the tissue's values fill the plot
+    assert max(chart.bars, key=lambda b: b.count).label != "1–7"
+
+
+def test_no_chart_text_reaches_past_its_edge():
+    """Counts in the millions (24 samples of 2048 x 2048) and the last tick "256": every text's
+    extent, at the widest a 10 px font draws it, lies inside its chart (before, the "256" under
+    the right end of every intensity chart was cut off)."""
+    from dicomprep.report import plots
+
+    counts = np.full(256, 400_000, np.int64)
+    counts[128] = 98_000_000
+    charts = [
+        plots.intensity_chart("MG", counts, 24),
+        plots.crop_fraction_chart(np.linspace(0, 1, 2_000), 1_500_000),
+        plots.size_chart([("3328 × 4096", 1_234_567), ("11 other sizes", 42)]),
+    ]
+    for chart in charts:
+        assert plots.outside(chart) == [], chart.id
+        ends = [plots.text_box(t) for t in chart.texts]
+        assert min(b[0] for b in ends) >= 0 and max(b[2] for b in ends) <= chart.width

@@ -327,7 +327,7 @@ def test_plots_hold_the_numbers_of_the_manifest_and_the_tiffs(finished_run, run_
     assert [c for _, c in crop] == counts.tolist() and sum(counts) == len(manifest) == 8
     assert crop[0][0] == "0.00–0.05" and crop[-1][0] == "0.95–1.00"
     # intensity: displayed values (high byte of uint16) inside the active area of the
-    # sampled outputs' central pages, in bins of 8 values
+    # sampled outputs' central pages, in bins of 8 values, 0 and 255 left out
     paths = dict(zip(manifest["sop_instance_uid"], manifest["path"], strict=True))
     for modality, uids in run_facts["expected_samples"].items():
         total = np.zeros(256, np.int64)
@@ -339,8 +339,11 @@ def test_plots_hold_the_numbers_of_the_manifest_and_the_tiffs(finished_run, run_
             left, top, right, bottom = tags["active"]
             total += np.bincount(shown[top:bottom, left:right].ravel(), minlength=256)
         bars = chart_bars(page, f"plot-intensity-{modality}")
+        at_ends = total[[0, 255]].tolist()
+        total[[0, 255]] = 0
         assert [c for _, c in bars] == total.reshape(32, 8).sum(axis=1).tolist(), modality
-        assert bars[0][0] == "0–7" and bars[-1][0] == "248–255"
+        assert bars[0][0] == "1–7" and bars[-1][0] == "248–254"
+        assert f"{sum(at_ends) + total.sum():,} pixels of" in page
 
 
 @pytest.mark.slow
@@ -509,6 +512,12 @@ class DevTools:
 IMAGES_JS = """JSON.stringify([...document.images].map(i => ({
     src: i.getAttribute('src'), complete: i.complete, width: i.naturalWidth,
     height: i.naturalHeight})))"""
+# Every chart text's box as the browser lays it out, with its chart's viewBox size.
+TEXT_BOXES_JS = """JSON.stringify([...document.querySelectorAll('figure.chart svg')].flatMap(
+    svg => [...svg.querySelectorAll('text')].map(t => { const b = t.getBBox(); return {
+        chart: svg.closest('figure').id, text: t.textContent, x0: b.x, x1: b.x + b.width,
+        y0: b.y, y1: b.y + b.height, width: svg.viewBox.baseVal.width,
+        height: svg.viewBox.baseVal.height}; })))"""
 
 
 @pytest.mark.browser
@@ -558,6 +567,12 @@ def test_report_renders_in_chromium(finished_run, tmp_path):
                 session=session,
             )
             images = json.loads(result["result"]["value"])
+            result = browser.send(
+                "Runtime.evaluate",
+                {"expression": TEXT_BOXES_JS, "returnByValue": True},
+                session=session,
+            )
+            boxes = json.loads(result["result"]["value"])
             shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
             (tmp_path / "report.png").write_bytes(base64.b64decode(shot["data"]))
             time.sleep(0.2)  # let late console or log events arrive
@@ -586,6 +601,15 @@ def test_report_renders_in_chromium(finished_run, tmp_path):
     assert requests and all(u.startswith(("file://", "data:")) for u in requests), requests
     screenshot = (tmp_path / "report.png").read_bytes()
     assert screenshot.startswith(b"\x89PNG") and len(screenshot) > 10_000
+    # no axis or bar label is cut off by its chart's edge (the "256" under the right end of
+    # the intensity charts and six-digit counts at their left were)
+    assert len(boxes) > 20
+    clipped = [
+        b
+        for b in boxes
+        if b["x0"] < 0 or b["y0"] < 0 or b["x1"] > b["width"] or b["y1"] > b["height"]
+    ]
+    assert not clipped, clipped
 
 
 # -- library pieces ----------------------------------------------------------------------
@@ -756,8 +780,12 @@ def test_intensity_histograms_sum_per_modality():
     totals = plots.intensity_histograms([("MR", a), ("CT", b), ("MR", b), ("US", [1, 2])])
     assert list(totals) == ["CT", "MR"]
     chart = plots.intensity_chart("MR", totals["MR"], samples=2)
-    assert [b.count for b in chart.bars][:2] == [3, 2] and chart.bars[-1].count == 1
-    assert chart.total == 6 and chart.id == "plot-intensity-MR"
+    # 0 (3 pixels) and 255 (1) are left out of the bars and named in the note
+    assert [b.count for b in chart.bars][:2] == [0, 2] and chart.bars[-1].count == 0
+    assert chart.total == 2 and chart.id == "plot-intensity-MR"
+    assert chart.note == (
+        "6 pixels of 2 sampled outputs; left out of the bars: 50.0\u00a0% at 0, 16.7\u00a0% at 255"
+    )
 
 
 def test_paths_are_shown_relative_to_the_common_input_folder():

@@ -8,7 +8,11 @@
   as for the samples; every output when there are fewer).
 - **Intensity per modality**: the histogram of the displayed values (0..255, as in the
   thumbnails: the high byte of 16-bit outputs) of the sampled outputs' central pages, inside
-  their active area (padding left out), in bins of :data:`INTENSITY_BIN_WIDTH` values.
+  their active area (padding left out), in bins of :data:`INTENSITY_BIN_WIDTH` values.  The
+  two ends, 0 (the background around a mammogram or an ultrasound sector, and what the
+  window clips at the bottom) and 255 (clipped at the top), are left out of the bars: their
+  spike would flatten everything else.  The note gives their shares of the pixels instead
+  (:func:`intensity_counts`).
 
 Everything here is computed in Python; :mod:`.page` draws the bars as inline SVG from the
 :class:`Chart` objects, so the page stays self-contained and no plotting library is imported.
@@ -35,7 +39,9 @@ __all__ = [
     "crop_fraction_chart",
     "crop_fractions",
     "intensity_chart",
+    "intensity_counts",
     "intensity_histograms",
+    "outside",
     "size_chart",
     "size_counts",
 ]
@@ -44,6 +50,7 @@ MAX_SIZE_BARS = 12  # the most frequent output sizes get a bar each, the rest sh
 CROP_FRACTION_FILES = 2000  # crop tags read for the crop-fraction plot, at most
 CROP_FRACTION_EDGES = np.linspace(0.0, 1.0, 21)  # bins of 0.05; 1.0 falls in the last bin
 INTENSITY_BIN_WIDTH = 8  # displayed values per bar: 256 / 8 = 32 bars
+INTENSITY_ENDS = (0, 255)  # displayed values left out of the bars (background, clipped)
 
 # Layout of a chart, in SVG user units (pixels).
 PLOT_WIDTH = 360
@@ -53,6 +60,11 @@ MARGIN_BOTTOM = 30
 MARGIN_TOP = 8
 ROW_HEIGHT = 18  # a bar of a horizontal chart and its gap
 LABEL_WIDTH = 110  # room for the category labels of a horizontal chart
+FONT_SIZE = 10  # of every text in a chart (the page's style sheet: svg text)
+# The widest advance of a character at FONT_SIZE, in em: DejaVu Sans and Helvetica digits
+# are 0.64 and 0.56 em wide; capitals and "×" up to 0.84.  Texts are laid out with
+# :func:`text_width` so that none reaches past its chart's edge.
+DIGIT_EM, WIDE_EM = 0.64, 0.84
 
 
 @dataclass(frozen=True)
@@ -194,7 +206,58 @@ def intensity_histograms(
     return dict(sorted(totals.items()))
 
 
+@dataclass(frozen=True)
+class IntensityCounts:
+    """One modality's displayed-value histogram as the chart shows it: ``bars`` counts the
+    values 1..254 in bins of :data:`INTENSITY_BIN_WIDTH` (the first bin holds 1..7, the last
+    248..254); ``at_ends`` counts the values :data:`INTENSITY_ENDS` (0 and 255), left out."""
+
+    bars: tuple[int, ...]
+    at_ends: tuple[int, int]
+
+    @property
+    def pixels(self) -> int:
+        """Every pixel counted, the ends included."""
+        return sum(self.bars) + sum(self.at_ends)
+
+
+def intensity_counts(counts_256: Sequence[int], bin_width: int = INTENSITY_BIN_WIDTH):
+    """The :class:`IntensityCounts` of a 256-value histogram (from :func:`intensity_histograms`)."""
+    counts = np.asarray(counts_256, np.int64).copy()
+    ends = tuple(int(counts[v]) for v in INTENSITY_ENDS)
+    counts[list(INTENSITY_ENDS)] = 0
+    bars = counts.reshape(-1, bin_width).sum(axis=1)
+    return IntensityCounts(tuple(int(n) for n in bars), ends)
+
+
 # -- the drawings ------------------------------------------------------------------------
+
+
+def text_width(text: str, font_size: float = FONT_SIZE) -> float:
+    """An upper bound of ``text``'s width in user units: digits and punctuation at
+    :data:`DIGIT_EM`, other characters at :data:`WIDE_EM` (not measured: no fonts here)."""
+    narrow = sum(c.isdigit() or c in ".,:;–- " for c in text)
+    return font_size * (narrow * DIGIT_EM + (len(text) - narrow) * WIDE_EM)
+
+
+def text_box(t: Text, font_size: float = FONT_SIZE) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) a text can cover at most: its :func:`text_width` placed by its
+    anchor, from one font size above its baseline to a quarter below."""
+    w = text_width(t.text, font_size)
+    x0 = {"start": t.x, "middle": t.x - w / 2, "end": t.x - w}[t.anchor]
+    return x0, t.y - font_size, x0 + w, t.y + font_size / 4
+
+
+def outside(chart: Chart) -> list[Text]:
+    """The texts of ``chart`` whose :func:`text_box` reaches past its width or height."""
+    return [
+        t
+        for t in chart.texts
+        if (box := text_box(t))[0] < 0
+        or box[1] < 0
+        or box[2] > chart.width
+        or box[3] > chart.height
+    ]
 
 
 def _count_text(n: float) -> str:
@@ -204,7 +267,9 @@ def _count_text(n: float) -> str:
 def size_chart(items: list[tuple[str, int]]) -> Chart:
     """Horizontal bars, one per output size (from :func:`size_counts`)."""
     top = max((n for _, n in items), default=0)
-    left, room = LABEL_WIDTH, PLOT_WIDTH - LABEL_WIDTH - 50
+    widest = max((text_width(label) for label, _ in items), default=0.0)
+    left = max(LABEL_WIDTH, widest + 10)
+    room = PLOT_WIDTH - left - text_width(_count_text(top)) - 8  # the count after the bar
     bars, texts = [], []
     for i, (label, n) in enumerate(items):
         y = MARGIN_TOP + i * ROW_HEIGHT
@@ -242,13 +307,18 @@ def histogram_chart(
     bin boundary (``tick_texts`` holds one text per boundary, len(counts) + 1)."""
     n = len(counts)
     top = max(counts, default=0)
-    plot_w = PLOT_WIDTH - MARGIN_LEFT - 8
+    # room for the count at the top of the value axis, and for the half of the last tick
+    # text that lies past the last bin boundary
+    left = max(MARGIN_LEFT, round(text_width(_count_text(top)) + 6))
+    last_tick = tick_texts[n] if n % tick_every == 0 else ""
+    right = max(8, round(text_width(last_tick) / 2 + 2))
+    plot_w = PLOT_WIDTH - left - right
     step = plot_w / max(n, 1)
     base = MARGIN_TOP + PLOT_HEIGHT
     bars = []
     for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
         h = PLOT_HEIGHT * count / top if top else 0.0
-        x = MARGIN_LEFT + i * step
+        x = left + i * step
         bars.append(
             Bar(
                 label,
@@ -260,14 +330,14 @@ def histogram_chart(
             )
         )
     texts = [
-        Text(round(MARGIN_LEFT + i * step, 2), base + 14, tick_texts[i])
+        Text(round(left + i * step, 2), base + 14, tick_texts[i])
         for i in range(0, n + 1, tick_every)
     ]
-    texts.append(Text(MARGIN_LEFT - 4, MARGIN_TOP + 10, _count_text(top), "end"))
-    texts.append(Text(MARGIN_LEFT - 4, base, "0", "end"))
+    texts.append(Text(left - 4, MARGIN_TOP + 10, _count_text(top), "end"))
+    texts.append(Text(left - 4, base, "0", "end"))
     axes = (
-        (MARGIN_LEFT, base, MARGIN_LEFT + plot_w, base),
-        (MARGIN_LEFT, MARGIN_TOP, MARGIN_LEFT, base),
+        (left, base, left + plot_w, base),
+        (left, MARGIN_TOP, left, base),
     )
     height = base + MARGIN_BOTTOM
     return Chart(
@@ -305,20 +375,34 @@ def crop_fraction_chart(fractions: np.ndarray, outputs: int) -> Chart:
 
 def intensity_chart(modality: str, counts_256: np.ndarray, samples: int) -> Chart:
     """The displayed-value histogram of one modality in bins of
-    :data:`INTENSITY_BIN_WIDTH` values."""
+    :data:`INTENSITY_BIN_WIDTH` values, the values 0 and 255 left out of the bars and
+    named in the note (:func:`intensity_counts`)."""
     w = INTENSITY_BIN_WIDTH
-    counts = np.asarray(counts_256, np.int64).reshape(-1, w).sum(axis=1)
-    labels = [f"{a}–{a + w - 1}" for a in range(0, 256, w)]
+    counts = intensity_counts(counts_256, w)
+    labels = [f"{max(a, 1)}–{min(a + w - 1, 254)}" for a in range(0, 256, w)]
     ticks = [str(a) for a in range(0, 257, w)]
-    note = f"{_count_text(counts.sum())} pixels of {samples} sampled outputs"
+    pixels = counts.pixels
+    ends = zip(INTENSITY_ENDS, counts.at_ends, strict=True)
+    shares = ", ".join(f"{_share(n, pixels)} at {value}" for value, n in ends)
+    note = (
+        f"{_count_text(pixels)} pixels of {samples} sampled outputs; left out of the bars: {shares}"
+    )
     safe = "".join(c if c.isalnum() else "-" for c in modality)
     return histogram_chart(
         f"plot-intensity-{safe}",
         f"Intensity — {modality}",
         "pixels",
         labels,
-        counts.tolist(),
+        list(counts.bars),
         8,
         ticks,
         note,
     )
+
+
+def _share(n: int, total: int) -> str:
+    """``n`` of ``total`` as a percentage with one decimal ("0 %" only for none; a
+    no-break space before the sign, so that a line never breaks inside a share)."""
+    if not n:
+        return "0\u00a0%"
+    return f"{max(100.0 * n / total, 0.1):.1f}\u00a0%"
