@@ -340,6 +340,24 @@ def test_stacks_get_dicom_preprocess_verdicts(tmp_path):
     ]
 
 
+def test_batches_give_the_same_verdicts_and_leave_no_temporary_folder(
+    hostile, tmp_path, monkeypatch
+):
+    import tempfile
+
+    from dicomprep.training import validate as module
+
+    source, files = hostile
+    whole = verdict_table(run_json(str(source), "-j", "1")[1])
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(module, "BATCH_FILES", 2)  # copies of one image stay in one batch
+    assert len(list(module.batches(module.catalog_of([str(source)])[0], 2))) > 3
+    assert verdict_table(run_json(str(source), "-j", "1")[1]) == whole
+    assert whole[str(files["damaged_copy"])][0] == "blocker"
+    assert whole[str(files["copy"])][1] == "DuplicateSOPInstanceUID"
+    assert list(tmp_path.iterdir()) == []  # every temporary folder is removed
+
+
 def test_header_only_does_not_decode(hostile):
     _, files = hostile
     broken = str(files["broken_rle"])

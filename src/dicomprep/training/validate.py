@@ -100,8 +100,8 @@ class Verdict:
 
 
 def verdict_of_row(row: dict, strict: bool = False) -> Verdict:
-    """The verdict a failures table ``row`` (or None: an output was written) gives for
-    ``path``; with ``strict`` a file that is not DICOM is a blocker (the run refuses it)."""
+    """The verdict of the file a failures table ``row`` names; with ``strict`` a file that
+    is not DICOM is a blocker (the run refuses it)."""
     status = row["status"]
     if status == DUPLICATE:
         verdict = OK
