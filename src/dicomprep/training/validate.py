@@ -303,9 +303,13 @@ def parser():
 
 
 def discovery_options(args) -> dict:
-    """The walk's options dicom-preprocess's parser gave (``follow_symlinks``...)."""
-    names = ("follow_symlinks", "follow_links_outside_source")
-    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+    """The options of :func:`build_catalog` that dicom-preprocess's parser gave
+    (``follow_symlinks``...): whatever discovery options it takes, dicom-validate takes."""
+    import inspect
+
+    accepted = inspect.signature(build_catalog).parameters
+    given = {name: value for name, value in vars(args).items() if name in accepted}
+    return {k: v for k, v in given.items() if k not in ("source", "previous", "processes")}
 
 
 def main(argv: list[str] | None = None) -> int:
