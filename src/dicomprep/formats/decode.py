@@ -40,9 +40,17 @@ from pydicom.uid import (
 )
 
 from dicomprep.formats.codestream_checks import bounded_decoding, decoder_panic, frame_checker
-from dicomprep.formats.errors import DicomError, ErrorType, NoPixelDataError, NotDicomError
+from dicomprep.formats.errors import (
+    DicomError,
+    ErrorType,
+    NoPixelDataError,  # noqa: F401 - importable from here too
+    NotDicomError,
+    with_detail,
+)
 from dicomprep.formats.geometry_tags import pixel_spacing
+from dicomprep.formats.header_checks import check_byte_order, check_truncated_elements
 from dicomprep.formats.lenient import stored_bits
+from dicomprep.formats.luts import check_palette
 from dicomprep.pixels.intensity import (
     LINEAR,
     FrameIntensity,
@@ -73,7 +81,7 @@ def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
     """
     path = Path(path)
     if path.stat().st_size == 0:
-        raise NotDicomError("discover", "empty file (0 bytes)", "EmptyFile")
+        raise NotDicomError("discover", "empty file (0 bytes)", ErrorType.EMPTY_FILE)
     with open(path, "rb") as f:
         head = f.read(132 + META_PEEK_BYTES)
     preamble = head[128:132] == b"DICM"
@@ -83,7 +91,7 @@ def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
         except DicomError:
             raise
         except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
-            raise DicomError("discover", f"unreadable DICOM header: {_one_line(exc)}") from exc
+            raise header_failure(path, exc) from exc
     with warnings.catch_warnings(), open(path, "rb") as f:
         warnings.simplefilter("ignore")
         try:
@@ -93,12 +101,15 @@ def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
             has_pixels = tag in _PIXEL_TAGS
         except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
             if not preamble:
-                raise NotDicomError("discover", "not a DICOM file", "NotDicom") from exc
-            raise DicomError("discover", f"unreadable DICOM header: {_one_line(exc)}") from exc
+                raise NotDicomError("discover", "not a DICOM file", ErrorType.NOT_DICOM) from exc
+            raise header_failure(path, exc) from exc
     if not preamble:
         first = next(iter(ds.keys()), None)
         if first is None or first.group not in (0x0002, 0x0008) or "SOPInstanceUID" not in ds:
-            raise NotDicomError("discover", "not a DICOM file", "NotDicom")
+            raise NotDicomError("discover", "not a DICOM file", ErrorType.NOT_DICOM)
+    if not has_pixels:  # no image, or a defect that hid it from the parser
+        check_byte_order(path)
+        check_truncated_elements(ds)
     if has_pixels:
         ds.pixel_element_position = position  # where read_native_frames finds the pixels
         ds.pixel_keyword = _PIXEL_KEYWORD_OF_TAG[tag]  # Pixel Data, Float or Double Float
@@ -289,7 +300,7 @@ def read_deflated(path: str | os.PathLike, header_only: bool = False) -> tuple[D
     """A deflated file's dataset and whether it has pixel data, inflated within bounds.
 
     With ``header_only`` inflation stops at the pixel data element and the dataset holds
-    the elements before it.  Raises DicomError ("DeflateLimit") when the data inflates
+    the elements before it.  Raises DicomError (DecompressionBomb) when the data inflates
     past :data:`DEFLATE_HEADER_LIMIT` before its pixel data or past the header's pixel
     size plus :data:`DEFLATE_MARGIN` in all.
     """
@@ -313,7 +324,7 @@ def read_deflated(path: str | os.PathLike, header_only: bool = False) -> tuple[D
                     "decode",
                     f"deflated data inflates to more than {limit} bytes {where}, more than "
                     "the header's image size allows (a deflate bomb?)",
-                    "DeflateLimit",
+                    ErrorType.DECOMPRESSION_BOMB,
                 )
     keyword = None if pixels_at is None else bytes(data[pixels_at : pixels_at + 4])
     if header_only and pixels_at is not None:
@@ -332,9 +343,26 @@ def _read_explicit_le(data: bytes) -> Dataset:
         return read_dataset(io.BytesIO(data), False, True)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+def header_failure(path: str | os.PathLike, exc: BaseException) -> DicomError:
+    """The DicomError (stage discover) of a Part 10 file whose data set pydicom could not
+    parse (``exc``): a data set in another byte order than its transfer syntax says, a
+    corrupt deflate stream, sequences nested past any parser's depth, an I/O error, or
+    else a malformed element (InvalidHeader, pydicom's words as a detail)."""
+    try:
+        check_byte_order(path)
+    except DicomError as mismatch:
+        return mismatch
+    if isinstance(exc, zlib.error):
+        message = "the deflated data set cannot be inflated: its deflate stream is corrupt"
+        return DicomError("discover", with_detail(message, exc), ErrorType.CORRUPT_CODESTREAM)
+    if isinstance(exc, RecursionError):
+        message = "the data set's sequences nest too deeply to be read (thousands of levels)"
+        return DicomError("discover", message, ErrorType.INVALID_HEADER)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        message = f"the file cannot be read: {exc.strerror or 'an I/O error'}"
+        return DicomError("discover", message, ErrorType.READ_ERROR)
+    message = "the data set cannot be parsed: an element's tag, VR or length is malformed"
+    return DicomError("discover", with_detail(message, exc), ErrorType.INVALID_HEADER)
 
 
 # -- image description ------------------------------------------------------------
@@ -383,10 +411,12 @@ def image_info(ds: Dataset) -> ImageInfo:
     named in ``warnings``)."""
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     if rows <= 0 or columns <= 0:
-        raise DicomError("decode", f"image has {rows} rows and {columns} columns", "EmptyImage")
+        raise DicomError(
+            "decode", f"Rows is {rows} and Columns is {columns}", ErrorType.EMPTY_IMAGE
+        )
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames <= 0:
-        raise DicomError("decode", f"NumberOfFrames is {frames}", "EmptyImage")
+        raise DicomError("decode", f"Number of Frames is {frames}", ErrorType.EMPTY_IMAGE)
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     spacing, spacing_problem = pixel_spacing(ds)
@@ -423,20 +453,24 @@ def check_plausible(info: ImageInfo, file_size: int) -> None:
     if info.bits_stored > info.bits_allocated or info.bits_allocated not in (1, 8, 16, 32, 64):
         raise DicomError(
             "decode",
-            f"BitsStored {info.bits_stored} with BitsAllocated {info.bits_allocated} is invalid",
-            "InvalidHeader",
+            f"Bits Stored {info.bits_stored} with Bits Allocated {info.bits_allocated}: Bits "
+            "Allocated must be 1, 8, 16, 32 or 64 and at least Bits Stored",
+            ErrorType.INVALID_IMAGE_DESCRIPTION,
         )
     if not info.transfer_syntax:
         raise DicomError(
             "decode",
             "the file has no file meta information, so its transfer syntax is unknown, and its "
             "pixel data is not uncompressed data of the size the header describes",
-            "UnknownTransferSyntax",
+            ErrorType.UNKNOWN_TRANSFER_SYNTAX,
         )
     syntax = UID(info.transfer_syntax)
     if not syntax.is_transfer_syntax:
         raise DicomError(
-            "decode", f"unsupported transfer syntax {info.transfer_syntax}", "UnsupportedSyntax"
+            "decode",
+            f"Transfer Syntax UID {info.transfer_syntax} is not a transfer syntax this tool "
+            "decodes",
+            ErrorType.UNSUPPORTED_SYNTAX,
         )
     if not syntax.is_compressed:
         needed = native_pixel_bytes(info)
@@ -445,11 +479,13 @@ def check_plausible(info: ImageInfo, file_size: int) -> None:
                 "decode",
                 f"pixel data shorter than the header's image size (truncated?): "
                 f"{needed} bytes needed, the file has {file_size}",
-                "ShortPixelData",
+                ErrorType.SHORT_PIXEL_DATA,
             )
     elif info.num_frames * 8 > file_size:
         raise DicomError(
-            "decode", f"{info.num_frames} frames cannot fit in {file_size} bytes", "ShortPixelData"
+            "decode",
+            f"Number of Frames {info.num_frames} cannot fit in the file's {file_size} bytes",
+            ErrorType.SHORT_PIXEL_DATA,
         )
 
 
@@ -547,11 +583,13 @@ def check_rescale(
     for keyword, value in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
         if value is not None and not np.isfinite(value):
             raise DicomError(
-                "transform", f"{keyword} is {value}, not a finite number", "InvalidRescale"
+                "transform", f"{keyword} is {value}, not a finite number", ErrorType.INVALID_RESCALE
             )
     if slope == 0:
         raise DicomError(
-            "transform", "RescaleSlope is 0: every pixel would get the same value", "InvalidRescale"
+            "transform",
+            "RescaleSlope is 0: every pixel would get the same value",
+            ErrorType.INVALID_RESCALE,
         )
     if stored_range is None:
         return
@@ -627,6 +665,8 @@ def iter_frames(
         yield from native
         return
     palette = str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
+    if palette:
+        check_palette(ds)  # before pydicom applies it: its failures speak of NumPy types
     for frame in _decoded_frames(path, ds, indices, _read_as(ds, info), info):
         yield apply_color_lut(frame, ds) if palette else frame
 
@@ -762,7 +802,9 @@ def _native_frames(path, start, frame_bytes, indices, info, dtype) -> Iterator[n
             frame = np.empty((info.rows, info.columns), dtype)
             f.seek(start + index * frame_bytes)
             if f.readinto(memoryview(frame).cast("B")) != frame_bytes:
-                raise DicomError("decode", "the file ends inside the pixel data", "Truncated")
+                raise DicomError(
+                    "decode", "the file ends inside the pixel data", ErrorType.TRUNCATED
+                )
             if shift:
                 np.left_shift(frame, shift, out=frame)
                 np.right_shift(frame, shift, out=frame)
