@@ -181,6 +181,16 @@ def deflate_bomb(path: Path) -> None:
     synthetic.deflate_bomb(path, inflated_bytes=40 * 2**20)
 
 
+def sixty_thousand_frames(path: Path) -> None:
+    """60,000 frames of 1 x 1 pixel: more than max_frames, and than a TIFF's 65,535 pages
+    would allow were it raised."""
+    ds = synthetic.mammogram(rows=16, columns=16, seed=8)
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 8, 8, 7
+    ds.NumberOfFrames = 60000
+    ds.PixelData = bytes(60000)
+    synthetic.write(ds, path)
+
+
 def missing_sop_uid(path: Path) -> None:
     synthetic.with_uids(synthetic.mammogram(rows=16, columns=16, seed=7), path, sop_uid="")
 
@@ -202,6 +212,7 @@ HOSTILE = {
     "corrupt_deflate_stream.dcm": corrupt_deflate_stream,
     "deflate_bomb.dcm": deflate_bomb,
     "missing_sop_uid.dcm": missing_sop_uid,
+    "sixty_thousand_frames.dcm": sixty_thousand_frames,
 }
 
 
@@ -214,6 +225,12 @@ def every_hostile_builder() -> dict:
     for name, (build, _expect) in BAD_INPUTS.items():
         if build is not None:
             builders[f"reliability_{name}"] = build
+    try:  # the codestreams that claim another image than the header (decompression bombs)
+        from .test_codestream_bombs import BOMBS
+    except ImportError:
+        BOMBS = {}
+    for name, build in BOMBS.items():
+        builders[f"codestream_bomb_{name}.dcm"] = build
     return builders
 
 
@@ -407,6 +424,8 @@ def test_every_hostile_file_fails_in_the_vocabulary_through_dicom_preprocess(
     assert by_name["number_of_frames_not_a_number.dcm"] == "InvalidImageDescription"
     assert by_name["ragged_float_pixel_data.dcm"] == "ShortPixelData"
     assert by_name["missing_sop_uid.dcm"] == "MissingUID"
+    assert by_name["sixty_thousand_frames.dcm"] == "TooManyFrames"
+    assert by_name["short_palette.dcm"] == "InvalidPalette"
     assert "good.dcm" not in by_name
 
 
