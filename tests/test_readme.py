@@ -102,7 +102,7 @@ def test_no_document_cites_a_specification_users_do_not_have():
 def test_make_run_on_the_sample_gives_what_the_readme_promises(tmp_path):
     """`make run`: build the bundled sample, run the workflow with config.yaml (in a copy)."""
     readme = (REPO / "README.md").read_text()
-    promised = re.search(r"^dicomprep: (\d+) processed, .*$", readme, flags=re.M)
+    promised = re.search(r"^dicomprep: (\d+) converted now, .*$", readme, flags=re.M)
     tiffs = re.search(r"That is (\d+) TIFFs under `results/dataset/`", readme)
     assert promised and tiffs
     subprocess.run(

@@ -299,8 +299,9 @@ def test_exit_status_is_non_zero_and_the_summary_counts_every_input(bad_input_ru
     assert proc.returncode == 1, proc.stderr
     by_status = failures["status"].value_counts().to_dict()
     summary = (
-        f"{len(bad_input_run.good)} processed, {by_status.get('skipped', 0)} skipped, "
-        f"{by_status.get('duplicate', 0)} duplicate, {by_status.get('failed', 0)} failed"
+        f"{len(bad_input_run.good)} converted now, 0 reused, 0 removed, "
+        f"{by_status.get('failed', 0)} failed, {by_status.get('skipped', 0)} skipped, "
+        f"{by_status.get('duplicate', 0)} duplicate"
     )
     assert summary in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -222,15 +222,19 @@ def test_outputs_of_deleted_sources_are_removed_and_named(finished):
     gone.unlink()
     output = run(tmp)
     assert not (tmp / "out" / gone_output).exists()
-    assert "removed 1 output" in output and gone_output in output
+    assert "0 converted now, 5 reused, 1 removed" in output
+    assert f"listed in {tmp / 'work' / 'removed.txt'}" in output
+    assert (tmp / "work" / "removed.txt").read_text().splitlines()[1:] == [
+        str(tmp / "out" / gone_output)
+    ]
     assert summary(tmp)["converted_now"] == 0
     manifest = assert_folder_and_manifest_agree(tmp)
     assert len(manifest) == 5 and "st1/m1.dcm" not in set(manifest["source"])
 
     # the next run has nothing to do: it neither repeats the removal nor counts it
     output = run(tmp)
-    assert "Nothing to be done" in output and "removed" not in output
-    assert "dicomprep: 5 processed" in output
+    assert "Nothing to be done" in output and "were removed" not in output
+    assert "dicomprep: 0 converted now, 5 reused, 0 removed" in output
     numbers = summary(tmp)
     assert (numbers["removed_now"], numbers["removed"], numbers["converted_now"]) == (0, [], 0)
 
@@ -318,7 +322,7 @@ def test_a_damaged_first_copy_does_not_cost_the_image(tmp_path):
     failures = pd.read_csv(tmp_path / "out" / "failures.csv", keep_default_na=False)
     row = failures.set_index("path").loc[str(tmp_path / "src" / "a" / "copy.dcm")]
     assert row["status"] == "failed" and "b/copy.dcm was converted instead" in row["message"]
-    assert "1 processed" in output and "1 failed" in output
+    assert "1 converted now" in output and "1 failed" in output
     # when the shard runs again (a new file in the study), the journal says the damaged
     # copy fails and the intact one is done: neither is decoded again
     before = tiff_states(tmp_path / "out")

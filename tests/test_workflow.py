@@ -88,7 +88,10 @@ def test_failures_list_each_bad_file_once(finished_run):
     assert by_name["truncated.dcm"].status == "failed"
     assert by_name["truncated.dcm"].stage == "decode"
     assert "evil" not in "".join(p.name for p in (tmp / "out").rglob("*"))
-    assert "10 processed, 3 skipped, 1 duplicate, 2 failed" in proc.stdout + proc.stderr
+    assert (
+        "10 converted now, 0 reused, 0 removed, 2 failed, 3 skipped, 1 duplicate"
+        in proc.stdout + proc.stderr
+    )
 
 
 def test_incremental_rerun_processes_only_new_files(tmp_path):
@@ -99,7 +102,10 @@ def test_incremental_rerun_processes_only_new_files(tmp_path):
     noop = snakemake(tmp_path, config=config_for(tmp_path))
     assert "Nothing to be done" in noop.stdout + noop.stderr
     # and it ends with the same summary lines as the run that did the work
-    assert "dicomprep: 10 processed, 3 skipped, 1 duplicate, 2 failed" in noop.stdout
+    assert (
+        "dicomprep: 0 converted now, 10 reused, 0 removed, 2 failed, 3 skipped, 1 duplicate"
+        in noop.stdout
+    )
     assert tiff_states(tmp_path / "out") == before
 
     for k in range(3):
