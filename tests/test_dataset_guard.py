@@ -21,10 +21,12 @@ from dicomprep.run.plan import plan_shards
 from dicomprep.run.removal import REMOVAL_FLOOR, RemovalRefused, removal_limit
 from dicomprep.run.shard import run_shard
 
+from . import test_storage_server as server
 from .reliability_helpers import run_without_permission_override
 from .workflow_helpers import snakemake, snakemake_command, tiff_states
 
 SMALL = {"size": [16, 16], "crop": False}
+moto_server, bucket = server.moto_server, server.bucket  # the fixtures of a local S3
 TOOL = Path(sys.executable).parent / "dicom-preprocess"
 
 
@@ -199,6 +201,21 @@ def test_a_second_work_folder_on_one_output_is_refused_naming_both(tmp_path):
     marker.unlink()  # handing the dataset over, as the message says
     snakemake(tmp_path, config=settings(tmp_path, work=tmp_path / "work2"))
     assert marker.read_text().strip() == str(tmp_path / "work2")
+
+
+def test_a_bucket_output_belongs_to_one_work_folder_too(moto_server, bucket, tmp_path):
+    write_source(tmp_path / "src", 2)
+    output = f"s3://{bucket}/dataset"
+    snakemake(tmp_path, config=settings(tmp_path, output=output))
+    fs = server.s3(moto_server.endpoint)
+    assert fs.cat_file(f"{bucket}/dataset/.dicomprep-work").decode().strip() == str(
+        tmp_path / "work"
+    )
+    proc = snakemake(
+        tmp_path, config=settings(tmp_path, output=output, work=tmp_path / "w2"), check=False
+    )
+    line = assert_one_line_refusal(proc, "belongs to the work folder")
+    assert f"{output}/.dicomprep-work" in line and str(tmp_path / "w2") in line
 
 
 # -- the lock -----------------------------------------------------------------------------
