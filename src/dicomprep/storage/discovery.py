@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from dicomprep.formats.errors import ErrorType
 from dicomprep.run.discover import DICOM, MISSING, SourceError, header_row
 from dicomprep.storage.headers import header_concurrency, map_bounded, read_object_header
 from dicomprep.storage.objects import ObjectFacts, list_objects, object_facts
@@ -63,6 +64,10 @@ def list_urls(urls: list[str], concurrency: int | None = None) -> pd.DataFrame:
     return _frame(objects, list(urls))
 
 
+NOT_FOUND, ACCESS_DENIED = ErrorType.NOT_FOUND, ErrorType.ACCESS_DENIED
+UNAVAILABLE = ErrorType.STORAGE_UNAVAILABLE
+
+
 def object_entry(facts: ObjectFacts) -> dict:
     """One catalog row of an object (without its key), from a ranged read of its header."""
     row = {
@@ -75,17 +80,17 @@ def object_entry(facts: ObjectFacts) -> dict:
         "error_type": "",
     }
     if facts.size < 0:
-        return {**row, "status": MISSING, "reason": "object not found", "error_type": "NotFound"}
+        return {**row, "status": MISSING, "reason": "object not found", "error_type": NOT_FOUND}
     try:
         header = read_object_header(facts)
     except FileNotFoundError:
-        return {**row, "status": MISSING, "reason": "object not found", "error_type": "NotFound"}
+        return {**row, "status": MISSING, "reason": "object not found", "error_type": NOT_FOUND}
     except PermissionError:
-        return {**row, "status": MISSING, "reason": "access denied", "error_type": "AccessDenied"}
+        return {**row, "status": MISSING, "reason": "access denied", "error_type": ACCESS_DENIED}
     except Exception as exc:  # noqa: BLE001 - classified below
         if is_transient(exc):
             reason = f"storage unreachable after retries ({type(exc).__name__})"
-            return {**row, "status": MISSING, "reason": reason, "error_type": "StorageUnavailable"}
+            return {**row, "status": MISSING, "reason": reason, "error_type": UNAVAILABLE}
         return header_row(row, _raise(exc))
     return header_row(row, lambda: header)
 
