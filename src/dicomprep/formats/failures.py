@@ -60,7 +60,7 @@ def decode_failure(exc: BaseException, transfer_syntax: str = "", compressed: bo
         return DicomError(
             "decode", with_detail(message, words), ErrorType.INVALID_IMAGE_DESCRIPTION
         )
-    what = f"a {transfer_syntax} frame" if transfer_syntax else "a compressed frame"
+    what = f"a frame ({transfer_syntax})" if transfer_syntax else "a compressed frame"
     message = f"{what} cannot be decoded: its codestream is corrupt or cut short"
     return DicomError("decode", with_detail(message, words), ErrorType.CORRUPT_CODESTREAM)
 
