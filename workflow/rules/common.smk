@@ -41,7 +41,8 @@ from dicomprep.run.plan import (
 def stop(message):
     """End the run with one line on stderr: a user's mistake, found before any job ran.
     (Snakemake prints a WorkflowError raised in an input function with a traceback,
-    and one raised while parsing with the file and line; an exit prints nothing else.)"""
+    and one raised while parsing with the file and line; an exit prints nothing else.)
+    """
     print(message, file=sys.stderr, flush=True)
     raise SystemExit(1)
 
@@ -116,7 +117,9 @@ def planned_shards():
     except (WorkFolderLocked, RemovalRefused, OutputError) as exc:
         stop(f"dicomprep: {exc}")
     if config["strict"] and non_dicom_paths(catalog):
-        stop("strict: these inputs are not DICOM: " + ", ".join(non_dicom_paths(catalog)))
+        stop(
+            "strict: these inputs are not DICOM: " + ", ".join(non_dicom_paths(catalog))
+        )
     return shards
 
 
