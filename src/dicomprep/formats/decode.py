@@ -45,10 +45,13 @@ from dicomprep.formats.errors import (
     ErrorType,
     NoPixelDataError,  # noqa: F401 - importable from here too
     NotDicomError,
-    with_detail,
 )
 from dicomprep.formats.geometry_tags import pixel_spacing
-from dicomprep.formats.header_checks import check_byte_order, check_truncated_elements
+from dicomprep.formats.header_checks import (
+    check_byte_order,
+    check_truncated_elements,
+    header_failure,
+)
 from dicomprep.formats.lenient import stored_bits
 from dicomprep.formats.luts import check_palette
 from dicomprep.pixels.intensity import (
@@ -341,28 +344,6 @@ def _read_explicit_le(data: bytes) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return read_dataset(io.BytesIO(data), False, True)
-
-
-def header_failure(path: str | os.PathLike, exc: BaseException) -> DicomError:
-    """The DicomError (stage discover) of a Part 10 file whose data set pydicom could not
-    parse (``exc``): a data set in another byte order than its transfer syntax says, a
-    corrupt deflate stream, sequences nested past any parser's depth, an I/O error, or
-    else a malformed element (InvalidHeader, pydicom's words as a detail)."""
-    try:
-        check_byte_order(path)
-    except DicomError as mismatch:
-        return mismatch
-    if isinstance(exc, zlib.error):
-        message = "the deflated data set cannot be inflated: its deflate stream is corrupt"
-        return DicomError("discover", with_detail(message, exc), ErrorType.CORRUPT_CODESTREAM)
-    if isinstance(exc, RecursionError):
-        message = "the data set's sequences nest too deeply to be read (thousands of levels)"
-        return DicomError("discover", message, ErrorType.INVALID_HEADER)
-    if isinstance(exc, OSError) and exc.errno is not None:
-        message = f"the file cannot be read: {exc.strerror or 'an I/O error'}"
-        return DicomError("discover", message, ErrorType.READ_ERROR)
-    message = "the data set cannot be parsed: an element's tag, VR or length is malformed"
-    return DicomError("discover", with_detail(message, exc), ErrorType.INVALID_HEADER)
 
 
 # -- image description ------------------------------------------------------------

@@ -11,6 +11,7 @@ pixel data, or failed, and say what is really wrong.
 from __future__ import annotations
 
 import warnings
+import zlib
 from pathlib import Path
 
 from pydicom import Dataset
@@ -19,7 +20,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.tag import Tag
 
-from dicomprep.formats.errors import DicomError, ErrorType, one_line
+from dicomprep.formats.errors import DicomError, ErrorType, one_line, with_detail
 
 #: Elements walked at the start of a data set to decide its byte order.
 ELEMENTS_WALKED = 6
@@ -197,3 +198,25 @@ def _shown_value(value) -> str:
         text = "".join(c if c.isprintable() else "?" for c in text)
         return repr(text + ("..." if len(value) > 24 else ""))
     return repr(str(value)[:24])
+
+
+def header_failure(path: str | Path, exc: BaseException) -> DicomError:
+    """The DicomError (stage discover) of a Part 10 file whose data set pydicom could not
+    parse (``exc``): a data set in another byte order than its transfer syntax says, a
+    corrupt deflate stream, sequences nested past any parser's depth, an I/O error, or
+    else a malformed element (InvalidHeader, pydicom's words as a detail)."""
+    try:
+        check_byte_order(path)
+    except DicomError as mismatch:
+        return mismatch
+    if isinstance(exc, zlib.error):
+        message = "the deflated data set cannot be inflated: its deflate stream is corrupt"
+        return DicomError("discover", with_detail(message, exc), ErrorType.CORRUPT_CODESTREAM)
+    if isinstance(exc, RecursionError):
+        message = "the data set's sequences nest too deeply to be read (thousands of levels)"
+        return DicomError("discover", message, ErrorType.INVALID_HEADER)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        message = f"the file cannot be read: {exc.strerror or 'an I/O error'}"
+        return DicomError("discover", message, ErrorType.READ_ERROR)
+    message = "the data set cannot be parsed: an element's tag, VR or length is malformed"
+    return DicomError("discover", with_detail(message, exc), ErrorType.INVALID_HEADER)
