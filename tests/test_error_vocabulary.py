@@ -14,6 +14,7 @@ terms, what is wrong.
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -26,6 +27,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_fragments
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filewriter import write_file_meta_info
 
 from dicomprep import synthetic
 from dicomprep.cli import preprocess_main
@@ -59,13 +63,23 @@ def _save(ds: pydicom.Dataset, path: Path) -> None:
         ds.save_as(path, enforce_file_format=True)
 
 
-def lying_transfer_syntax(path: Path) -> None:
-    """MR_small_bigendian.dcm with only its meta Transfer Syntax UID made Explicit VR Little
-    Endian (both UIDs are 19 characters: nothing else moves)."""
+EXPLICIT_LE, IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+
+
+def lying_transfer_syntax(path: Path, syntax: str = EXPLICIT_LE) -> None:
+    """MR_small_bigendian.dcm with only its meta Transfer Syntax UID changed to ``syntax``
+    (a little endian one): the big endian data set follows unchanged."""
     data = _testdata("MR_small_bigendian.dcm")
-    lying = data.replace(b"1.2.840.10008.1.2.2\0", b"1.2.840.10008.1.2.1\0", 1)
-    assert lying != data
-    path.write_bytes(lying)
+    f = io.BytesIO(data)
+    read_preamble(f, force=False)
+    meta = _read_file_meta_info(f)
+    data_set = data[f.tell() :]
+    meta.TransferSyntaxUID = syntax
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False
+    out.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(out, meta, enforce_standard=True)
+    path.write_bytes(out.getvalue() + data_set)
 
 
 def truncated_element(path: Path) -> None:
@@ -237,16 +251,20 @@ def every_hostile_builder() -> dict:
 # -- (a) the two wrong verdicts --------------------------------------------------------------
 
 
-def test_a_big_endian_data_set_under_a_little_endian_syntax_is_a_mismatch(tmp_path):
+@pytest.mark.parametrize(
+    ("syntax", "name"),
+    [(EXPLICIT_LE, "Explicit VR Little Endian"), (IMPLICIT_LE, "Implicit VR Little Endian")],
+)
+def test_a_big_endian_data_set_under_a_little_endian_syntax_is_a_mismatch(tmp_path, syntax, name):
     path = tmp_path / "lying.dcm"
-    lying_transfer_syntax(path)
+    lying_transfer_syntax(path, syntax)
     with pytest.raises(DicomError) as caught:
         read_header(path)
     assert (caught.value.stage, caught.value.error_type) == (
         "discover",
         ErrorType.TRANSFER_SYNTAX_MISMATCH,
     )
-    assert "Explicit VR Little Endian" in str(caught.value)
+    assert f"Transfer Syntax UID {syntax} says {name}" in str(caught.value)
     assert "big endian" in str(caught.value)
     original = process_file(get_testdata_file("MR_small_bigendian.dcm"), tmp_path / "out")
     assert original.status == "ok", original  # the honest big endian file still converts
