@@ -111,7 +111,8 @@ def planned_shards():
             keep_orphans=config["keep_orphans"],
             volume_format=OPTIONS.volume_format,
         )
-        claim_output(OUTPUT_ROOT, WORK)  # writable, and this work folder's from now on
+        if not workflow.dryrun:  # writable, and this work folder's from now on
+            claim_output(OUTPUT_ROOT, WORK)
     except SourceError as exc:
         stop(f"config: {exc}")
     except (WorkFolderLocked, RemovalRefused, OutputError) as exc:

@@ -69,6 +69,9 @@ def output_owner(output_root: str | os.PathLike) -> str | None:
             text = fs.cat_file(path).decode("utf-8")
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except Exception as exc:  # noqa: BLE001 - unreadable, unreachable: one line naming it
+        reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
+        raise OutputError(f"cannot read {marker}: {reason}") from None
     return text.strip() or None
 
 

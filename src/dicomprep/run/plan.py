@@ -222,16 +222,15 @@ def plan_shards(
             texts[name] = "\t".join(SHARD_COLUMNS) + "\n"
             index[name] = {"files": 0, "image_mb": 0}
     changing = [name for name, text in texts.items() if _saved_text(paths.shard_list(name)) != text]
-    if not keep_orphans:
-        unchanged_files = sum(facts["files"] for n, facts in index.items() if n not in changing)
-        guard_shard_removals(
-            paths.root,
-            [paths.journal(name) for name in changing],
-            unchanged_files,
-            planned_outputs(images, volume_format),
-            output_root,
-            allow_removal,
-        )
+    guarded = changing if not keep_orphans else []  # only changed shards remove outputs
+    guard_shard_removals(
+        paths.root,
+        [paths.journal(name) for name in guarded],
+        sum(facts["files"] for name, facts in index.items() if name not in guarded),
+        planned_outputs(images, volume_format) if guarded else set(),
+        output_root,
+        allow_removal,
+    )
     rewritten = {name for name in changing if write_if_changed(paths.shard_list(name), texts[name])}
     index = dict(sorted(index.items()))
     write_if_changed(paths.shard_index, json.dumps(index, indent=1, sort_keys=True) + "\n")
