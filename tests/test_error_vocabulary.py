@@ -42,9 +42,14 @@ from dicomprep.formats.errors import (
     ErrorType,
     one_line,
 )
+from dicomprep.options import Options
 from dicomprep.pipeline import process_file
+from dicomprep.series.stacks import form_stacks
+from dicomprep.series.volume_file import process_stack
 
 from .reliability_helpers import encode_with_elements
+from .series_helpers import write_series
+from .test_series_stacks import facts_of
 from .workflow_helpers import snakemake
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,6 +300,19 @@ def test_the_cli_fails_both_files_with_their_types_and_exit_status_1(tmp_path):
         "cut.dcm": ("failed", "discover", "TruncatedElement"),
         "lying.dcm": ("failed", "discover", "TransferSyntaxMismatch"),
     }
+
+
+def test_a_stack_slice_that_vanished_is_left_out_as_file_not_found(tmp_path):
+    written = write_series(tmp_path / "in", count=4, name="vanish")
+    (stack,), _ = form_stacks(facts_of(tmp_path / "in"))
+    gone = Path(stack.paths[1])
+    gone.unlink()
+    result = process_stack(stack.paths, tmp_path / "vol.tiff", Options())
+    assert result.status == "ok", result.message
+    assert [(f["source"], f["stage"], f["error_type"]) for f in result.left_out] == [
+        (str(gone), "discover", "FileNotFound")
+    ]
+    assert len(result.sources) == len(written["paths"]) - 1
 
 
 # -- (b) lookup tables -----------------------------------------------------------------------

@@ -115,7 +115,7 @@ def process_file(
     started = time.perf_counter()
     result = FileResult(source=str(path), status=FAILED)
     try:
-        ds, has_pixels = _read_source_header(path)
+        ds, has_pixels = read_source_header(path)
         study, sop = str(ds.get("StudyInstanceUID", "")), str(ds.get("SOPInstanceUID", ""))
         result.study_instance_uid, result.sop_instance_uid = _safe_uid(study), _safe_uid(sop)
         if not has_pixels:
@@ -152,7 +152,7 @@ def process_file(
     return result
 
 
-def _read_source_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
+def read_source_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
     """:func:`read_header`, with the system refusing to read the file named as such
     (stage discover: FileNotFound, AccessDenied, ReadError) rather than as a write."""
     try:

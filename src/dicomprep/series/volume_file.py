@@ -40,12 +40,7 @@ from pydicom.uid import UID
 from dicomprep import pipeline
 from dicomprep.formats.codestream_checks import check_frame_limits
 from dicomprep.formats.codestreams import codestream_frames
-from dicomprep.formats.decode import (
-    DicomError,
-    image_info,
-    iter_frames,
-    read_header,
-)
+from dicomprep.formats.decode import DicomError, image_info, iter_frames
 from dicomprep.formats.errors import ErrorType, with_detail
 from dicomprep.formats.geometry import Geometry, StackSource, VolumeGeometry
 from dicomprep.formats.geometry_tags import check_header
@@ -265,7 +260,7 @@ def _safe(value) -> str:
 
 
 def _header(path: str):
-    ds, has_pixels = read_header(path)
+    ds, has_pixels = pipeline.read_source_header(path)  # unreadable: a discover failure
     if not has_pixels:
         raise DicomError("decode", f"{path}: no pixel data", ErrorType.NO_PIXEL_DATA)
     if int(ds.get("NumberOfFrames") or 1) != 1:
