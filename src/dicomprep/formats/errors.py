@@ -217,7 +217,10 @@ _TRACEBACK = re.compile(r"Traceback \(most recent call last\):(?:\n[ \t].*)*\n?"
 _OBJECT_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
 _ADDRESS = re.compile(r"\s*\b0x[0-9a-fA-F]{6,}\b")
 _NUMPY_ALIAS = re.compile(r"Alias '[^']*' was removed in NumPy [\d.]*\d\.?(\s*Use [^.]*\.)?")
-_DTYPE_REPR = re.compile(r"dtype\(\s*'?[^')]*'?\s*\)|\b(?:numpy|np)\.\w+|<class '[^']*'>")
+_DTYPE_REPR = re.compile(
+    r"dtype\(\s*'?[^')]*'?\s*\)|<class '[^']*'>"
+    r"|\b(?:numpy|np)\.(?:u?int\d*|float\d*|complex\d*|bool_?|ndarray|dtype|generic)\b"
+)
 _CLASS_NAME = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Warning|Exit)$")
 _CLASS_PREFIX = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Warning): ")
 _EMPTY_PARTS = re.compile(r"(?:\s*[:;,]\s*)+(?=$|[;,:])|^\s*[:;,]\s*")
