@@ -155,12 +155,13 @@ def test_a_volume_killed_while_written_leaves_no_temporary_after_the_rerun(
     proc = start_snakemake(tmp_path, settings, env=env)
     proc.communicate(timeout=300)
     assert proc.returncode != 0
-    hidden = [p.name for p in (tmp_path / "out").rglob(".*") if p.is_file()]
+    hidden = [p.name for p in (tmp_path / "out").rglob(".*.tmp") if p.is_file()]
     assert len(hidden) == 1 and hidden[0].endswith(".tmp"), hidden  # the half-written volume
 
     snakemake(tmp_path, "--unlock", config=settings)
     snakemake(tmp_path, config=settings)
-    assert [p for p in (tmp_path / "out").rglob(".*") if p.is_file()] == []
+    assert [p for p in (tmp_path / "out").rglob(".*.tmp") if p.is_file()] == []
+    assert [p.name for p in (tmp_path / "out").glob(".*")] == [".dicomprep-work"]
     reference = tmp_path / "reference"
     snakemake(reference, config={**settings, "output": reference / "out", "work": reference / "w"})
     [volume] = (tmp_path / "out").rglob(f"*{'.tiff' if volume_format == 'tiff' else '.nii.gz'}")
