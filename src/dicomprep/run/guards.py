@@ -95,8 +95,11 @@ def claim_output(output_root: str | os.PathLike, work: str | os.PathLike) -> Non
     mine = str(Path(work).resolve())
     if not is_url(output_root):
         probe_writable(output_root)
-        if output_owner(output_root) is None:
-            (Path(output_root) / OWNER_MARKER).write_text(mine + "\n", encoding="utf-8")
+        try:  # created only if absent: of two first runs at once, one claims it
+            with open(Path(output_root) / OWNER_MARKER, "x", encoding="utf-8") as marker:
+                marker.write(mine + "\n")
+        except FileExistsError:
+            check_owner(output_root, work)
         return
     if output_owner(output_root) is None:
         from dicomprep.storage.objects import filesystem
