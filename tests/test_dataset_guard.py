@@ -183,6 +183,34 @@ def test_shard_jobs_remove_nothing_while_the_plan_refuses(tmp_path):
     assert set(before) <= set(tiff_states(out))
 
 
+def test_planning_counts_what_the_shards_then_remove(tmp_path):
+    """Sources replaced in place by other images (same names, other UIDs): planning
+    names the outputs the shard job removes once allowed, no more and no fewer."""
+    files = write_source(tmp_path / "src", 30)
+    work, out, options = tmp_path / "work", tmp_path / "out", Options(size=(16, 16))
+
+    def run(shard):
+        return run_shard(
+            work / "shards" / f"{shard}.tsv",
+            out,
+            options,
+            journal=work / "journal" / f"{shard}.jsonl",
+            results=work / "shards" / f"{shard}.results.jsonl",
+        )
+
+    [shard], _ = plan_shards(tmp_path / "src", work, 1, output_root=out)
+    run(shard)
+    for k, path in enumerate(files[:21]):
+        synthetic.write(synthetic.mammogram(rows=32, columns=24, seed=900 + k), path)
+    with pytest.raises(RemovalRefused, match="would remove 21 of the dataset's 30 outputs"):
+        plan_shards(tmp_path / "src", work, 1, output_root=out)
+    listed = (work / "would_remove.txt").read_text().splitlines()
+    planned = {str(out / line.split("\t")[0]) for line in listed}
+    [shard], _ = plan_shards(tmp_path / "src", work, 1, output_root=out, allow_removal=21)
+    assert set(run(shard).removed) == planned and len(planned) == 21
+    assert not (work / "removal_refused").exists()
+
+
 # -- one output, one work folder ----------------------------------------------------------
 
 
