@@ -9,6 +9,8 @@ remove the outputs of its deleted sources.  The results of the last run are chec
 against the dataset folder: a shard whose results file is damaged, or one of whose
 outputs was deleted or changed since, runs again (and redoes exactly those files).  The
 list of shards is saved beside them so that cluster jobs never walk the source again.
+A source with no file stops planning, and so do more removals than a run may make
+(:mod:`dicomprep.run.removal`), before any shard list changes.
 """
 
 from __future__ import annotations
