@@ -10,10 +10,11 @@ removal (like rsync's ``--max-delete``), unless ``allow_removal`` says otherwise
 ``true`` (any number) or a number (up to that many).
 
 Files in the work folder: ``would_remove.txt`` lists what a refused run would have removed
-(rewritten by each refusal, deleted by the next plan that passes); ``removed.txt`` gets, for each run that removed outputs, a
-header line with the time and count and then one line per output (appended, so it is
-the history of what left the dataset); ``removal_refused`` exists while the last plan
-refused, and shard jobs then remove nothing.
+(rewritten by each refusal, deleted by the next plan that passes); ``removed.txt`` gets,
+for each run that removed outputs, a header line with the time and count and then one
+line per output (appended, so it is the history of what left the dataset);
+``removal_refused`` exists while the last plan refused, and shard jobs then remove
+nothing.
 """
 
 from __future__ import annotations
