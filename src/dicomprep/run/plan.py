@@ -16,7 +16,6 @@ A source with no file stops planning, and so do more removals than a run may mak
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import os
@@ -43,6 +42,7 @@ from dicomprep.run.discover import (
 )
 from dicomprep.run.durable import atomic_write_text, iter_lines
 from dicomprep.run.guards import require_files
+from dicomprep.run.lock import WorkFolderLocked, lock_work_folder  # noqa: F401 - re-exported
 from dicomprep.run.records import REMOVED, RESULT_COLUMNS, DamagedStateFile, read_results
 from dicomprep.run.removal import guard_shard_removals, planned_outputs
 from dicomprep.run.shard_list import SHARD_COLUMNS, shard_list_text, write_if_changed
@@ -96,44 +96,6 @@ class WorkPaths:
     def journal_shards(self) -> Path:
         """How the journals are bucketed (the shard count and the key)."""
         return self.journals / "shards.txt"
-
-
-class WorkFolderLocked(RuntimeError):
-    """Another live process plans or runs in the same work folder."""
-
-
-_HELD_LOCKS: dict[str, object] = {}
-
-
-def lock_work_folder(work: str | os.PathLike) -> None:
-    """Hold an exclusive lock on the work folder for the rest of this process.
-
-    Planning rewrites the catalog and shard lists, so it must not run while another run
-    uses them.  The lock is an ``flock`` that the kernel releases when the process ends,
-    however it ends, so a killed run never leaves a stale lock behind.
-    """
-    path = Path(work) / ".dicomprep.lock"
-    if str(path) in _HELD_LOCKS:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 - held open until the process exits
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip()
-        handle.close()
-        process = f" (process {holder})" if holder else ""
-        raise WorkFolderLocked(
-            f"Directory cannot be locked: another dicomprep run{process} is using the work "
-            f"folder {work}; wait for it to finish. Nothing needs unlocking: this lock is "
-            f"released when that process ends, however it ends"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()} on {os.uname().nodename}\n")
-    handle.flush()
-    _HELD_LOCKS[str(path)] = handle
 
 
 def shard_name(index: int, shards: int) -> str:
