@@ -219,20 +219,6 @@ def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentPar
         metavar="auto|none|C,W",
         help="VOI LUT/window (auto), modality values (none), or window CENTER,WIDTH",
     )
-    p.add_argument(
-        "--max-frame-pixels",
-        type=int,
-        default=Options().max_frame_pixels,
-        metavar="N",
-        help="refuse frames of more pixels (Rows x Columns) before decoding them",
-    )
-    p.add_argument(
-        "--max-frames",
-        type=int,
-        default=Options().max_frames,
-        metavar="N",
-        help="refuse files of more frames before decoding them",
-    )
     limits = Options()
     p.add_argument(
         "--max-output-pixels",
@@ -254,6 +240,20 @@ def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentPar
         default=limits.max_upsampling,
         metavar="F",
         help="refuse outputs enlarging an axis more than F times",
+    )
+    p.add_argument(
+        "--max-frame-pixels",
+        type=int,
+        default=Options().max_frame_pixels,
+        metavar="N",
+        help="refuse frames of more pixels (Rows x Columns) before decoding them",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=Options().max_frames,
+        metavar="N",
+        help="refuse files of more frames before decoding them",
     )
     p.add_argument("--strict", action="store_true", help="stop if any input is not DICOM")
     p.add_argument(

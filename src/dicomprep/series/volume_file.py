@@ -284,9 +284,7 @@ def slice_positions(headers) -> tuple[list[float], tuple[float, ...]]:
             ErrorType.NO_GEOMETRY,
         ) from exc
     if any(np.max(np.abs(np.subtract(o, orientation))) > 1e-4 for o in others):
-        raise DicomError(
-            "transform", "the slices differ in orientation", ErrorType.MIXED_GEOMETRY
-        )
+        raise DicomError("transform", "the slices differ in orientation", ErrorType.MIXED_GEOMETRY)
     normal = np.cross(orientation[:3], orientation[3:])
     positions = [float(np.dot(p, normal)) for p in ipps]
     if np.any(np.diff(positions) <= 0):
