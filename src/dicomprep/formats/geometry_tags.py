@@ -4,8 +4,9 @@ Spacing), Image Orientation (Patient) and Image Position (Patient) (docs/volumes
 One rule each, used by the single-file path (``spacing``), stack formation and volume
 writing alike:
 
-- **Pixel Spacing** / **Imager Pixel Spacing**: exactly two finite numbers > 0 (row
-  spacing, column spacing in mm).
+- **Pixel Spacing** / **Imager Pixel Spacing**: exactly two numbers within
+  :data:`SPACING_RANGE_MM` (row spacing, column spacing in mm; 1e-300 or 1e300 mm is no
+  physical pixel).
 - **Image Orientation (Patient)**: six finite numbers, the row and the column direction
   cosines, each vector of unit length within :data:`UNIT_TOLERANCE` and the two orthogonal
   within :data:`ORTHOGONAL_TOLERANCE` (their dot product).
@@ -13,7 +14,7 @@ writing alike:
 
 The ``*_problem`` functions take the numbers as parsed (:func:`numbers`) and return None
 when they are valid, else the one-line message that names the element and its value,
-e.g. ``Pixel Spacing is [0, 0.5]: expected two numbers > 0``.
+e.g. ``Pixel Spacing is [0, 0.5]: expected two numbers > 0 (from 1e-06 to 1e+06 mm)``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Sequence
 
 from dicomprep.formats.errors import DicomError, ErrorType
 
+#: The pixel spacings (mm) a detector can have: a nanometre to a kilometre.
+SPACING_RANGE_MM = (1e-6, 1e6)
 #: |1 - length| allowed for each direction vector of Image Orientation (Patient).
 UNIT_TOLERANCE = 1e-3
 #: |row . column| allowed between the two direction vectors.
@@ -63,9 +66,10 @@ def spacing_problem(values: Sequence[float] | None, name: str = "Pixel Spacing")
     or absent."""
     if values is None:
         return None
-    if len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values):
+    low, high = SPACING_RANGE_MM
+    if len(values) == 2 and all(low <= v <= high for v in values):
         return None
-    return f"{name} is {_shown(values)}: expected two numbers > 0"
+    return f"{name} is {_shown(values)}: expected two numbers > 0 (from {low:g} to {high:g} mm)"
 
 
 def orientation_problem(values: Sequence[float] | None) -> str | None:

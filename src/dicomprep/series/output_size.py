@@ -7,7 +7,9 @@ size), one page per frame or slice (one for a projection, ``target_frames`` for
 ``interpolate``, one every ``sz`` mm for a stack with ``spacing: [sx, sy, sz]``).  The
 crop box is not known before decoding, so the whole image is assumed: the estimate is an
 upper bound of what is written.  Upsampling is output size / source size along each axis
-(x, y; z for a stack resampled to ``sz``), before padding.
+(x, y; z for a stack resampled to ``sz``), before padding, and is limited only where the
+output's size follows from the source's extent in mm (``spacing``): with ``size`` the user
+chose the canvas, so a 16 x 16 thumbnail may fill it, bounded by the pixel and byte limits.
 
 Refusals, checked in this order, are DicomErrors of stage ``transform``:
 ``UpsamplingTooLarge`` (``max_upsampling``), then ``OutputTooLarge`` (``max_output_pixels``,
@@ -39,7 +41,8 @@ class OutputSize:
     pages: int
     channels: int
     itemsize: int  # bytes per sample of the output type
-    # output size / source size per axis, before padding: {"x": 8.0, "y": 8.0[, "z": ...]}
+    # output size / source size per axis resampled to ``spacing``, before padding:
+    # {"x": 8.0, "y": 8.0[, "z": ...]}; empty without ``spacing``
     upsampling: dict[str, float]
 
     @property
@@ -87,9 +90,11 @@ def estimate(
     else:
         resized = canvas = (columns, rows)
     pages = output_pages(frames, options, slice_positions)
-    upsampling = {"x": resized[0] / columns, "y": resized[1] / rows}
-    if slice_positions is not None and options.spacing is not None and len(options.spacing) == 3:
-        upsampling["z"] = pages / frames
+    upsampling = {}
+    if options.spacing is not None:  # the output's size follows the source's extent in mm
+        upsampling = {"x": resized[0] / columns, "y": resized[1] / rows}
+        if slice_positions is not None and len(options.spacing) == 3:
+            upsampling["z"] = pages / frames
     return OutputSize(
         width=int(canvas[0]),
         height=int(canvas[1]),
