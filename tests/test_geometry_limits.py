@@ -83,7 +83,10 @@ def run_cli(source: Path, out: Path, *args: str) -> tuple[int, pd.DataFrame, pd.
 
 def test_each_geometry_element_has_one_rule_naming_the_value():
     assert spacing_problem((0.7, 0.7)) is None and spacing_problem(None) is None
-    assert spacing_problem((0.0, 0.5)) == "Pixel Spacing is [0, 0.5]: expected two numbers > 0 (from 1e-06 to 1e+06 mm)"
+    assert (
+        spacing_problem((0.0, 0.5))
+        == "Pixel Spacing is [0, 0.5]: expected two numbers > 0 (from 1e-06 to 1e+06 mm)"
+    )
     assert "Imager Pixel Spacing is [inf, 1]" in spacing_problem(
         (np.inf, 1), "Imager Pixel Spacing"
     )
@@ -127,7 +130,8 @@ def test_with_spacing_an_invalid_pixel_spacing_is_named_not_missing(tmp_path, va
     result = process_file(path, tmp_path / "out", Options(spacing=(0.5, 0.5)))
     assert (result.status, result.error_type) == ("failed", "InvalidPixelSpacing")
     assert (
-        result.message == f"spacing is set and Pixel Spacing is {shown}: expected two numbers > 0 (from 1e-06 to 1e+06 mm)"
+        result.message
+        == f"spacing is set and Pixel Spacing is {shown}: expected two numbers > 0 (from 1e-06 to 1e+06 mm)"
     )
 
 
