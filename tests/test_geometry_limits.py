@@ -130,8 +130,8 @@ def test_with_spacing_an_invalid_pixel_spacing_is_named_not_missing(tmp_path, va
     result = process_file(path, tmp_path / "out", Options(spacing=(0.5, 0.5)))
     assert (result.status, result.error_type) == ("failed", "InvalidPixelSpacing")
     assert (
-        result.message
-        == f"spacing is set and Pixel Spacing is {shown}: expected two numbers > 0 (from 1e-06 to 1e+06 mm)"
+        result.message == f"spacing is set and Pixel Spacing is {shown}: "
+        "expected two numbers > 0 (from 1e-06 to 1e+06 mm)"
     )
 
 
