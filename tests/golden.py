@@ -43,8 +43,10 @@ WORKFLOW_DEFAULT_SIZE = ["-s", "512,640"]
 OUTPUT_SUFFIXES = (".tiff", ".nii.gz")
 
 
-def build_source(folder: Path) -> Path:
-    """Every bundled pydicom / pydicom-data file (relative paths kept) and the sample set."""
+def copy_bundled_files(folder: Path) -> int:
+    """Every file of pydicom's and pydicom-data's test folders under ``folder``, keeping
+    their relative paths (names repeat across their subfolders); returns how many."""
+    count = 0
     for path in map(Path, get_testdata_files()):
         if not path.is_file():
             continue
@@ -54,6 +56,13 @@ def build_source(folder: Path) -> Path:
         target = target.joinpath(*parts[root + 1 :])
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target)
+        count += 1
+    return count
+
+
+def build_source(folder: Path) -> Path:
+    """Every bundled pydicom / pydicom-data file (relative paths kept) and the sample set."""
+    copy_bundled_files(folder)
     subprocess.run(
         [sys.executable, "-m", "dicomprep.sample", str(folder / "sample")],
         check=True,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 
 from dicomprep import synthetic
@@ -24,6 +24,7 @@ from dicomprep.cli import preprocess_main
 from dicomprep.options import Options
 from dicomprep.training.validate import main, parser, validate_file
 
+from .golden import copy_bundled_files
 from .workflow_helpers import REPO, snakemake
 
 # The workflow's default processing options (config.yaml) as dicom-preprocess flags.
@@ -66,23 +67,6 @@ def files_under(folder: Path) -> list[str]:
 
 
 # -- (a) every bundled pydicom / pydicom-data file, against one workflow run -----------------
-
-
-def copy_bundled_files(folder: Path) -> int:
-    """Every file of pydicom's and pydicom-data's test folders under ``folder``, keeping
-    their relative paths (names repeat across their subfolders); returns how many."""
-    count = 0
-    for path in map(Path, get_testdata_files()):
-        if not path.is_file():
-            continue
-        parts = path.parts
-        root = max(i for i, part in enumerate(parts) if part in ("test_files", "data"))
-        target = folder / ("pydicom" if parts[root] == "test_files" else "pydicom-data")
-        target = target.joinpath(*parts[root + 1 :])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target)
-        count += 1
-    return count
 
 
 @pytest.fixture(scope="module")
