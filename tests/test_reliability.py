@@ -53,12 +53,12 @@ from pydicom.uid import (
 
 from dicomprep import synthetic
 from dicomprep.cli import preprocess_main
+from dicomprep.core.records import FAILED, OK, SKIPPED
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
 from dicomprep.run.discover import DICOM, NO_PIXELS, NOT_DICOM, UNREADABLE, catalog_entry
 from dicomprep.run.discover import INVALID_UID as INVALID_UID_STATUS
 from dicomprep.run.plan import saved_shards
-from dicomprep.run.records import FAILED, OK, SKIPPED
 from dicomprep.run.shard_list import read_shard_list
 
 from .reliability_helpers import (

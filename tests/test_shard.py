@@ -15,10 +15,10 @@ import pytest
 from pydicom.uid import RLELossless
 
 from dicomprep import synthetic
+from dicomprep.core.records import FAILED, OK, read_results
 from dicomprep.options import Options
 from dicomprep.run.collect import collect_run
 from dicomprep.run.plan import WorkPaths, plan_shards, run_started_ns, shard_resources
-from dicomprep.run.records import FAILED, OK, read_results
 from dicomprep.run.shard import run_shard
 from dicomprep.run.shard_list import read_shard_list
 
@@ -280,8 +280,8 @@ def test_a_shard_job_does_not_import_pandas():
 def test_collect_tables_keep_nanosecond_mtimes_exactly(tmp_path):
     """A results file whose rows mix recorded outputs and removed ones (no size or mtime)
     must not pass the mtimes through float64: planning compares them to the disk."""
+    from dicomprep.core.records import write_results
     from dicomprep.run.collect import cached_shard_table, shard_table
-    from dicomprep.run.records import write_results
 
     output = tmp_path / "out" / "1.2" / "1.2.3.tiff"
     output.parent.mkdir(parents=True)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dicomprep import __version__
+from dicomprep.core.records import FAILED, OK, FileResult
 from dicomprep.formats.manifest import scan_dataset, write_manifest
 from dicomprep.options import (
     COMPRESSIONS,
@@ -37,7 +38,6 @@ from dicomprep.run.failures import (
     write_failures,
 )
 from dicomprep.run.guards import OutputError, probe_writable, require_files
-from dicomprep.run.records import FAILED, OK, FileResult
 from dicomprep.run.shard import (
     convert_copies,
     convert_in_workers,

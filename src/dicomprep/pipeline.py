@@ -23,6 +23,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from dicomprep.core.records import FAILED, OK, SKIPPED, FileResult
 from dicomprep.formats.codestream_checks import check_frame_limits
 from dicomprep.formats.codestreams import (
     CodestreamFrames,
@@ -73,7 +74,6 @@ from dicomprep.pixels.volume import (
     max_intensity,
     projected_range,
 )
-from dicomprep.run.records import FAILED, OK, SKIPPED, FileResult
 from dicomprep.series.output_size import check_output_size
 from dicomprep.series.spacing import resample_by_scale, spacing_scale
 

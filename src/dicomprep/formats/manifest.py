@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from dicomprep.core.durable import atomic_write_bytes
 from dicomprep.formats.geometry import StackSource
 from dicomprep.formats.tiff import read_layout
 from dicomprep.formats.uids import is_valid_uid
-from dicomprep.run.durable import atomic_write_bytes
 
 __all__ = [
     "MANIFEST_COLUMNS",

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from dicomprep.core.durable import atomic_write_bytes, atomic_write_text
+from dicomprep.core.records import OK, REMOVED, RESULT_COLUMNS
+from dicomprep.core.records import read_results as read_shard_results
 from dicomprep.formats.manifest import (
     MANIFEST_COLUMNS,
     manifest_frame,
@@ -25,7 +28,6 @@ from dicomprep.formats.manifest import (
     write_manifest,
 )
 from dicomprep.run.discover import load_catalog
-from dicomprep.run.durable import atomic_write_bytes, atomic_write_text
 from dicomprep.run.failures import (
     catalog_failures,
     counts,
@@ -33,8 +35,6 @@ from dicomprep.run.failures import (
     result_failures,
     write_failures,
 )
-from dicomprep.run.records import OK, REMOVED, RESULT_COLUMNS
-from dicomprep.run.records import read_results as read_shard_results
 from dicomprep.run.removal import record_removed
 from dicomprep.storage.urls import is_url, relative_to_root
 
@@ -146,7 +146,7 @@ def read_results(
     default always).
 
     Rows of other files are marked ``reused``: their shard did not run since then.  A
-    damaged file raises :class:`~dicomprep.run.records.DamagedStateFile` naming it (the next
+    damaged file raises :class:`~dicomprep.core.records.DamagedStateFile` naming it (the next
     run's planning makes that shard run again).
     """
     tables = []

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dicomprep.core.catalog import CATALOG_COLUMNS, INT_COLUMNS, TEXT_COLUMNS
+from dicomprep.core.records import DUPLICATE
 from dicomprep.formats.errors import (
     DicomError,
     ErrorType,
@@ -31,7 +33,6 @@ from dicomprep.formats.errors import (
 from dicomprep.formats.failures import os_error_type
 from dicomprep.formats.uids import describe_invalid_uid, is_valid_uid
 from dicomprep.run.processes import worker_pool
-from dicomprep.run.records import DUPLICATE
 from dicomprep.run.walk import (
     BROKEN_LINK,
     LINK_SKIPPED,
@@ -78,36 +79,6 @@ HEADER_FIELDS = {
     "number_of_frames": "NumberOfFrames",
     "photometric_interpretation": "PhotometricInterpretation",
 }
-INT_COLUMNS = ["size", "mtime_ns", "rows", "columns", "number_of_frames", "instance_number"]
-CATALOG_COLUMNS = [
-    "path",
-    "key",
-    "size",
-    "mtime_ns",
-    "etag",  # objects only: ETag or version ('' for local files)
-    "status",
-    "reason",
-    "error_type",
-    "study_instance_uid",
-    "series_instance_uid",
-    "sop_instance_uid",
-    "modality",
-    "rows",
-    "columns",
-    "number_of_frames",
-    "transfer_syntax",
-    "photometric_interpretation",
-    # where the image lies, for stacking the slices of a series (numbers joined by "\\",
-    # as in DICOM; empty when absent)
-    "sop_class_uid",
-    "image_orientation",
-    "image_position",
-    "instance_number",
-    "pixel_spacing",
-]
-
-
-TEXT_COLUMNS = [c for c in CATALOG_COLUMNS if c not in INT_COLUMNS]
 
 
 class SourceError(ValueError):

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
+from dicomprep.core.durable import atomic_write_text
+from dicomprep.core.records import OK, REMOVED
 from dicomprep.formats.errors import ErrorType
 from dicomprep.run.discover import (
     DICOM,
@@ -24,8 +26,6 @@ from dicomprep.run.discover import (
     REPORT_STATUS,
     UNREADABLE,
 )
-from dicomprep.run.durable import atomic_write_text
-from dicomprep.run.records import OK, REMOVED
 
 FAILURE_COLUMNS = ["path", "status", "stage", "error_type", "message"]
 

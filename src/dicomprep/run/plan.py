@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dicomprep.core.durable import atomic_write_text, iter_lines
+from dicomprep.core.records import REMOVED, RESULT_COLUMNS, DamagedStateFile, read_results
 from dicomprep.run.collect import cached_shard_table
 from dicomprep.run.discover import (
     DICOM,
@@ -40,10 +42,8 @@ from dicomprep.run.discover import (
     save_catalog,
     shard_of,
 )
-from dicomprep.run.durable import atomic_write_text, iter_lines
 from dicomprep.run.guards import require_files
 from dicomprep.run.lock import WorkFolderLocked, lock_work_folder  # noqa: F401 - re-exported
-from dicomprep.run.records import REMOVED, RESULT_COLUMNS, DamagedStateFile, read_results
 from dicomprep.run.removal import guard_shard_removals, planned_outputs
 from dicomprep.run.shard_list import SHARD_COLUMNS, shard_list_text, write_if_changed
 from dicomprep.storage.urls import is_url

@@ -47,13 +47,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dicomprep.core.durable import atomic_write_text, iter_lines, open_for_append
+from dicomprep.core.records import DUPLICATE, FAILED, OK, REMOVED, FileResult, write_results
 from dicomprep.formats.errors import ErrorType
 from dicomprep.formats.uids import is_valid_uid
 from dicomprep.options import LIMIT_ERRORS, Options
 from dicomprep.pipeline import output_path_for, process_file
-from dicomprep.run.durable import atomic_write_text, iter_lines, open_for_append
 from dicomprep.run.processes import worker_pool
-from dicomprep.run.records import DUPLICATE, FAILED, OK, REMOVED, FileResult, write_results
 from dicomprep.run.removal import removal_refused
 from dicomprep.run.shard_list import read_shard_list
 from dicomprep.storage.urls import is_url, join_url, relative_to_root

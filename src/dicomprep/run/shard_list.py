@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dicomprep.run.durable import atomic_write_text
+from dicomprep.core.durable import atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd

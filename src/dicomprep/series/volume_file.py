@@ -31,13 +31,13 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from pydicom.uid import UID
 
 from dicomprep import pipeline
+from dicomprep.core.records import FAILED, OK, SlicePlacement, StackResult  # noqa: F401
 from dicomprep.formats.codestream_checks import check_frame_limits
 from dicomprep.formats.codestreams import codestream_frames
 from dicomprep.formats.decode import DicomError, image_info, iter_frames
@@ -64,7 +64,6 @@ from dicomprep.pixels.volume import (
     max_intensity,
     projected_range,
 )
-from dicomprep.run.records import FAILED, OK
 from dicomprep.series.output_size import check_output_size
 from dicomprep.series.spacing import slice_targets
 from dicomprep.series.stacks import UNEVEN_TOLERANCE_MM
@@ -91,51 +90,6 @@ def stack_output_path(root, study_uid: str, name: str, volume_format: str = "tif
     ``root`` a folder or a bucket URL."""
     relative = f"{study_uid}/{name}{EXTENSIONS[volume_format]}"
     return join_url(str(root), relative) if is_url(str(root)) else str(Path(root) / relative)
-
-
-@dataclass
-class SlicePlacement:
-    """Where one source slice went: one row of slices.csv."""
-
-    sop_instance_uid: str
-    source: str
-    page: int  # the output page nearest to the slice (0 for a projection)
-    position: float  # mm along the slice normal
-
-
-@dataclass
-class StackResult:
-    """The outcome of one stack (a manifest row with ``slices`` and its slices.csv rows)."""
-
-    sources: list[str]
-    status: str = FAILED
-    stage: str = ""
-    error_type: str = ""
-    message: str = ""
-    study_instance_uid: str = ""
-    series_instance_uid: str = ""
-    sop_instance_uid: str = ""  # the first slice's
-    output: str = ""
-    width: int = 0
-    height: int = 0
-    channels: int = 0
-    num_frames: int = 0
-    slices: list[SlicePlacement] = field(default_factory=list)
-    geometry: Geometry | None = None
-    seconds: float = 0.0
-    # Slices that could not be read, decoded or mapped, left out of the volume: one
-    # failure each ({source, stage, error_type, message}); ``sources`` are the slices kept.
-    left_out: list[dict] = field(default_factory=list)
-    # Header defects of the kept slices read despite (formats/lenient.py), joined by "; ".
-    warnings: str = ""
-
-    def to_dict(self) -> dict:
-        """Plain values; ``slices`` is the number of source files, ``slice_rows`` the table."""
-        out = asdict(self)
-        out.pop("geometry")
-        out["slice_rows"] = out.pop("slices")
-        out["slices"] = len(self.sources)
-        return out
 
 
 class SliceError(DicomError):

@@ -65,8 +65,8 @@ def _reason(exc: BaseException) -> str:
 def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_threads: int = 1):
     """The :class:`~dicomprep.run.records.FileResult` of one shard list entry whose source
     or output root (or both) is a URL; ``result.output`` is the output's URL then."""
+    from dicomprep.core.records import OK, FileResult
     from dicomprep.pipeline import process_file
-    from dicomprep.run.records import OK, FileResult
 
     source, output_root = entry["path"], str(output_root)
     started = time.perf_counter()
@@ -104,7 +104,7 @@ def convert_stack_entry(entry: dict, options):
     unit with ``paths`` and ``output``) whose slices or output root are URLs: the slices
     are fetched into a local temporary folder, the volume is written there and put once
     when ``output`` is a URL.  Sources in the result are the slices' URLs."""
-    from dicomprep.run.records import OK
+    from dicomprep.core.records import OK
     from dicomprep.series.volume_file import StackResult, process_stack
 
     sources, output = [str(p) for p in entry["paths"]], str(entry["output"])
@@ -141,7 +141,7 @@ def convert_stack_entry(entry: dict, options):
 
 def _fetch_failure(exc: BaseException, what: str) -> dict:
     """The failure fields of a result whose source object could not be fetched."""
-    from dicomprep.run.records import FAILED
+    from dicomprep.core.records import FAILED
 
     return {
         "status": FAILED,
@@ -154,7 +154,7 @@ def _fetch_failure(exc: BaseException, what: str) -> dict:
 def _put_output(result, url: str) -> None:
     """Put a converted result's local output at ``url`` (its output then); a put that
     fails makes it a failure of stage ``write`` (the shard fails for it, a rerun retries)."""
-    from dicomprep.run.records import FAILED
+    from dicomprep.core.records import FAILED
 
     try:
         put_file(result.output, url)
