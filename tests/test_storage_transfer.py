@@ -9,9 +9,10 @@ from pydicom.data import get_testdata_file
 
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
+from dicomprep.run.remote import convert_entry
 from dicomprep.storage import retry
 from dicomprep.storage.objects import configure
-from dicomprep.storage.transfer import UNAVAILABLE, convert_entry
+from dicomprep.storage.transfer import UNAVAILABLE
 
 from . import test_storage_server as server
 from .test_storage_server import FlakyProxy, flaky_options, s3

@@ -760,7 +760,7 @@ def convert_stack(unit: dict, options: Options):
     ``output``, through local temporaries when the slices or the output are in object
     storage."""
     if is_url(unit["output"]) or any(is_url(p) for p in unit["paths"]):
-        from dicomprep.storage.transfer import convert_stack_entry
+        from dicomprep.run.remote import convert_stack_entry
 
         return convert_stack_entry(unit, options)
     from dicomprep.series.volume_file import process_stack
@@ -772,7 +772,7 @@ def _convert(entry: dict, output_root, options: Options, decode_threads: int = 1
     if "paths" in entry:  # a stack: its slices become one volume
         return convert_stack(entry, options)
     if is_url(entry["path"]) or is_url(output_root):  # object storage: fetch / put
-        from dicomprep.storage.transfer import convert_entry
+        from dicomprep.run.remote import convert_entry
 
         return convert_entry(entry, output_root, options, decode_threads)
     sample = bool(entry.get(REPORT_IMAGES))

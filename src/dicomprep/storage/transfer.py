@@ -1,7 +1,8 @@
-"""Shard jobs on objects: a source object is fetched into a local temporary file,
-converted by :func:`dicomprep.pipeline.process_file` and the temporary removed; a TIFF
-bound for a bucket is written to a local temporary folder and put once (one PUT per
-finished file: readers see the whole object or none).
+"""Moving files between object storage and local disk for shard jobs: a source object
+is fetched into a local temporary file (converted there by
+:mod:`dicomprep.run.remote`, which composes these helpers with the converters) and the
+temporary removed; a TIFF bound for a bucket is written to a local temporary folder and
+put once (one PUT per finished file: readers see the whole object or none).
 
 A shard job's parent fetches the objects of the next few files while its workers convert
 (:class:`Prefetcher`, at most a few objects ahead), so transfer overlaps decoding; a
@@ -15,13 +16,13 @@ not remembered (error type :data:`UNAVAILABLE`), so the next run tries it again.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from dicomprep.core.records import FAILED
 from dicomprep.formats.errors import ErrorType, one_line
 from dicomprep.storage.objects import (
     ObjectFacts,
@@ -32,7 +33,7 @@ from dicomprep.storage.objects import (
 )
 from dicomprep.storage.objects import remove_object as _remove_object
 from dicomprep.storage.retry import is_transient
-from dicomprep.storage.urls import is_url, join_url
+from dicomprep.storage.urls import is_url
 
 UNAVAILABLE = ErrorType.STORAGE_UNAVAILABLE  # retried on the next run, never journaled
 LISTING_TTL_SECONDS = 60
@@ -62,87 +63,8 @@ def _reason(exc: BaseException) -> str:
     return one_line(exc) or "the storage refused the request"
 
 
-def convert_entry(entry: dict, output_root: str | os.PathLike, options, decode_threads: int = 1):
-    """The :class:`~dicomprep.run.records.FileResult` of one shard list entry whose source
-    or output root (or both) is a URL; ``result.output`` is the output's URL then."""
-    from dicomprep.core.records import OK, FileResult
-    from dicomprep.pipeline import process_file
-
-    source, output_root = entry["path"], str(output_root)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dicomprep-object-") as scratch:
-        local = source
-        prefetched = entry.get("local_copy")
-        if prefetched and Path(prefetched).exists():
-            local = Path(scratch) / "source.dcm"
-            os.replace(prefetched, local)  # the parent fetched it ahead; removed with scratch
-        elif is_url(source):
-            local = Path(scratch) / "source.dcm"
-            try:
-                fetch_to_file(source, local)
-            except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
-                return FileResult(
-                    source=source,
-                    **_fetch_failure(exc, "cannot fetch the object"),
-                    study_instance_uid=entry.get("study_instance_uid", ""),
-                    sop_instance_uid=entry.get("sop_instance_uid", ""),
-                    seconds=time.perf_counter() - started,
-                )
-        remote_output = is_url(output_root)
-        target_root = Path(scratch) / "out" if remote_output else output_root
-        result = process_file(local, target_root, options, decode_threads=decode_threads)
-        result.source = source
-        if remote_output and result.status == OK:
-            relative = Path(result.output).relative_to(target_root).as_posix()
-            _put_output(result, join_url(output_root, relative))
-        result.seconds = time.perf_counter() - started
-    return result
-
-
-def convert_stack_entry(entry: dict, options):
-    """The :class:`~dicomprep.series.volume_file.StackResult` of a stack (a shard list
-    unit with ``paths`` and ``output``) whose slices or output root are URLs: the slices
-    are fetched into a local temporary folder, the volume is written there and put once
-    when ``output`` is a URL.  Sources in the result are the slices' URLs."""
-    from dicomprep.core.records import OK
-    from dicomprep.series.volume_file import StackResult, process_stack
-
-    sources, output = [str(p) for p in entry["paths"]], str(entry["output"])
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dicomprep-stack-") as scratch:
-        local_of = {}
-        for k, source in enumerate(sources):
-            local_of[source] = str(Path(scratch) / f"{k}.dcm") if is_url(source) else source
-            if not is_url(source):
-                continue
-            try:
-                fetch_to_file(source, local_of[source])
-            except Exception as exc:  # noqa: BLE001 - recorded as the stack's failure
-                return StackResult(
-                    sources=sources,
-                    **_fetch_failure(exc, f"cannot fetch the object {source}"),
-                    study_instance_uid=entry.get("study_instance_uid", ""),
-                    seconds=time.perf_counter() - started,
-                )
-        remote_output = is_url(output)
-        target = Path(scratch) / output.rsplit("/", 1)[-1] if remote_output else Path(output)
-        result = process_stack([local_of[s] for s in sources], target, options)
-        source_of = {local: source for source, local in local_of.items()}
-        for placed in result.slices:
-            placed.source = source_of.get(placed.source, placed.source)
-        for failure in result.left_out:  # damaged slices, named by their URLs too
-            failure["source"] = source_of.get(failure["source"], failure["source"])
-        result.sources = [source_of.get(p, p) for p in result.sources]
-        if remote_output and result.status == OK:
-            _put_output(result, output)
-        result.seconds = time.perf_counter() - started
-    return result
-
-
-def _fetch_failure(exc: BaseException, what: str) -> dict:
+def fetch_failure(exc: BaseException, what: str) -> dict:
     """The failure fields of a result whose source object could not be fetched."""
-    from dicomprep.core.records import FAILED
-
     return {
         "status": FAILED,
         "stage": "read",
@@ -151,11 +73,9 @@ def _fetch_failure(exc: BaseException, what: str) -> dict:
     }
 
 
-def _put_output(result, url: str) -> None:
+def put_output(result, url: str) -> None:
     """Put a converted result's local output at ``url`` (its output then); a put that
     fails makes it a failure of stage ``write`` (the shard fails for it, a rerun retries)."""
-    from dicomprep.core.records import FAILED
-
     try:
         put_file(result.output, url)
         result.output = url
