@@ -8,16 +8,18 @@ ARGS ?=
 
 .PHONY: run unlock slurm test install sample lint bench clean
 
-$(BIN)/snakemake: pyproject.toml
+# dicomprep itself, and (for tests, benchmarks and the sample) its test data: testdata/ is a
+# development package the dicomprep wheel does not ship.
+$(BIN)/snakemake: pyproject.toml testdata/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[workflow,test,s3]"
+	$(BIN)/pip install --quiet -e ".[workflow,test,s3]" -e ./testdata
 	touch $@
 
 install: $(BIN)/snakemake
 
 sample: install
-	$(BIN)/python -m dicomprep.sample $(SAMPLE)
+	$(BIN)/python -m dicomprep_testdata.sample $(SAMPLE)
 
 # Build the bundled sample set and run the workflow on it (config.yaml).
 run: sample

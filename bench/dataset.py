@@ -32,9 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import pydicom
+from dicomprep_testdata import synthetic
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
-
-from dicomprep import synthetic
 
 FILES_PER_STUDY = 4
 

@@ -6,7 +6,7 @@ Runs ``snakemake --cores 2`` (this repository's Snakefile and config.yaml, shipp
 defaults, default target with the QC report) on ``--files`` tiny synthetic mammograms
 (256x192, 12-bit, two studies; converting them costs next to nothing, so what is left is
 the fixed cost), or with ``--sample`` on the bundled sample set (``python -m
-dicomprep.sample``: 33 files of many kinds, some of them slow to decode), in a fresh work
+dicomprep_testdata.sample``: 33 files of many kinds, some of them slow to decode), in a fresh work
 and output folder, ``--rounds`` times, then three times with nothing to do (no-op). While
 a run goes,
 a thread polls the work folder every few milliseconds and notes when each file first
@@ -81,7 +81,7 @@ def mtime(path: Path) -> float | None:
 
 def tiny_mammograms(count: int, source: Path) -> None:
     """``count`` 256x192 synthetic mammograms in two studies."""
-    from dicomprep import synthetic
+    from dicomprep_testdata import synthetic
 
     for k in range(count):
         ds = synthetic.mammogram(
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         elif source is None:
             source = root / "sample"
             subprocess.run(
-                [sys.executable, "-m", "dicomprep.sample", str(source)],
+                [sys.executable, "-m", "dicomprep_testdata.sample", str(source)],
                 check=True,
                 stdout=subprocess.DEVNULL,
             )

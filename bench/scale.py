@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.run.discover import CATALOG_COLUMNS, DICOM, normalise, save_catalog
 
 REPO = Path(__file__).resolve().parents[1]

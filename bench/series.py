@@ -2,7 +2,7 @@
 
     python bench/series.py [--slices 300] [--size 512] [--repeat 2] [--stored jpeg2000]
 
-Writes ``--slices`` synthetic 512x512 CT slices (``dicomprep.synthetic.ct_slice``, int16
+Writes ``--slices`` synthetic 512x512 CT slices (``dicomprep_testdata.synthetic.ct_slice``, int16
 stored, uncompressed or with ``--stored jpeg2000`` JPEG 2000 lossless) in shuffled file
 names, then times, each in a fresh subprocess (wall time, and the peak resident memory of
 that subprocess from
@@ -55,7 +55,7 @@ STORED = {"uncompressed": None, "jpeg2000": "JPEG 2000 lossless"}  # --stored: a
 
 
 def write_series(folder: Path, slices: int, size: int, stored: str = "uncompressed") -> int:
-    from dicomprep import synthetic
+    from dicomprep_testdata import synthetic
 
     if STORED[stored] is not None:
         import stages

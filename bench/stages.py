@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.formats.codestreams import codestream_frames
 from dicomprep.formats.decode import frame_intensity, image_info, iter_frames, read_header
 from dicomprep.formats.geometry import Geometry

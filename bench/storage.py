@@ -28,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dicomprep import synthetic  # noqa: E402
+from dicomprep_testdata import synthetic  # noqa: E402
+
 from dicomprep.run.discover import build_catalog  # noqa: E402
 from tests.test_storage_server import FlakyProxy, MotoServer, s3, s3_environment  # noqa: E402
 from tests.workflow_helpers import snakemake  # noqa: E402

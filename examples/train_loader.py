@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from dicomprep_testdata import synthetic
 
 import dicomprep
-from dicomprep import synthetic
 from dicomprep.formats.manifest import scan_dataset, write_manifest
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file

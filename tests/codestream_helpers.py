@@ -8,10 +8,9 @@ from pathlib import Path
 
 import imagecodecs
 import numpy as np
+from dicomprep_testdata import synthetic
 from pydicom import Dataset
 from pydicom.encaps import encapsulate
-
-from dicomprep import synthetic
 
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 J2K = "1.2.840.10008.1.2.4.91"

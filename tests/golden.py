@@ -64,7 +64,7 @@ def build_source(folder: Path) -> Path:
     """Every bundled pydicom / pydicom-data file (relative paths kept) and the sample set."""
     copy_bundled_files(folder)
     subprocess.run(
-        [sys.executable, "-m", "dicomprep.sample", str(folder / "sample")],
+        [sys.executable, "-m", "dicomprep_testdata.sample", str(folder / "sample")],
         check=True,
         capture_output=True,
     )

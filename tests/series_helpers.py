@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from dicomprep_testdata.synthetic import derived_uid
 from pydicom.data import get_testdata_file
-
-from dicomprep.synthetic import derived_uid
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # rotated 30 degrees about the y axis, then 20 degrees about x: an oblique plane

@@ -12,9 +12,9 @@ import pydicom
 import pytest
 import tifffile
 import yaml
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file
 
-from dicomprep import synthetic
 from dicomprep.formats.manifest import MANIFEST_COLUMNS, read_manifest, scan_dataset
 from dicomprep.options import Options
 from dicomprep.run.failures import strict_violations

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 
-from dicomprep import synthetic
 from dicomprep.formats.decode import image_info, iter_frames, read_header
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file

@@ -14,8 +14,8 @@ import pandas as pd
 import pydicom
 import pytest
 import yaml
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.options import OptionsError, check_config_keys, load_schema, unknown_config_keys
 
 from .workflow_helpers import REPO, snakemake, snakemake_command

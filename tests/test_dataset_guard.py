@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.options import Options
 from dicomprep.run.plan import plan_shards
 from dicomprep.run.removal import REMOVAL_FLOOR, RemovalRefused, removal_limit

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.pixels import iter_pixels
 from pydicom.uid import (
@@ -19,7 +20,6 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicomprep import synthetic
 from dicomprep.formats import decode
 from dicomprep.formats.decode import DicomError, iter_frames, read_header, read_native_frames
 from dicomprep.options import Options

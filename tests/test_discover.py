@@ -6,9 +6,9 @@ import os
 import shutil
 
 import pydicom
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file
 
-from dicomprep import synthetic
 from dicomprep.run.discover import (
     DICOM,
     DUPLICATE,

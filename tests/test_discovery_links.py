@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.run.discover import build_catalog
 from dicomprep.run.walk import RealPaths, SourceWalk
 

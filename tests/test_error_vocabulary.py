@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_fragments
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.filewriter import write_file_meta_info
 
-from dicomprep import synthetic
 from dicomprep.cli import preprocess_main
 from dicomprep.formats.decode import read_header
 from dicomprep.formats.errors import (

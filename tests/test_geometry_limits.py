@@ -18,8 +18,8 @@ import pandas as pd
 import pydicom
 import pytest
 import tifffile
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.cli import preprocess_main
 from dicomprep.formats.geometry_tags import (
     geometry_problem,

@@ -6,10 +6,10 @@ import warnings
 
 import numpy as np
 import pytest
+from dicomprep_testdata import synthetic
 from pydicom import Dataset
 from pydicom.pixels import apply_windowing
 
-from dicomprep import synthetic
 from dicomprep.formats.tiff import read_frames
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file

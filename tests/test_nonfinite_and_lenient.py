@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from dicomprep_testdata import synthetic
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
-from dicomprep import synthetic
 from dicomprep.formats.errors import ErrorType
 from dicomprep.formats.manifest import MANIFEST_COLUMNS, read_manifest, scan_dataset
 from dicomprep.formats.tiff import read_frames

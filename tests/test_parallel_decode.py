@@ -12,9 +12,9 @@ import time
 import imagecodecs
 import numpy as np
 import pytest
+from dicomprep_testdata import synthetic
 from pydicom.encaps import encapsulate
 
-from dicomprep import synthetic
 from dicomprep.formats.codestreams import codestream_frames, decode_in_order
 from dicomprep.formats.decode import image_info, read_header
 from dicomprep.formats.tiff import read_frames, read_geometry

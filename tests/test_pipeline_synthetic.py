@@ -6,9 +6,9 @@ import numpy as np
 import pydicom
 import pytest
 import tifffile
+from dicomprep_testdata import synthetic
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from dicomprep import synthetic
 from dicomprep.formats.geometry import Geometry
 from dicomprep.formats.tiff import read_frames, read_geometry, read_info
 from dicomprep.options import Options

@@ -106,7 +106,7 @@ def test_make_run_on_the_sample_gives_what_the_readme_promises(tmp_path):
     tiffs = re.search(r"That is (\d+) TIFFs under `results/dataset/`", readme)
     assert promised and tiffs
     subprocess.run(
-        [sys.executable, "-m", "dicomprep.sample", tmp_path / "resources" / "sample"],
+        [sys.executable, "-m", "dicomprep_testdata.sample", tmp_path / "resources" / "sample"],
         check=True,
         capture_output=True,
     )

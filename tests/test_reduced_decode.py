@@ -13,9 +13,9 @@ import imagecodecs
 import numpy as np
 import pydicom
 import pytest
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file
 
-from dicomprep import synthetic
 from dicomprep.formats.codestreams import (
     CodestreamError,
     codestream_frames,

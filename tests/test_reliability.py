@@ -40,6 +40,7 @@ from typing import NamedTuple
 import pandas as pd
 import pydicom
 import pytest
+from dicomprep_testdata import synthetic
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
@@ -51,7 +52,6 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicomprep import synthetic
 from dicomprep.cli import preprocess_main
 from dicomprep.core.records import FAILED, OK, SKIPPED
 from dicomprep.options import Options

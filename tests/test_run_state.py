@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.formats.manifest import read_manifest, scan_dataset
 from dicomprep.run.shard import read_journal
 

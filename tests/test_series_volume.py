@@ -7,8 +7,8 @@ import numpy as np
 import pydicom
 import pytest
 import tifffile
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.formats.tiff import read_frames, read_geometry, read_info
 from dicomprep.options import Options, OptionsError
 from dicomprep.pipeline import process_file

@@ -10,8 +10,8 @@ import pandas as pd
 import pydicom
 import pytest
 import tifffile
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.formats.manifest import read_manifest
 from dicomprep.formats.tiff import read_geometry
 

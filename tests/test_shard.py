@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from dicomprep_testdata import synthetic
 from pydicom.uid import RLELossless
 
-from dicomprep import synthetic
 from dicomprep.core.records import FAILED, OK, read_results
 from dicomprep.options import Options
 from dicomprep.run.collect import collect_run

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file
-
-from dicomprep import synthetic
 
 from .workflow_helpers import REPO, snakemake, tiff_bytes
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file
 
-from dicomprep import synthetic
 from dicomprep.run.discover import build_catalog
 
 from . import test_storage_server as server

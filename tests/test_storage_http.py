@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.cli import preprocess_main
 from dicomprep.storage.objects import object_facts
 

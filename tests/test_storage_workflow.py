@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file
 
-from dicomprep import synthetic
 from dicomprep.formats.manifest import read_manifest
 
 from . import test_storage_server as server

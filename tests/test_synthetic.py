@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicomprep_testdata import synthetic
+from dicomprep_testdata.sample import REASONS, SAMPLE_EXPECTATIONS, build_sample, main
 from pydicom.pixels import apply_voi_lut
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -19,9 +21,6 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-
-from dicomprep import synthetic
-from dicomprep.sample import REASONS, SAMPLE_EXPECTATIONS, build_sample, main
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 SMALL = {"rows": 208, "columns": 160}

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.formats.manifest import scan_dataset, write_manifest
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file

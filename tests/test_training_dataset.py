@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from dicomprep_testdata import synthetic
 
 import dicomprep
-from dicomprep import synthetic
 from dicomprep.formats.manifest import scan_dataset, write_manifest
 from dicomprep.formats.tiff import read_geometry
 from dicomprep.options import Options

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file
 
 import dicomprep
-from dicomprep import synthetic
 from dicomprep.formats.decode import DicomError, NoPixelDataError, NotDicomError
 from dicomprep.formats.tiff import read_geometry
 from dicomprep.options import Options

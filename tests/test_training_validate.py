@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 
-from dicomprep import synthetic
 from dicomprep.cli import preprocess_main
 from dicomprep.options import Options
 from dicomprep.training.validate import main, parser, validate_file

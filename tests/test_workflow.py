@@ -12,8 +12,8 @@ import time
 
 import pandas as pd
 import pytest
+from dicomprep_testdata import synthetic
 
-from dicomprep import synthetic
 from dicomprep.cli import preprocess_main
 from dicomprep.formats.manifest import MANIFEST_COLUMNS
 

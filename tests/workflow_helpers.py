@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import yaml
+from dicomprep_testdata import synthetic
 from pydicom.data import get_testdata_file
 from pydicom.uid import RLELossless
 
-from dicomprep import synthetic
 from dicomprep.run.shard import read_journal
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """The small bundled sample set the workflow's default configuration runs on.
 
-``python -m dicomprep.sample DEST`` (or :func:`build_sample`) writes, deterministically::
+``python -m dicomprep_testdata.sample DEST`` (or :func:`build_sample`) writes, deterministically::
 
     DEST/
       README.txt           what this is (a non-DICOM file in the tree: skipped)
@@ -48,7 +48,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicomprep import synthetic
+from dicomprep_testdata import synthetic
 
 __all__ = [
     "REASONS",
@@ -247,7 +247,7 @@ _README = """\
 dicomprep sample data
 =====================
 
-Built by `python -m dicomprep.sample DEST`; rebuilding gives byte-identical files.
+Built by `python -m dicomprep_testdata.sample DEST`; rebuilding gives byte-identical files.
 
 real/       byte copies of test files shipped with the pydicom and pydicom-data packages
             (see those packages for origin and licences): CT, MR, CR, NM, US, OT in many
@@ -400,7 +400,7 @@ def build_sample(dest: str | Path, *, verbose: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dicomprep.sample",
+        prog="python -m dicomprep_testdata.sample",
         description="Build the small bundled DICOM sample set (deterministic, offline).",
     )
     parser.add_argument("dest", type=Path, help="folder to build the sample in")
