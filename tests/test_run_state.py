@@ -131,16 +131,16 @@ import signal
 
 key = os.environ.get("KILL_BEFORE_RECORD_OF")
 if key:
-    import dicomprep.run.shard as shard
+    import dicomprep.run.journal as journal
 
-    original = shard._journal_record
+    original = journal.journal_record
 
-    def _journal_record(entry, *args, **kwargs):
+    def journal_record(entry, *args, **kwargs):
         if entry["key"] == key:
             os.kill(os.getpid(), signal.SIGKILL)
         return original(entry, *args, **kwargs)
 
-    shard._journal_record = _journal_record
+    journal.journal_record = journal_record
 """
 
 

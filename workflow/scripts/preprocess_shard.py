@@ -3,6 +3,7 @@
 import gc
 
 from dicomprep.options import Options
+from dicomprep.report.sampling import ShardThumbnails
 from dicomprep.run.shard import run_shard
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
@@ -17,6 +18,7 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 - provided by Snakemake
         keep_orphans=snakemake.params.keep_orphans,  # noqa: F821
         report_images=snakemake.params.report_images,  # noqa: F821
         samples_per_modality=snakemake.params.samples_per_modality,  # noqa: F821
+        thumbnails=ShardThumbnails(),
     )
     print(
         f"shard done: {summary.processed} converted, {summary.reused} already done, "

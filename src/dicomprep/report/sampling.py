@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Iterable
+from types import SimpleNamespace
 
 from dicomprep.options import Options
 from dicomprep.pixels.volume import central_index
 
-__all__ = ["NO_MODALITY", "first_per_modality", "sample_key", "volume_label"]
+__all__ = ["NO_MODALITY", "ShardThumbnails", "first_per_modality", "sample_key", "volume_label"]
 
 NO_MODALITY = "(none)"  # the modality of files whose header has none
 
@@ -56,3 +57,39 @@ def volume_label(source_frames: int, output_frames: int, options: Options) -> st
     if options.volume == "interpolate":
         return f"volume of {n} frames: interpolated to {output_frames} frames"
     return f"volume of {n} frames: keep {output_frames} frames"
+
+
+class ShardThumbnails:
+    """What a shard job is handed to draw the QC report's thumbnails of the files it
+    converts that the report will show (``run_shard(thumbnails=...)``): :meth:`choose`
+    picks them, :meth:`draw` renders one in the worker that converted it, while the file
+    is at hand, so the report itself decodes nothing."""
+
+    @staticmethod
+    def choose(items: Iterable[tuple[str, str]], per_modality: int) -> set[str]:
+        """The SOP Instance UIDs of ``(modality, sop_instance_uid)`` pairs the report
+        samples (:func:`first_per_modality`); the drawing code is imported once here,
+        before the shard's workers fork, when any is chosen."""
+        chosen = first_per_modality(items, per_modality)
+        if chosen:
+            import dicomprep.report.images  # noqa: F401
+        return chosen
+
+    @staticmethod
+    def draw(entry: dict, result, output_root, img_dir, options: Options, source=None) -> None:
+        """Render the thumbnails of a file just converted (shard list ``entry``, its
+        ``result``) into ``img_dir``, the source's from the frame its conversion kept
+        (``source``, single-frame files)."""
+        from dicomprep.report.images import render_and_record
+        from dicomprep.storage.urls import relative_to_root
+
+        row = SimpleNamespace(
+            modality=entry.get("modality") or NO_MODALITY,
+            study_instance_uid=result.study_instance_uid,
+            sop_instance_uid=result.sop_instance_uid,
+            path=entry["path"],
+            tiff=relative_to_root(result.output, output_root),
+            source_frames=1,
+            num_frames=result.num_frames,
+        )
+        render_and_record(row, output_root, img_dir, options, source=source)
