@@ -42,6 +42,7 @@ lint: install
 	$(BIN)/ruff check src tests workflow bench
 	$(BIN)/ruff format --check src tests workflow bench
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/lint-imports
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/stages.py --repeat 20

@@ -33,8 +33,7 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.filewriter import write_file_meta_info
 
 from dicomprep.cli import preprocess_main
-from dicomprep.formats.decode import read_header
-from dicomprep.formats.errors import (
+from dicomprep.core.errors import (
     DESCRIPTIONS,
     STAGE_DESCRIPTIONS,
     STATUS_DESCRIPTIONS,
@@ -42,6 +41,7 @@ from dicomprep.formats.errors import (
     ErrorType,
     one_line,
 )
+from dicomprep.formats.decode import read_header
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
 from dicomprep.series.stacks import form_stacks

@@ -21,7 +21,7 @@ import pytest
 from dicomprep_testdata import synthetic
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
-from dicomprep.formats.errors import ErrorType
+from dicomprep.core.errors import ErrorType
 from dicomprep.formats.manifest import MANIFEST_COLUMNS, read_manifest, scan_dataset
 from dicomprep.formats.tiff import read_frames
 from dicomprep.options import Options

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import cache
 from importlib import resources
 
-from dicomprep.formats.errors import ErrorType
+from dicomprep.core.errors import ErrorType
 
 FILTERS = ("nearest", "triangle", "catmull-rom", "gaussian", "lanczos3")
 PADDINGS = ("zero", "top-left", "bottom-right", "center")

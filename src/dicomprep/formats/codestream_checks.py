@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from pydicom import Dataset, dcmread
 from pydicom.encaps import get_frame
 
-from dicomprep.formats.errors import DicomError, ErrorType
+from dicomprep.core.errors import DicomError, ErrorType
 
 if TYPE_CHECKING:
     from dicomprep.formats.decode import ImageInfo

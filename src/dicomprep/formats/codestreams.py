@@ -72,6 +72,7 @@ from typing import TypeVar
 import numpy as np
 from pydicom import Dataset
 
+from dicomprep.core.errors import DicomError
 from dicomprep.formats.codestream_checks import (  # noqa: F401 - the parsers' old home
     CODESTREAM_SYNTAXES,
     HTJ2K_LOSSLESS_SYNTAXES,
@@ -89,7 +90,6 @@ from dicomprep.formats.codestream_checks import (  # noqa: F401 - the parsers' o
     read_jpeg_frame,
 )
 from dicomprep.formats.decode import ImageInfo
-from dicomprep.formats.errors import DicomError
 from dicomprep.pixels.crop import (
     Box,
     background_value_max,

@@ -39,13 +39,13 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from dicomprep.formats.codestream_checks import bounded_decoding, decoder_panic, frame_checker
-from dicomprep.formats.errors import (
+from dicomprep.core.errors import (
     DicomError,
     ErrorType,
     NoPixelDataError,  # noqa: F401 - importable from here too
     NotDicomError,
 )
+from dicomprep.formats.codestream_checks import bounded_decoding, decoder_panic, frame_checker
 from dicomprep.formats.geometry_tags import pixel_spacing
 from dicomprep.formats.header_checks import (
     check_byte_order,

@@ -8,7 +8,7 @@ words follow the message as a detail after `` -- ``, cleaned by :func:`one_line`
 
 from __future__ import annotations
 
-from dicomprep.formats.errors import DicomError, ErrorType, one_line, with_detail
+from dicomprep.core.errors import DicomError, ErrorType, one_line, with_detail
 
 #: Words of pydicom and NumPy saying that the uncompressed pixel data is shorter than the
 #: image the header describes (or not a whole number of samples).

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from dicomprep.formats.errors import DicomError, ErrorType
+from dicomprep.core.errors import DicomError, ErrorType
 
 #: The pixel spacings (mm) a detector can have: a nanometre to a kilometre.
 SPACING_RANGE_MM = (1e-6, 1e6)

@@ -20,7 +20,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.tag import Tag
 
-from dicomprep.formats.errors import DicomError, ErrorType, one_line, with_detail
+from dicomprep.core.errors import DicomError, ErrorType, one_line, with_detail
 
 #: Elements walked at the start of a data set to decide its byte order.
 ELEMENTS_WALKED = 6

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dicomprep.formats.errors import DicomError, ErrorType
+from dicomprep.core.errors import DicomError, ErrorType
 
 #: The warning texts (docs/errors.md, Warnings): ``{bits}`` is the number of bits read,
 #: ``{bit}`` the high bit taken.

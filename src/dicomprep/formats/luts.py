@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydicom import Dataset
 
-from dicomprep.formats.errors import DicomError, ErrorType
+from dicomprep.core.errors import DicomError, ErrorType
 
 PALETTE_COLORS = ("Red", "Green", "Blue")
 #: Bits per entry a palette may have (PS3.3 C.7.6.3.1.5), and a LUT sequence's LUT.

@@ -18,7 +18,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi
 
-from dicomprep.formats.errors import DicomError, ErrorType
+from dicomprep.core.errors import DicomError, ErrorType
 from dicomprep.formats.luts import check_lut_sequence
 
 LINEAR, LINEAR_EXACT, SIGMOID = "LINEAR", "LINEAR_EXACT", "SIGMOID"

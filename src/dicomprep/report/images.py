@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from dicomprep.formats.errors import one_line
+from dicomprep.core.errors import one_line
 from dicomprep.formats.geometry import Geometry
 from dicomprep.options import Options
 from dicomprep.pixels.volume import central_index

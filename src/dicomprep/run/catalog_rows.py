@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from dicomprep.core.records import DUPLICATE
-from dicomprep.formats.errors import (
+from dicomprep.core.errors import (
     DicomError,
     ErrorType,
     NotDicomError,
     one_line,
     with_detail,
 )
+from dicomprep.core.records import DUPLICATE
 from dicomprep.formats.failures import os_error_type
 from dicomprep.formats.uids import describe_invalid_uid, is_valid_uid
 from dicomprep.run.walk import BROKEN_LINK, LINK_SKIPPED, LOOP_FIELDS, SPECIAL, not_regular_fields

@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from dicomprep.core.catalog import CATALOG_COLUMNS, INT_COLUMNS, TEXT_COLUMNS
-from dicomprep.core.records import DUPLICATE
-from dicomprep.formats.errors import (
+from dicomprep.core.errors import (
     ErrorType,
 )
+from dicomprep.core.records import DUPLICATE
 from dicomprep.run.catalog_rows import (  # noqa: F401 - the catalog's names, kept here
     DICOM,
     HEADER_FIELDS,

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 from dicomprep.core.durable import atomic_write_text
+from dicomprep.core.errors import ErrorType
 from dicomprep.core.records import OK, REMOVED
-from dicomprep.formats.errors import ErrorType
 from dicomprep.run.discover import (
     DICOM,
     DUPLICATE,

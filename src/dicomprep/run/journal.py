@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 
 from dicomprep.core.durable import atomic_write_text, iter_lines, open_for_append
+from dicomprep.core.errors import ErrorType
 from dicomprep.core.records import OK, FileResult
-from dicomprep.formats.errors import ErrorType
 from dicomprep.formats.uids import is_valid_uid
 from dicomprep.options import LIMIT_ERRORS
 from dicomprep.pipeline import output_path_for

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dicomprep.formats.errors import ErrorType
+from dicomprep.core.errors import ErrorType
 from dicomprep.run.catalog_rows import DICOM, MISSING, SourceError, header_row
 from dicomprep.storage.headers import header_concurrency, map_bounded, read_object_header
 from dicomprep.storage.objects import ObjectFacts, list_objects, object_facts

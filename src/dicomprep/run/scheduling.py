@@ -21,8 +21,8 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from dicomprep.core.errors import ErrorType
 from dicomprep.core.records import FAILED, OK, FileResult
-from dicomprep.formats.errors import ErrorType
 from dicomprep.options import Options
 from dicomprep.pipeline import output_path_for, process_file
 from dicomprep.run.orphans import remove_stale_temporaries

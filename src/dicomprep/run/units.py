@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import hashlib
 
+from dicomprep.core.errors import ErrorType
 from dicomprep.core.records import DUPLICATE, FAILED, OK, FileResult
-from dicomprep.formats.errors import ErrorType
 from dicomprep.options import Options
 
 REPORT_IMAGES = "report_images"  # the key of a marked entry: where its thumbnails go

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dicomprep.formats.errors import ErrorType
+from dicomprep.core.errors import ErrorType
 
 # Catalog statuses of what a walk passes over (failures.csv: skipped, skipped, failed).
 SPECIAL = "special"  # a FIFO, socket, device (or, in a .txt list, a folder): never opened

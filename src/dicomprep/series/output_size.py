@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dicomprep.core.errors import DicomError, ErrorType
 from dicomprep.formats.decode import ImageInfo
-from dicomprep.formats.errors import DicomError, ErrorType
 from dicomprep.options import Options
 from dicomprep.pixels.resize import fit_size
 from dicomprep.series.spacing import slice_count, spacing_scale

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dicomprep.core.errors import ErrorType
 from dicomprep.formats.decode import DicomError
-from dicomprep.formats.errors import ErrorType
 from dicomprep.pixels.resize import _KERNELS, _check_filter, _resample_swapped
 
 if TYPE_CHECKING:  # imported where the first matrix is built

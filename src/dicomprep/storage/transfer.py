@@ -22,8 +22,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from dicomprep.core.errors import ErrorType, one_line
 from dicomprep.core.records import FAILED
-from dicomprep.formats.errors import ErrorType, one_line
 from dicomprep.storage.objects import (
     ObjectFacts,
     fetch_to_file,

@@ -2,7 +2,7 @@
 output may not be what you expect.
 
 Warnings never decide a verdict (the run does: :mod:`dicomprep.training.validate`); each
-names an :class:`~dicomprep.formats.errors.ErrorType`:
+names an :class:`~dicomprep.core.errors.ErrorType`:
 
 ``NoWindow``
     greyscale of more than 8 bits without a usable window or VOI LUT, with ``voi: auto``:
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import pydicom
 
-from dicomprep.formats.errors import ErrorType
+from dicomprep.core.errors import ErrorType
 
 __all__ = ["Finding", "header_warnings"]
 
