@@ -4,7 +4,8 @@
 
 DATASET_ROOT is a folder written by dicomprep (it holds manifest.csv), e.g.
 results/dataset after ``make run``.  Without it, the example first converts a few
-synthetic mammograms into a temporary dataset.  PyTorch is used when it is installed
+synthetic mammograms (made by dicomprep_testdata, the development package ``make install``
+installs) into a temporary dataset.  PyTorch is used when it is installed
 (``DataLoader`` with worker processes); otherwise a ``multiprocessing`` pool plays the
 loader.  Annotations given in source DICOM pixels are mapped to the output pixels the
 network sees, and a prediction in output pixels is mapped back to the source.
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dicomprep_testdata import synthetic
 
 import dicomprep
 from dicomprep.formats.manifest import scan_dataset, write_manifest
@@ -29,6 +29,8 @@ from dicomprep.pipeline import process_file
 
 def make_demo_dataset(root: Path, files: int = 8) -> Path:
     """Convert ``files`` small synthetic mammograms into ``root`` (crop, resize, pad)."""
+    from dicomprep_testdata import synthetic
+
     sources = root / "sources"
     options = Options(crop=True, crop_max=True, size=(256, 320))
     for i in range(files):
