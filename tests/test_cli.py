@@ -45,8 +45,10 @@ def test_help_shows_every_default_and_how_they_differ_from_the_workflow():
         ("--voi", defaults.voi),
     ]:
         assert f"(default: {value})" in text, flag
-    # -c, -m, --crop-components, --strict, -s, --follow-symlinks, --follow-links-outside-source
-    assert text.count("(default: off") == 7
+    # -c, -m, --crop-components, --strict, -s, --follow-symlinks, --follow-links-outside-source,
+    # --manifest, --remove-orphans
+    assert text.count("(default: off") == 9
+    assert "(default: OUTPUT/.dicomprep)" in text  # --work
     workflow = yaml.safe_load((REPO / "config.yaml").read_text())
     assert workflow["crop"] and workflow["crop_max"] and not defaults.crop
     assert "neither crops nor resizes unless asked" in text
@@ -139,3 +141,44 @@ def test_strict_violations_name_failed_and_non_dicom_inputs_only(dataset):
         "rtplan.dcm",
         "truncated.dcm",
     ]
+
+
+def test_the_manifest_flag_writes_what_dicom_manifest_rebuilds(dataset, tmp_path):
+    assert not (dataset / "manifest.csv").exists()  # only when asked
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in REAL:
+        shutil.copy(get_testdata_file(name), source / name)
+    run("dicom-preprocess", "--manifest", source, tmp_path / "out")
+    written = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert len(written) == len(REAL)
+    assert set(written["source"]) == set(REAL)  # names relative to the source root
+    rebuilt = scan_dataset(tmp_path / "out")  # from the TIFFs: no series, no source
+    shared = ["study_instance_uid", "sop_instance_uid", "path", "inode", "width", "height"]
+    shared += ["channels", "num_frames", "slices"]
+    pd.testing.assert_frame_equal(written[shared], rebuilt[shared])
+    parquet = read_manifest(tmp_path / "out" / "manifest.parquet")
+    pd.testing.assert_frame_equal(parquet, written)
+
+
+def test_a_missing_source_is_one_line_and_makes_no_output(tmp_path):
+    out = tmp_path / "out"
+    proc = run("dicom-preprocess", tmp_path / "gone", out, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"dicom-preprocess: source '{tmp_path / 'gone'}' does not exist"
+    ]
+    assert not out.exists()
+
+
+def test_strict_refuses_a_folder_holding_non_dicom_before_converting(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), source / "ct.dcm")
+    (source / "notes.dcm").write_text("not a DICOM file")
+    proc = run("dicom-preprocess", "--strict", source, tmp_path / "out", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"dicom-preprocess: not DICOM (--strict): {source / 'notes.dcm'}"
+    ]
+    assert not list((tmp_path / "out").rglob("*.tiff"))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from dicomprep import __version__
-from dicomprep.core.records import FAILED, OK, FileResult
+from dicomprep.core.records import OK, FileResult
 from dicomprep.formats.manifest import scan_dataset, write_manifest
 from dicomprep.options import (
     COMPRESSIONS,
@@ -21,31 +21,13 @@ from dicomprep.options import (
     OptionsError,
 )
 from dicomprep.pipeline import process_file
-from dicomprep.run.discover import (
-    DICOM,
-    DUPLICATE,
-    MISSING,
-    NOT_DICOM,
-    SourceError,
-    build_catalog,
-)
-from dicomprep.run.failures import (
-    catalog_failures,
-    counts,
-    failures_frame,
-    result_failures,
-    summary_line,
-    write_failures,
-)
-from dicomprep.run.guards import OutputError, probe_writable, require_files
-from dicomprep.run.shard import (
-    convert_copies,
-    convert_in_workers,
-    mark_copies,
-    remove_shard_temporaries,
-    remove_stale_temporaries,
-)
-from dicomprep.storage.urls import relative_to_root
+from dicomprep.run.discover import SourceError, build_catalog, iter_source_paths
+from dicomprep.run.failures import summary_line
+from dicomprep.run.guards import OutputError, probe_writable
+from dicomprep.run.local import WORK_FOLDER, LocalRun, NotDicomRefused, run_local
+from dicomprep.run.lock import WorkFolderLocked
+from dicomprep.run.plan import non_dicom_paths
+from dicomprep.run.removal import REMOVED, RemovalRefused
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -274,8 +256,47 @@ def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentPar
         metavar="N",
         help="parallel worker processes (default: this machine's cores, %(default)s)",
     )
+    if paths:
+        _run_arguments(p)
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of a run over a folder or list: its work folder, the manifest, removals."""
+    p.add_argument(
+        "--work",
+        metavar="DIR",
+        help=f"the run's state (catalog, shard list, journal): a rerun converts only new or "
+        f"changed files (default: OUTPUT/{WORK_FOLDER})",
+    )
+    p.add_argument(
+        "--manifest",
+        action="store_true",
+        help="also write manifest.csv and manifest.parquet into OUTPUT",
+    )
+    p.add_argument(
+        "--remove-orphans",
+        action="store_true",
+        help="remove the outputs of sources gone since the last run (default: off, kept)",
+    )
+    p.add_argument(
+        "--allow-removal",
+        type=_allowance,
+        default=False,
+        metavar="N",
+        help="with --remove-orphans, remove up to N outputs (or 'true': any number) where a "
+        "run would otherwise refuse (default: at most 20 or 10 %% of the dataset)",
+    )
+
+
+def _allowance(text: str) -> bool | int:
+    if text.lower() in ("true", "yes"):
+        return True
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or true, got {text!r}") from None
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
@@ -303,33 +324,9 @@ def options_from_args(args: argparse.Namespace) -> Options:
     )
 
 
-def _progress(iterable, total: int):
-    if not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, unit="file", file=sys.stderr)
-
-
-def convert_many(entries: list[dict], root: str, options: Options, threads: int) -> list[dict]:
-    """Convert catalog entries (in path order) in ``threads`` worker processes; results
-    in input order.
-
-    As in a shard job, each SOP Instance UID becomes one image, from the first copy that
-    converts (a damaged first copy does not cost it; the other copies are reported as
-    duplicates), and a worker that dies (a crashing decoder, the out-of-memory killer)
-    costs only the file it held.
-    """
-    entries = [{"cost": 0, **entry} for entry in entries]
-    results: list[dict | None] = [None] * len(entries)
-    finished = convert_copies(entries, root, options, max(1, threads))
-    for index, result in _progress(finished, len(entries)):
-        results[index] = result.to_dict()
-    mark_copies(entries, results)
-    return [r for r in results if r is not None]
-
-
 def preprocess_main(argv: list[str] | None = None) -> int:
+    """``dicom-preprocess``: one file to one output, or a folder or ``.txt`` list as a
+    local run of the workflow (:func:`dicomprep.run.local.run_local`)."""
     args = preprocess_parser().parse_args(argv)
     try:
         options = options_from_args(args)
@@ -338,184 +335,65 @@ def preprocess_main(argv: list[str] | None = None) -> int:
         return 2
     source, output = Path(args.source), Path(args.output)
     try:
-        catalog = build_catalog(
+        if not source.exists():  # before the output is made: the source's own error
+            list(iter_source_paths(source))
+        if source.is_file() and source.suffix.lower() != ".txt":
+            return _single(source, output, options, args.strict)
+        run = run_local(
             source,
+            output,
+            options,
+            work=args.work,
+            workers=max(1, args.threads),
             follow_symlinks=args.follow_symlinks,
             follow_links_outside_source=args.follow_links_outside_source,
-            processes=max(1, args.threads),
+            keep_orphans=not args.remove_orphans,
+            allow_removal=args.allow_removal,
+            manifest=args.manifest,
+            strict=args.strict,
+            progress=sys.stderr.isatty(),
         )
-        require_files(source, int((catalog["status"] != MISSING).sum()))
-    except SourceError as exc:
-        print(f"dicom-preprocess: {exc}", file=sys.stderr)
+    except (SourceError, OutputError, WorkFolderLocked, RemovalRefused, NotDicomRefused) as exc:
+        print(f"dicom-preprocess: {_in_flags(str(exc))}", file=sys.stderr)
         return 2
-    if args.strict:
-        bad = catalog[catalog["status"] == NOT_DICOM]["path"].tolist()
-        if bad:
-            print("dicom-preprocess: not DICOM (--strict): " + ", ".join(bad), file=sys.stderr)
-            return 2
-    single = source.is_file() and source.suffix.lower() != ".txt"
-    try:  # before the first conversion, not after every file failed to be written
-        probe_writable(output.parent if single and not output.is_dir() else output)
-    except OutputError as exc:
-        print(f"dicom-preprocess: {exc}", file=sys.stderr)
-        return 2
-    if single:
-        return _single(source, output, options)
+    return _report_run(run, output)
 
-    failures, processed = convert_catalog(catalog, output, options, args.threads)
-    write_failures(failures, output / "failures.csv")
-    numbers = counts(processed, failures)
+
+def _in_flags(message: str) -> str:
+    """A refusal's message naming this command's flag where it names the workflow's key."""
+    return message.replace(
+        "allow_removal: true (--config allow_removal=true) or a number",
+        "--allow-removal true (or a number)",
+    )
+
+
+def _report_run(run: LocalRun, output: Path) -> int:
+    """Print a local run's summary lines; its exit status (1 when any input failed)."""
+    numbers = run.numbers
     print(summary_line(numbers, output), file=sys.stderr)
-    if len(failures):
+    if numbers.get("removed_now"):
+        print(
+            f"dicomprep: {numbers['removed_now']} output(s) whose source is gone were "
+            f"removed; they are listed in {run.work / REMOVED}",
+            file=sys.stderr,
+        )
+    if run.environment_error:
+        print(f"dicomprep: {run.environment_error}", file=sys.stderr)
+    if len(run.collected.failures):
         print(f"dicomprep: not converted: see {output / 'failures.csv'}", file=sys.stderr)
     return 1 if numbers["failed"] else 0
 
 
-def convert_catalog(catalog, output: Path, options: Options, threads: int):
-    """Convert the images of a ``catalog`` (discovery's table) under ``output``; returns
-    the failures table (one row per input that did not become an output) and the number
-    of outputs written.  dicom-validate gives its verdicts from the same function."""
-    todo = catalog.loc[
-        catalog["status"].isin([DICOM, DUPLICATE]),
-        ["path", "key", "study_instance_uid", "sop_instance_uid"],
-    ].to_dict("records")
-    remove_shard_temporaries(output, todo)  # of writes a killed earlier run left
-    stack_failures, stacked = [], 0
-    if options.series == "stack":
-        todo, stack_failures, stacked = convert_stacks(todo, catalog, output, options, threads)
-    results = convert_many(todo, str(output), options, threads)
-    failures = failures_frame(catalog_failures(catalog) + result_failures(results) + stack_failures)
-    return failures, sum(1 for r in results if r["status"] == OK) + stacked
-
-
-def convert_stacks(
-    entries: list[dict], catalog, output: Path, options: Options, threads: int
-) -> tuple[list[dict], list[dict], int]:
-    """Form stacks from the header facts the ``catalog`` holds for ``entries`` and convert
-    each into one volume (slices on a web server or in a bucket too).
-
-    Returns the entries left to convert one by one, failure rows (failed stacks, slices left
-    out as duplicate positions, copies of stacked slices) and the number of stacks written;
-    writes ``series_report.csv`` and ``slices.csv`` under ``output``."""
-    from dicomprep.formats.errors import ErrorType
-    from dicomprep.formats.uids import is_valid_uid
-    from dicomprep.run.discover import placement_facts
-    from dicomprep.series.stacks import DUPLICATE_POSITION, REPORT_COLUMNS, form_stacks
-    from dicomprep.series.volume_file import stack_output_path
-
-    firsts, copies = {}, {}
-    for entry in entries:
-        first = firsts.setdefault(entry["sop_instance_uid"], entry["path"])
-        if first != entry["path"]:  # tried in path order when the first copy is damaged
-            copies.setdefault(first, []).append(entry["path"])
-    first_copies = catalog[catalog["path"].isin(set(firsts.values()))]
-    study_of = dict(zip(first_copies["path"], first_copies["study_instance_uid"], strict=True))
-    stacks, records = form_stacks(placement_facts(first_copies))
-    stacks = [s for s in stacks if is_valid_uid(s.series_instance_uid)]
-    units = [
-        {
-            "key": f"stack:{s.name}",
-            "path": s.paths[0],
-            "paths": list(s.paths),
-            "output": stack_output_path(
-                output, study_of[s.paths[0]], s.name, options.volume_format
-            ),
-            "study_instance_uid": study_of[s.paths[0]],
-            "sop_instance_uid": s.sop_instance_uids[0],
-            "copies": {p: copies[p] for p in s.paths if p in copies},
-        }
-        for s in stacks
-    ]
-    for unit in units:
-        remove_stale_temporaries(Path(unit["output"]))  # a killed earlier run's
-    results = _convert_stack_units(units, output, options, threads)
-
-    taken = {p for s in stacks for p in s.paths} | {p for r in results for p in r.sources}
-    taken_uids = {uid for s in stacks for uid in s.sop_instance_uids}
-    failures, slice_rows = [], []
-    for result in results:
-        failures += [{"path": f["source"], "status": FAILED, **f} for f in result.left_out]
-        for path in result.sources if result.status != OK else ():
-            failures.append(
-                {
-                    "path": path,
-                    "status": result.status,
-                    "stage": result.stage,
-                    "error_type": result.error_type,
-                    "message": result.message,
-                }
-            )
-        relative = relative_to_root(result.output, output) if result.output else ""
-        slice_rows += [
-            {
-                "sop_instance_uid": placed.sop_instance_uid,
-                "path": relative,
-                "page": placed.page,
-                "position": placed.position,
-            }
-            for placed in result.slices
-        ]
-    for record in records:
-        if record.kind == DUPLICATE_POSITION:
-            taken.update(record.paths)
-            failures += [
-                {
-                    "path": path,
-                    "status": "duplicate",
-                    "stage": "transform",
-                    "error_type": ErrorType.DUPLICATE_POSITION,
-                    "message": record.message,
-                }
-                for path in record.paths
-            ]
-    for entry in entries:  # further copies of stacked slices
-        uid = entry["sop_instance_uid"]
-        if entry["path"] not in taken and uid in taken_uids:
-            taken.add(entry["path"])
-            failures.append(
-                {
-                    "path": entry["path"],
-                    "status": "duplicate",
-                    "stage": "discover",
-                    "error_type": ErrorType.DUPLICATE_SOP_INSTANCE_UID,
-                    "message": f"another copy of {uid} ({firsts[uid]}) is in a stack",
-                }
-            )
-    output.mkdir(parents=True, exist_ok=True)
-    import pandas as pd
-
-    pd.DataFrame([r.to_row() for r in records], columns=REPORT_COLUMNS).to_csv(
-        output / "series_report.csv", index=False
-    )
-    pd.DataFrame(slice_rows, columns=["sop_instance_uid", "path", "page", "position"]).to_csv(
-        output / "slices.csv", index=False
-    )
-    left = [e for e in entries if e["path"] not in taken]
-    return left, failures, sum(1 for r in results if r.status == OK)
-
-
-def _convert_stack_units(units: list[dict], output: Path, options: Options, threads: int):
-    """The StackResult of each unit (in order), each converted in a worker process as the
-    workflow's shards do: a worker that dies (the out-of-memory killer, a crashing
-    decoder) costs only its stack, whose slices then each get its failure."""
-    from dicomprep.series.volume_file import StackResult
-
-    finished = dict(convert_in_workers(list(enumerate(units)), output, options, threads))
-    results = []
-    for index, unit in enumerate(units):
-        result = finished[index]
-        if not isinstance(result, StackResult):  # its worker died: a FileResult
-            result = StackResult(
-                sources=list(unit["paths"]),
-                stage=result.stage,
-                error_type=result.error_type,
-                message=result.message.replace("this file", "this stack"),
-            )
-        results.append(result)
-    return results
-
-
-def _single(source: Path, output: Path, options: Options) -> int:
+def _single(source: Path, output: Path, options: Options, strict: bool) -> int:
+    """One file to one output (``output`` a file path, or a folder to put it in)."""
+    if strict and non_dicom_paths(build_catalog(source)):
+        print(f"dicom-preprocess: not DICOM (--strict): {source}", file=sys.stderr)
+        return 2
+    try:  # before converting, not after the file failed to be written
+        probe_writable(output if output.is_dir() else output.parent)
+    except OutputError as exc:
+        print(f"dicom-preprocess: {exc}", file=sys.stderr)
+        return 2
     if output.is_dir():
         result = process_file(source, output, options)
     else:

@@ -309,7 +309,11 @@ def collect_run(
         atomic_write_text(series_report_csv, text or "kind\n")
         report_rows = series_failures(series_report) if series_report else []
     records = results[results["status"] != OK].to_dict("records") if len(results) else []
-    removed = [r for r in records if r["status"] == REMOVED and r["fresh"]]
+    removed = [
+        r
+        for r in records
+        if r["status"] == REMOVED and r["fresh"] and r.get("message") != KEPT_ORPHAN
+    ]
     failures = failures_frame(
         (catalog_failures(catalog) if catalog is not None else [])
         + result_failures(records)
@@ -335,6 +339,7 @@ def collect_run(
     return Collected(numbers, results, catalog, manifest, failures, summary)
 
 
+KEPT_ORPHAN = "kept (keep_orphans)"  # the results row of an orphan kept on disk
 SUMMARY_REMOVED_SHOWN = 20  # removed outputs named in the summary (all are in the logs)
 
 

@@ -3,7 +3,8 @@
 The verdict of a file is the run's: its inputs (files, folders walked as the workflow
 walks them, ``.txt`` lists) are catalogued by discovery's own function
 (:func:`dicomprep.run.discover.build_catalog`: recognition, header, UIDs, duplicates),
-then converted by dicom-preprocess's (:func:`dicomprep.cli.convert_catalog`) with the
+then converted as dicom-preprocess converts them
+(:func:`dicomprep.run.local.convert_catalog`, the workflow's shard and collect) with the
 processing options given, into a temporary folder that is removed when the batch is
 done.  So a file is
 
@@ -152,7 +153,7 @@ def _catalog_duplicates(catalog: pd.DataFrame) -> list[dict]:
 def converted_failures(catalog: pd.DataFrame, options: Options, threads: int) -> pd.DataFrame:
     """The failures table of converting ``catalog`` with dicom-preprocess's own function,
     batch by batch (:func:`batches`), each into a temporary folder removed afterwards."""
-    from dicomprep.cli import convert_catalog  # the command line's layer, imported late
+    from dicomprep.run.local import convert_catalog  # the local run's, imported late
 
     parts = []
     for batch in batches(catalog, BATCH_FILES if options.series == "files" else None):
