@@ -20,7 +20,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicomprep.formats import decode
+from dicomprep.formats import dicom_header
 from dicomprep.formats.decode import DicomError, iter_frames, read_header, read_native_frames
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
@@ -142,7 +142,7 @@ def test_the_transfer_syntax_found_in_a_files_first_bytes_is_pydicoms():
         if not Path(path).is_file():
             continue
         with open(path, "rb") as f:
-            head = f.read(132 + decode.META_PEEK_BYTES)
+            head = f.read(132 + dicom_header.META_PEEK_BYTES)
         if head[128:132] != b"DICM":
             continue
         try:
@@ -151,16 +151,16 @@ def test_the_transfer_syntax_found_in_a_files_first_bytes_is_pydicoms():
                 meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
         except Exception:  # noqa: BLE001 - files pydicom cannot read are not the question
             continue
-        found = decode._meta_transfer_syntax(head)
+        found = dicom_header._meta_transfer_syntax(head)
         if found is not None:
             settled += 1
             assert found == str(meta.get("TransferSyntaxUID", "")), path
     assert settled > 200
 
 
-@pytest.mark.parametrize("peek", [decode.META_PEEK_BYTES, 40])  # 40: too short to settle it
+@pytest.mark.parametrize("peek", [dicom_header.META_PEEK_BYTES, 40])  # 40: too short to settle it
 def test_a_deflate_bomb_fails_clearly_without_inflating_it(tmp_path, monkeypatch, peek):
-    monkeypatch.setattr(decode, "META_PEEK_BYTES", peek)
+    monkeypatch.setattr(dicom_header, "META_PEEK_BYTES", peek)
     bomb = synthetic.deflate_bomb(tmp_path / "bomb.dcm", inflated_bytes=256 * 2**20)
     assert bomb.stat().st_size < 2**20  # a small file that inflates to 256 MiB
     out = tmp_path / "out.tiff"

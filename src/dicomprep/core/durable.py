@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -28,23 +29,48 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` by ``data`` durably: readers see the old or the new file, never a
-    part, even after a power loss."""
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a closed file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: str | os.PathLike, *, sync_file: bool = True, sync_folder: bool = True
+) -> Iterator[Path]:
+    """The one way files are replaced: yields a hidden temporary path beside ``path``
+    (:func:`temporary_path`) to write and close; when the block ends it is flushed to
+    disk (``sync_file``), renamed over ``path`` and the folder entry flushed
+    (``sync_folder``), so readers see the old or the new file, never a part.  On any
+    error the temporary is removed and the error re-raised, ``path`` untouched.
+
+    Outputs that can always be made again (the report's images, the catalog) skip the
+    flushes; what a rerun trusts (state files, outputs) keeps them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        if sync_file:
+            fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):  # never mask the original error
             os.unlink(tmp)
         raise
-    fsync_folder(path.parent)
+    if sync_folder:
+        fsync_folder(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sync: bool = True) -> None:
+    """Replace ``path`` by ``data`` (durably unless ``sync`` is False): readers see the
+    old or the new file, never a part, even after a power loss."""
+    with atomic_file(path, sync_file=sync, sync_folder=sync) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -9,13 +9,11 @@ nibabel's deterministic gzip, the same volume gives the same bytes.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import os
-from pathlib import Path
 
 import numpy as np
 
+from dicomprep.core.durable import atomic_file
 from dicomprep.formats.geometry import Geometry, StackSource
 
 #: The NIfTI extension code ("comment") of the JSON record of the volume's geometry and
@@ -59,22 +57,14 @@ def write_nifti(
     image.header.set_xyzt_units("mm")
     image.set_sform(volume.affine_ras(), code=1)
     image.set_qform(volume.affine_ras(), code=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # the name every writer's has
-    try:
-        # what nibabel.save writes for a .nii.gz name (level 1, no name, no time), streamed
-        with open(tmp, "wb") as fh:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=1, mtime=0) as gz:
-                holder = nib.FileHolder(fileobj=gz)
-                image.to_file_map({"image": holder, "header": holder})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # what nibabel.save writes for a .nii.gz name (level 1, no name, no time), streamed
+    with (
+        atomic_file(path, sync_folder=False) as tmp,
+        open(tmp, "wb") as fh,
+        gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=1, mtime=0) as gz,
+    ):
+        holder = nib.FileHolder(fileobj=gz)
+        image.to_file_map({"image": holder, "header": holder})
 
 
 class NiftiVolume:

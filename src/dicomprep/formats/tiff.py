@@ -32,19 +32,19 @@ pixels, aspect ratio only); :func:`read_info` reports such files as having no re
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import os
-import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
+from dicomprep.core.durable import atomic_file
 from dicomprep.formats.geometry import Geometry, StackSource
+from dicomprep.formats.tiff_layout import TiffLayout, read_layout
 
 __all__ = [
     "COMPRESSIONS",
@@ -227,10 +227,6 @@ def _check_resolution(resolution) -> tuple[float, float] | None:
     return x, y
 
 
-def _temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def write_tiff(
     path,
     frames: Iterable[np.ndarray],
@@ -257,7 +253,6 @@ def write_tiff(
         raise ValueError(f"num_frames must be between 1 and {_MAX_PAGES}, got {num_frames}")
     resolution = _check_resolution(resolution)
     path = Path(path)
-    tmp = _temporary_path(path)
 
     iterator = iter(frames)
     try:
@@ -284,50 +279,54 @@ def write_tiff(
     )
     tags = _geometry_tags(geometry)
     description = geometry.description(stack)
-    shape, dtype = first.shape, first.dtype
-    frame = first
+    pages = _first_then_rest(first, iterator)
     del first  # hold no frame longer than its page takes to write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(tmp, "wb") as fh:
-            with tifffile.TiffWriter(fh, bigtiff=bigtiff, byteorder="<") as writer:
-                index = 0
-                while True:
-                    if frame.shape != shape or frame.dtype != dtype:
-                        raise ValueError(
-                            f"frame {index} has shape {frame.shape} {frame.dtype}, "
-                            f"expected {shape} {dtype}"
-                        )
-                    page_number = (TAG_PAGE_NUMBER, _SHORT, 2, (index, num_frames), True)
-                    # The first page also holds what integer tags cannot: the exact scale of a
-                    # resize to a target spacing and the patient-space placement of a volume.
-                    described = {"description": description} if index == 0 and description else {}
-                    writer.write(frame, extratags=[*tags, page_number], **options, **described)
-                    index += 1
-                    frame = None
-                    try:
-                        frame = np.asarray(next(iterator))
-                    except StopIteration:
-                        break
-                    if index >= num_frames:
-                        raise ValueError(f"frames yielded more than num_frames={num_frames}")
-                if index != num_frames:
-                    raise ValueError(f"frames yielded {index} frames, expected {num_frames}")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        disk_full = exc.errno is None and _nearly_full(tmp.parent)  # before freeing it
-        with contextlib.suppress(OSError):  # never mask the original error
-            os.unlink(tmp)
-        if disk_full:  # numpy's short writes carry no errno
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
-        raise
-    except BaseException:
-        with contextlib.suppress(OSError):  # never mask the original error
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, sync_folder=False) as tmp:
+        try:
+            _write_pages(tmp, pages, bigtiff, options, tags, description, num_frames)
+        except OSError as exc:
+            if exc.errno is None and _nearly_full(tmp.parent):  # numpy's short writes
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+            raise
+
+
+def _first_then_rest(first: np.ndarray, rest: Iterator) -> Iterator[np.ndarray]:
+    """``first``, then what ``rest`` yields, holding no frame once it was handed out."""
+    yield first
+    del first
+    for frame in rest:
+        yield np.asarray(frame)
+        del frame  # before the next is made
+
+
+def _write_pages(tmp: Path, pages, bigtiff, options, tags, description, num_frames) -> None:
+    """Write the frames ``pages`` yields (all of the first one's shape and type, at most
+    ``num_frames``) into ``tmp``, one page each, holding one frame at a time."""
+    frame = next(pages)
+    shape, dtype = frame.shape, frame.dtype
+    with tifffile.TiffWriter(tmp, bigtiff=bigtiff, byteorder="<") as writer:
+        index = 0
+        while True:
+            if frame.shape != shape or frame.dtype != dtype:
+                raise ValueError(
+                    f"frame {index} has shape {frame.shape} {frame.dtype}, expected {shape} {dtype}"
+                )
+            page_number = (TAG_PAGE_NUMBER, _SHORT, 2, (index, num_frames), True)
+            # The first page also holds what integer tags cannot: the exact scale of a
+            # resize to a target spacing and the patient-space placement of a volume.
+            described = {"description": description} if index == 0 and description else {}
+            writer.write(frame, extratags=[*tags, page_number], **options, **described)
+            index += 1
+            frame = None
+            try:
+                frame = next(pages)
+            except StopIteration:
+                break
+            if index >= num_frames:
+                raise ValueError(f"frames yielded more than num_frames={num_frames}")
+        if index != num_frames:
+            raise ValueError(f"frames yielded {index} frames, expected {num_frames}")
 
 
 def _nearly_full(folder: Path) -> bool:
@@ -434,111 +433,3 @@ def read_frames(path) -> np.ndarray:
                 raise ValueError(f"{path}: page {i} differs in shape or type from page 0")
             page.asarray(out=out[i])
         return out
-
-
-# -- header-only layout -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TiffLayout:
-    """Image size, samples per pixel, page count and the first page's description, read
-    from the IFD chain only."""
-
-    width: int
-    height: int
-    channels: int
-    num_frames: int
-    description: str | None = None
-
-
-_TYPE_FORMATS = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
-_ASCII = 2
-_IMAGE_DESCRIPTION = 270
-_MAX_DESCRIPTION = 1 << 20  # dicomprep's are a few hundred bytes
-
-
-def read_layout(path) -> TiffLayout:
-    """Width, height and samples of the first page and the number of pages.
-
-    Parses the header and walks the IFD chain directly (a few small reads per file), which
-    is much faster than building a :class:`tifffile.TiffFile` when indexing many files.
-    Classic TIFF and BigTIFF, either byte order.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-        if len(head) < 8 or head[:2] not in (b"II", b"MM"):
-            raise ValueError(f"{path}: not a TIFF file")
-        bo = "<" if head[:2] == b"II" else ">"
-        magic = struct.unpack(bo + "H", head[2:4])[0]
-        if magic == 42:
-            offset = struct.unpack(bo + "I", head[4:8])[0]
-            count_fmt, entry_size, off_fmt, value_size = "H", 12, "I", 4
-        elif magic == 43 and len(head) == 16:
-            offset = struct.unpack(bo + "Q", head[8:16])[0]
-            count_fmt, entry_size, off_fmt, value_size = "Q", 20, "Q", 8
-        else:
-            raise ValueError(f"{path}: not a TIFF file")
-        count_size = struct.calcsize(count_fmt)
-        off_size = struct.calcsize(off_fmt)
-        entry = struct.Struct(bo + "HH" + off_fmt)
-
-        fields: dict[int, int] = {}
-        description_at: tuple[int, int] | None = None  # (offset, length) of page 0's
-        description = None
-        pages = 0
-        seen: set[int] = set()
-        while offset:
-            if offset in seen:
-                raise ValueError(f"{path}: IFD chain has a cycle")
-            seen.add(offset)
-            fh.seek(offset)
-            raw = fh.read(count_size)
-            if len(raw) != count_size:
-                raise ValueError(f"{path}: truncated IFD at offset {offset}")
-            n = struct.unpack(bo + count_fmt, raw)[0]
-            if pages == 0:
-                block = fh.read(n * entry_size + off_size)
-                if len(block) != n * entry_size + off_size:
-                    raise ValueError(f"{path}: truncated IFD at offset {offset}")
-                for i in range(n):
-                    pos = i * entry_size
-                    code, typ, cnt = entry.unpack_from(block, pos)
-                    if code == _IMAGE_DESCRIPTION and typ == _ASCII and cnt <= _MAX_DESCRIPTION:
-                        value_pos = pos + entry.size
-                        if cnt <= value_size:
-                            description = block[value_pos : value_pos + cnt]
-                        else:
-                            at = struct.unpack_from(bo + off_fmt, block, value_pos)[0]
-                            description_at = (at, cnt)
-                    if code in (256, 257, 277) and cnt == 1 and typ in _TYPE_FORMATS:
-                        value_pos = pos + entry.size
-                        fmt = bo + _TYPE_FORMATS[typ]
-                        if struct.calcsize(fmt) <= value_size:
-                            fields[code] = struct.unpack_from(fmt, block, value_pos)[0]
-                raw = block[-off_size:]
-            else:
-                fh.seek(offset + count_size + n * entry_size)
-                raw = fh.read(off_size)
-                if len(raw) != off_size:
-                    raise ValueError(f"{path}: truncated IFD at offset {offset}")
-            pages += 1
-            offset = struct.unpack(bo + off_fmt, raw)[0]
-        if description_at is not None:
-            fh.seek(description_at[0])
-            description = fh.read(description_at[1])
-    if pages == 0 or 256 not in fields or 257 not in fields:
-        raise ValueError(f"{path}: no image in TIFF file")
-    return TiffLayout(
-        width=fields[256],
-        height=fields[257],
-        channels=fields.get(277, 1),
-        num_frames=pages,
-        description=_ascii_text(description),
-    )
-
-
-def _ascii_text(value: bytes | None) -> str | None:
-    """A TIFF ASCII value as text (up to its first NUL; undecodable bytes replaced)."""
-    if value is None:
-        return None
-    return value.split(b"\0", 1)[0].decode("ascii", errors="replace")

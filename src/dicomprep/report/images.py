@@ -30,6 +30,7 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from dicomprep.core.durable import atomic_write_bytes
 from dicomprep.core.errors import one_line
 from dicomprep.formats.geometry import Geometry
 from dicomprep.options import Options
@@ -202,13 +203,7 @@ def save_image(path: str | os.PathLike, image: Image.Image, image_format: str = 
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` by ``data`` through a hidden temporary beside it (a reader never
     sees a part; no fsync: the report can always be built again)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, data, sync=False)
 
 
 # -- one sample --------------------------------------------------------------------------

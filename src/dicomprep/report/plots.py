@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dicomprep.core.durable import atomic_write_bytes
+
 __all__ = [
     "CROP_FRACTION_EDGES",
     "CROP_FRACTION_FILES",
@@ -178,13 +180,7 @@ def _read_crop_cache(cache: str | os.PathLike | None) -> dict[str, list[int]]:
 
 
 def _write_crop_cache(cache: Path, entries: dict[str, list[int]]) -> None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(entries, separators=(",", ":")))
-        os.replace(tmp, cache)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(cache, json.dumps(entries, separators=(",", ":")).encode(), sync=False)
 
 
 def binned(values: np.ndarray, edges: np.ndarray) -> list[int]:

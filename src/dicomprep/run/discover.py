@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from dicomprep.core.catalog import CATALOG_COLUMNS, INT_COLUMNS, TEXT_COLUMNS
+from dicomprep.core.durable import atomic_file
 from dicomprep.core.errors import (
     ErrorType,
 )
@@ -273,14 +274,8 @@ def mark_duplicates(catalog: pd.DataFrame) -> pd.DataFrame:
 
 def save_catalog(catalog: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the catalog as Parquet, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(path, sync_file=False, sync_folder=False) as tmp:
         normalise(catalog).to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_catalog(path: str | os.PathLike) -> pd.DataFrame | None:
