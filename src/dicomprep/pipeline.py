@@ -23,6 +23,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from dicomprep.core.errors import ErrorType, one_line, with_detail
 from dicomprep.core.records import FAILED, OK, SKIPPED, FileResult
 from dicomprep.formats.codestream_checks import check_frame_limits
 from dicomprep.formats.codestreams import (
@@ -42,7 +43,6 @@ from dicomprep.formats.decode import (
     iter_frames,
     read_header,
 )
-from dicomprep.formats.errors import ErrorType, one_line, with_detail
 from dicomprep.formats.failures import decode_failure, failure_of, os_error_type
 from dicomprep.formats.geometry import Geometry
 from dicomprep.formats.header_checks import check_image_numbers, check_readable_values

@@ -205,7 +205,7 @@ def manifest_table(results: pd.DataFrame) -> pd.DataFrame:
 def series_failures(series_report: str | os.PathLike) -> list[dict]:
     """Failures rows for the slices left out of their stack because another slice lies
     at the same position (they are in no shard list, so no shard reports them)."""
-    from dicomprep.formats.errors import ErrorType
+    from dicomprep.core.errors import ErrorType
     from dicomprep.series.stacks import DUPLICATE_POSITION
 
     report = pd.read_csv(series_report, dtype=str, keep_default_na=False)

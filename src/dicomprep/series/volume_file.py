@@ -37,11 +37,11 @@ import numpy as np
 from pydicom.uid import UID
 
 from dicomprep import pipeline
+from dicomprep.core.errors import ErrorType, with_detail
 from dicomprep.core.records import FAILED, OK, SlicePlacement, StackResult  # noqa: F401
 from dicomprep.formats.codestream_checks import check_frame_limits
 from dicomprep.formats.codestreams import codestream_frames
 from dicomprep.formats.decode import DicomError, image_info, iter_frames
-from dicomprep.formats.errors import ErrorType, with_detail
 from dicomprep.formats.geometry import Geometry, StackSource, VolumeGeometry
 from dicomprep.formats.geometry_tags import check_header
 from dicomprep.formats.lenient import join_warnings

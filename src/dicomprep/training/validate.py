@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dicomprep.formats.errors import ErrorType
+from dicomprep.core.errors import ErrorType
 from dicomprep.options import Options, OptionsError
 from dicomprep.run.discover import (
     CATALOG_COLUMNS,
