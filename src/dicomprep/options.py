@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from functools import cache
 from importlib import resources
 
@@ -21,7 +22,27 @@ from dicomprep.core.errors import ErrorType
 FILTERS = ("nearest", "triangle", "catmull-rom", "gaussian", "lanczos3")
 PADDINGS = ("zero", "top-left", "bottom-right", "center")
 COMPRESSIONS = ("packbits", "lzw", "uncompressed", "zstd", "deflate")
-VOLUME_HANDLERS = ("keep", "central-slice", "max-intensity", "interpolate", "laplacian-mip")
+
+
+class VolumeHandler(StrEnum):
+    """What becomes of a volume's frames (docs/configuration.md: volume)."""
+
+    KEEP = "keep"
+    CENTRAL_SLICE = "central-slice"
+    MAX_INTENSITY = "max-intensity"
+    INTERPOLATE = "interpolate"
+    LAPLACIAN_MIP = "laplacian-mip"
+
+    @property
+    def is_projection(self) -> bool:
+        """Whether the volume becomes one page (the central frame or a projection)."""
+        return self in _PROJECTIONS
+
+
+_PROJECTIONS = frozenset(
+    {VolumeHandler.CENTRAL_SLICE, VolumeHandler.MAX_INTENSITY, VolumeHandler.LAPLACIAN_MIP}
+)
+VOLUME_HANDLERS = tuple(handler.value for handler in VolumeHandler)
 VOI_MODES = ("auto", "none")
 DECODE_RESOLUTIONS = ("auto", "full")
 SERIES_MODES = ("files", "stack")
@@ -224,6 +245,9 @@ OUTPUT_MODULES = (
     "formats.tiff",
     "formats.uids",
     "pixels.volume",
+    "pixels.frames",
+    "pixels.mapper",
+    "series.render",
     "series.spacing",
     "series.stacks",
     "series.volume_file",

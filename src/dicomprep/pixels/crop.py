@@ -55,7 +55,11 @@ def foreground_box(
     image: np.ndarray, crop_max: bool = False, components: bool = False
 ) -> Box | None:
     """The crop box of one image: its foreground, or its largest foreground region."""
-    mask = foreground_mask(image, crop_max)
+    return mask_foreground_box(foreground_mask(image, crop_max), components)
+
+
+def mask_foreground_box(mask: np.ndarray, components: bool = False) -> Box | None:
+    """The crop box of a foreground ``mask``: its True pixels, or its largest region."""
     if components:
         box = mask_box(mask)
         if box is None:
@@ -65,6 +69,48 @@ def foreground_box(
         inner = mask_box(sub)
         return inner[0] + x0, inner[1] + y0, inner[2] + x0, inner[3] + y0
     return mask_box(mask)
+
+
+def _shifted(raw: np.ndarray, lo: int) -> tuple[np.ndarray, np.dtype, object]:
+    """``raw`` viewed unsigned and ``lo`` in that type: ``raw - lo`` wraps around, so that
+    ``lo <= raw <= hi`` is the one comparison ``raw - lo <= hi - lo``."""
+    unsigned = np.dtype(f"u{raw.dtype.itemsize}")
+    return raw.view(unsigned), unsigned, np.array(lo, dtype=raw.dtype).view(unsigned)
+
+
+def interval_mask(raw: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The mask ``lo <= raw <= hi`` of an 8/16-bit integer image (all False when hi < lo)."""
+    if hi < lo:
+        return np.zeros(raw.shape, dtype=bool)
+    values, unsigned, offset = _shifted(raw, lo)
+    shifted = np.subtract(values, offset, dtype=unsigned)
+    return np.less_equal(shifted, unsigned.type(hi - lo))
+
+
+def interval_box(raw: np.ndarray, lo: int, hi: int, rows_per_block: int = 64) -> Box | None:
+    """:func:`mask_box` of :func:`interval_mask`, a block of rows at a time: no image-sized
+    temporary is made (the blocks stay in the CPU cache)."""
+    if hi < lo:
+        return None
+    values, unsigned, offset = _shifted(raw, lo)
+    width = unsigned.type(hi - lo)
+    height = raw.shape[0]
+    rows = np.zeros(height, dtype=bool)
+    columns = np.zeros(raw.shape[1], dtype=bool)
+    shifted = np.empty((min(rows_per_block, height), raw.shape[1]), dtype=unsigned)
+    inside = np.empty(shifted.shape, dtype=bool)
+    for start in range(0, height, rows_per_block):
+        block = values[start : start + rows_per_block]
+        n = block.shape[0]
+        np.subtract(block, offset, out=shifted[:n])
+        np.less_equal(shifted[:n], width, out=inside[:n])
+        np.any(inside[:n], axis=1, out=rows[start : start + n])
+        columns |= np.any(inside[:n], axis=0)
+    found_columns, found_rows = np.flatnonzero(columns), np.flatnonzero(rows)
+    if found_columns.size == 0:
+        return None
+    x0, x1 = int(found_columns[0]), int(found_columns[-1]) + 1
+    return x0, int(found_rows[0]), x1, int(found_rows[-1]) + 1
 
 
 def union_box(boxes: Iterable[Box | None]) -> Box | None:

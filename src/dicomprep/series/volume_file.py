@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import UID
 
-from dicomprep import pipeline
 from dicomprep.core.errors import ErrorType, with_detail
 from dicomprep.core.records import FAILED, OK, SlicePlacement, StackResult  # noqa: F401
 from dicomprep.formats.codestream_checks import check_frame_limits
 from dicomprep.formats.codestreams import codestream_frames
 from dicomprep.formats.decode import DicomError, image_info, iter_frames
+from dicomprep.formats.failures import failure_of
 from dicomprep.formats.geometry import Geometry, StackSource, VolumeGeometry
 from dicomprep.formats.geometry_tags import check_header
 from dicomprep.formats.lenient import join_warnings
@@ -49,23 +49,10 @@ from dicomprep.formats.nifti import stacked, write_nifti
 from dicomprep.formats.tiff import write_tiff
 from dicomprep.formats.uids import is_valid_uid
 from dicomprep.options import Options
-from dicomprep.pixels.intensity import (
-    finite_frames,
-    modality_range,
-    smallest_integer_dtype,
-    union_range,
-)
-from dicomprep.pixels.volume import (
-    central_index,
-    interpolate_at,
-    interpolate_frames,
-    interpolation_positions,
-    laplacian_mip,
-    max_intensity,
-    projected_range,
-)
+from dicomprep.pixels.intensity import finite_frames
+from dicomprep.pixels.mapper import IntensityMapper
 from dicomprep.series.output_size import check_output_size
-from dicomprep.series.spacing import slice_targets
+from dicomprep.series.render import read_source_header, render, staged
 from dicomprep.series.stacks import UNEVEN_TOLERANCE_MM
 from dicomprep.storage.urls import is_url, join_url
 
@@ -77,7 +64,6 @@ VOI_KEYWORDS = (
     "WindowCenterWidthExplanation",
     "VOILUTSequence",
 )
-PROJECTIONS = ("max-intensity", "laplacian-mip")
 #: Decoded slices of a compressed stack kept between its passes (the value range, the crop
 #: box, the output): each slice is decoded once while they fit, up to a 512x512 int16
 #: series of 500 slices; beyond that, the rest are decoded again in each pass.
@@ -98,7 +84,7 @@ class SliceError(DicomError):
     passes the pipeline's stage wrappers unchanged."""
 
     def __init__(self, index: int, cause: BaseException):
-        stage, error_type, message = pipeline.failure_of(cause, "slice")
+        stage, error_type, message = failure_of(cause, "slice")
         super().__init__(stage, message, error_type)
         self.index = index
 
@@ -139,7 +125,7 @@ def process_stack(
                 paths.pop(exc.index)
             continue
         except Exception as exc:  # noqa: BLE001 - one bad stack must never stop a run
-            result.stage, result.error_type, result.message = pipeline.failure_of(exc, "stack")
+            result.stage, result.error_type, result.message = failure_of(exc, "stack")
         break
     result.seconds = time.perf_counter() - started
     return result
@@ -176,9 +162,10 @@ def _write_stack(paths: list[str], output_path, options: Options, result: StackR
     result.sop_instance_uid = _safe(first.get("SOPInstanceUID", ""))
     positions, orientation = slice_positions(headers)
     info = image_info(first)  # the output's size is checked before any slice is decoded
-    dtype = pipeline._IntensityMapper(first, info, options).dtype
+    dtype = IntensityMapper(first, info, options).dtype
     check_output_size(info, options, dtype, len(paths), positions)
-    rendered, page_positions = _render_stack(paths, headers, positions, options)
+    rendered = render(StackSlices(paths, headers, positions, options), options)
+    page_positions = rendered.page_positions
     volume = _volume_geometry(rendered, first, positions, page_positions, orientation, options)
     geometry = rendered.geometry.with_volume(volume)
     source = StackSource(result.series_instance_uid, result.sop_instance_uid, len(paths))
@@ -214,7 +201,7 @@ def _safe(value) -> str:
 
 
 def _header(path: str):
-    ds, has_pixels = pipeline.read_source_header(path)  # unreadable: a discover failure
+    ds, has_pixels = read_source_header(path)  # unreadable: a discover failure
     if not has_pixels:
         raise DicomError("decode", f"{path}: no pixel data", ErrorType.NO_PIXEL_DATA)
     if int(ds.get("NumberOfFrames") or 1) != 1:
@@ -261,121 +248,81 @@ def _share_voi(headers) -> None:
                 setattr(ds, keyword, first[keyword].value)
 
 
-def _render_stack(paths, headers, positions, options: Options, level: int | None = None):
-    """(Rendered, page positions along the normal) of a stack.
+class StackSlices:
+    """The slices of a stack in position order, a
+    :class:`~dicomprep.pixels.frames.FrameSource` with one header per slice.
 
-    JPEG 2000 / HTJ2K slices are decoded at wavelet ``level`` (by default the coarsest that
-    covers the output's size in every slice, refined when the crop box needs more pixels),
-    as :func:`dicomprep.pipeline.render` decodes the frames of one file."""
-    infos = [image_info(ds) for ds in headers]
-    check_frame_limits(infos[0], options.max_frame_pixels, options.max_frames)
-    shapes = {(i.rows, i.columns, i.samples_per_pixel, i.photometric) for i in infos}
-    if len(shapes) > 1:
-        raise DicomError(
-            "transform", f"the slices differ in size or colour: {shapes}", ErrorType.MIXED
-        )
-    if options.voi == "auto":
-        _share_voi(headers)
-    codestreams = _reducible_codestreams(paths, headers, infos, options) if level != 0 else None
-    if codestreams is None:
-        level = 0
-    elif level is None:  # the coarsest level every slice allows for the whole image
-        width, height, spacing = infos[0].columns, infos[0].rows, infos[0].pixel_spacing
-        level = min(pipeline._decode_level(c, options, width, height, spacing) for c in codestreams)
-    luts: dict = {}  # slices with the same rescale share their tables
-    mappers = []
-    for k, (ds, info) in enumerate(zip(headers, infos, strict=True)):
-        with _failing_slice(k):  # an unusable rescale leaves the slice out
-            mappers.append(pipeline._IntensityMapper(ds, info, options, luts))
-    n = len(paths)
-    kept: dict[int, np.ndarray] = {}  # compressed slices decoded once, for every pass
-    room = KEEP_DECODED_BYTES if _is_compressed(infos[0].transfer_syntax) else 0
+    A slice's failure (reading, decoding, mapping) is its :class:`SliceError`.  Compressed
+    slices are kept once decoded while they fit in :data:`KEEP_DECODED_BYTES`.  JPEG 2000 /
+    HTJ2K slices are decoded at a reduced wavelet level only when every slice can be.
+    """
 
-    def decoded(k: int) -> np.ndarray:
-        nonlocal room
-        frame = kept.get(k)
+    def __init__(self, paths, headers, positions, options: Options):
+        infos = [image_info(ds) for ds in headers]
+        check_frame_limits(infos[0], options.max_frame_pixels, options.max_frames)
+        shapes = {(i.rows, i.columns, i.samples_per_pixel, i.photometric) for i in infos}
+        if len(shapes) > 1:
+            raise DicomError(
+                "transform", f"the slices differ in size or colour: {shapes}", ErrorType.MIXED
+            )
+        if options.voi == "auto":
+            _share_voi(headers)
+        self.paths, self.positions = paths, positions
+        self.headers = list(zip(headers, infos, strict=True))
+        self.info, self.count = infos[0], len(paths)
+        self._codestreams: list | None = None  # opened when a reduced level may be used
+        self._kept: dict[int, np.ndarray] = {}
+        self._kept_level: int | None = None
+        self._room = 0
+
+    def frame_of(self, index: int) -> tuple[int, int]:
+        """(slice ``index``, its only frame)."""
+        return index, 0
+
+    def guard(self, index: int) -> contextlib.AbstractContextManager[None]:
+        """Errors inside become slice ``index``'s :class:`SliceError`."""
+        return _failing_slice(index)
+
+    def decode(self, indices: list[int], level: int) -> Iterator[np.ndarray]:
+        """Slices ``indices`` at wavelet ``level`` (0: read in full), one at a time."""
+        if level != self._kept_level:  # slices kept are of one level
+            compressed = _is_compressed(self.info.transfer_syntax)
+            self._kept, self._kept_level = {}, level
+            self._room = KEEP_DECODED_BYTES if compressed else 0
+        for k in indices:
+            yield self._decoded(k, level)
+
+    def _decoded(self, k: int, level: int) -> np.ndarray:
+        frame = self._kept.get(k)
         if frame is None:
+            ds, info = self.headers[k]
             with _failing_slice(k):
                 if level:
-                    frames = codestreams[k].frames([0], level)
+                    frames = self._codestreams[k].frames([0], level)
                 else:
-                    frames = finite_frames(iter_frames(paths[k], headers[k], [0], infos[k]), [0])
-                frame = next(pipeline._staged("decode", frames, infos[k].transfer_syntax))
-            if frame.nbytes <= room:
-                kept[k], room = frame, room - frame.nbytes
+                    frames = finite_frames(iter_frames(self.paths[k], ds, [0], info), [0])
+                frame = next(staged("decode", frames, info.transfer_syntax))
+            if frame.nbytes <= self._room:
+                self._kept[k], self._room = frame, self._room - frame.nbytes
         return frame
 
-    def mapped_slice(k: int) -> np.ndarray:
-        frame = decoded(k)
-        with _failing_slice(k):
-            return mappers[k](0, frame)
-
-    def mapped(indices) -> Iterator[np.ndarray]:
-        return pipeline._staged("transform", (mapped_slice(k) for k in indices))
-
-    _stack_value_range(decoded, mappers, options)
-    handler, everything = options.volume, list(range(n))
-    middle = central_index(n)
-    if handler in ("central-slice", *PROJECTIONS):
-        if handler == "central-slice":
-            single = next(mapped([middle]))
-        elif handler == "max-intensity":
-            single = max_intensity(mapped(projected_range(n, options.frames_skipped)))
-        else:
-            single = laplacian_mip(
-                mapped(everything), n, options.mip_weight, options.frames_skipped
-            )
-        box = pipeline._box_of([single], options, level)
-        finer = _finer_level(codestreams, options, box, level, infos[0])
-        if finer < level:  # the crop needs more pixels than this level has
-            return _render_stack(paths, headers, positions, options, finer)
-        rendered = pipeline._finish(iter([single]), 1, infos[0], options, box, level)
-        return rendered, [positions[middle]]
-    box = pipeline._volume_prepass(mapped, everything, options, level)
-    finer = _finer_level(codestreams, options, box, level, infos[0])
-    if finer < level:
-        return _render_stack(paths, headers, positions, options, finer)
-    if handler == "interpolate":
-        targets = np.interp(
-            interpolation_positions(n, options.target_frames), np.arange(n), positions
-        )
-        frames = interpolate_frames(mapped(everything), n, options.target_frames)
-    elif options.spacing is not None and len(options.spacing) == 3:
-        targets = slice_targets(positions[0], positions[-1], options.spacing[2])
-        frames = interpolate_at(mapped(everything), positions, targets)
-    else:
-        targets, frames = np.asarray(positions), mapped(everything)
-    rendered = pipeline._finish(frames, len(targets), infos[0], options, box, level)
-    return rendered, [float(t) for t in targets]
-
-
-def _reducible_codestreams(paths, headers, infos, options: Options) -> list | None:
-    """Every slice's codestreams when all of them can be decoded at a reduced resolution
-    and the output may be smaller than the slices (a ``size`` or a ``spacing``), else None
-    (the first slice decides before the others are looked at)."""
-    if options.decode_resolution != "auto" or (options.size is None and options.spacing is None):
-        return None
-    first = codestream_frames(paths[0], headers[0], infos[0])
-    if (
-        first is None
-        or pipeline._decode_level(
-            first, options, infos[0].columns, infos[0].rows, infos[0].pixel_spacing
-        )
-        == 0
-    ):
-        return None
-    rest = [
-        codestream_frames(path, ds, info)
-        for path, ds, info in zip(paths[1:], headers[1:], infos[1:], strict=True)
-    ]
-    return None if any(c is None for c in rest) else [first, *rest]
-
-
-def _finer_level(codestreams, options: Options, box, level: int, info) -> int:
-    """The level the crop ``box`` (in pixels of ``level``) needs in every slice."""
-    if not level:
-        return 0
-    return min(pipeline._level_for_box(c, options, box, level, info) for c in codestreams)
+    def level_for(self, width: int, height: int, region_width: int, region_height: int) -> int:
+        """The coarsest level every slice allows (0 unless all are reducible codestreams;
+        the first slice decides before the others are opened)."""
+        sizes = (width, height, region_width, region_height)
+        if self._codestreams is None:
+            ds, info = self.headers[0]
+            first = codestream_frames(self.paths[0], ds, info)
+            if first is None or first.level_for(*sizes) == 0:
+                return 0
+            rest = [
+                codestream_frames(path, ds, info)
+                for path, (ds, info) in zip(self.paths[1:], self.headers[1:], strict=True)
+            ]
+            if any(c is None for c in rest):
+                return 0
+            self._codestreams = [first, *rest]
+        return min(c.level_for(*sizes) for c in self._codestreams)
 
 
 def _is_compressed(transfer_syntax: str) -> bool:
@@ -384,33 +331,6 @@ def _is_compressed(transfer_syntax: str) -> bool:
         return UID(transfer_syntax).is_compressed
     except ValueError:  # not a transfer syntax pydicom knows: assume the costly case
         return True
-
-
-def _stack_value_range(decoded, mappers, options: Options) -> None:
-    """First pass over the slices when the mapping depends on the stack's values (min-max
-    window, MONOCHROME1, the type of `voi: none`) or the slices would get different
-    types: one range of modality values and one output type for every slice."""
-    frames = [m.frame(0) for m in mappers]
-    dtypes = {m.dtype for m in mappers}
-    needed = any(m.needs_range(f) for m, f in zip(mappers, frames, strict=True)) or len(dtypes) > 1
-    if not needed:
-        return
-    value_range = None
-    for k, frame in enumerate(frames):
-        raw = decoded(k)
-        value_range = union_range(value_range, modality_range(pipeline._stored_range(raw), frame))
-    known = [d for d in dtypes if d is not None]
-    if options.voi == "none":
-        floating = any(d.kind == "f" for d in known)
-        dtype = np.dtype(np.float32) if floating else smallest_integer_dtype(*value_range)
-    elif known:
-        dtype = max(known, key=lambda d: d.itemsize)
-    else:
-        dtype = None  # colour: the mapper decides per slice
-    for mapper in mappers:
-        mapper.volume_range = value_range
-        if dtype is not None:
-            mapper.set_dtype(dtype)
 
 
 def _volume_geometry(rendered, first, positions, page_positions, orientation, options):
