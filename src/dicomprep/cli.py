@@ -107,6 +107,19 @@ def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentPar
             "source", help="a DICOM file, a folder (searched recursively) or a .txt list"
         )
         p.add_argument("output", help="output folder (a file path when SOURCE is one file)")
+    _processing_arguments(p)
+    _volume_arguments(p)
+    _limit_arguments(p)
+    _discovery_arguments(p)
+    if paths:
+        _run_arguments(p)
+    p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def _processing_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of an output's geometry and encoding: crop, size or spacing, filter,
+    padding, compression."""
     p.add_argument("-c", "--crop", action="store_true", help="crop zero rows/columns at edges")
     p.add_argument(
         "-m", "--crop-max", action="store_true", help="also treat the maximum value as background"
@@ -154,6 +167,10 @@ def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentPar
         metavar="COMPRESSOR",
         help=f"TIFF compression: {_one_of(COMPRESSIONS)}",
     )
+
+
+def _volume_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of multi-frame files and series, and of VOI."""
     p.add_argument(
         "-v",
         "--volume-handler",
@@ -201,6 +218,10 @@ def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentPar
         metavar="auto|none|C,W",
         help="VOI LUT/window (auto), modality values (none), or window CENTER,WIDTH",
     )
+
+
+def _limit_arguments(p: argparse.ArgumentParser) -> None:
+    """The limits on outputs and decoding (docs/limits.md), defaults from Options."""
     limits = Options()
     p.add_argument(
         "--max-output-pixels",
@@ -237,6 +258,10 @@ def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentPar
         metavar="N",
         help="refuse files of more frames before decoding them",
     )
+
+
+def _discovery_arguments(p: argparse.ArgumentParser) -> None:
+    """--strict, the links discovery follows, and the worker processes."""
     p.add_argument("--strict", action="store_true", help="stop if any input is not DICOM")
     p.add_argument(
         "--follow-symlinks",
@@ -256,10 +281,6 @@ def preprocess_parser(paths: bool = True, **parser_args) -> argparse.ArgumentPar
         metavar="N",
         help="parallel worker processes (default: this machine's cores, %(default)s)",
     )
-    if paths:
-        _run_arguments(p)
-    p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
-    return p
 
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:
