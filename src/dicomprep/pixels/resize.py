@@ -55,7 +55,7 @@ import numpy as np
 if TYPE_CHECKING:  # imported where the first matrix is built (0.2-0.4 s of start-up)
     import scipy.sparse
 
-__all__ = ["FILTERS", "fit_size", "resize"]
+__all__ = ["FILTERS", "KERNELS", "check_filter", "fit_size", "resample_swapped", "resize"]
 
 FILTERS: tuple[str, ...] = ("nearest", "triangle", "catmull-rom", "gaussian", "lanczos3")
 
@@ -95,7 +95,7 @@ def _lanczos3(x: np.ndarray) -> np.ndarray:
     return np.where(np.abs(x) < 3.0, np.sinc(x) * np.sinc(x / 3.0), 0.0)
 
 
-_KERNELS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
+KERNELS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
     "nearest": (_box, 0.0),
     "triangle": (_triangle, 1.0),
     "catmull-rom": (_catmull_rom, 2.0),
@@ -126,9 +126,9 @@ def fit_size(width: int, height: int, max_width: int, max_height: int) -> tuple[
     return max(1, round(width * s)), max(1, round(height * s))
 
 
-def _check_filter(filter: str) -> None:
+def check_filter(filter: str) -> None:
     """Raise ValueError unless ``filter`` is one of :data:`FILTERS`."""
-    if filter not in _KERNELS:
+    if filter not in KERNELS:
         raise ValueError(f"unknown resize filter {filter!r}; valid filters: {', '.join(FILTERS)}")
 
 
@@ -170,7 +170,7 @@ def _weights(
     """The ``n_out x n_in`` resampling matrix of one axis, in ``dtype`` (rows sum to 1)."""
     import scipy.sparse
 
-    kernel, support = _KERNELS[filter]
+    kernel, support = KERNELS[filter]
     center, left, right, sratio = _positions(n_in, n_out, support, offset)
     taps = int((right - left).max())
     index = left[:, None] + np.arange(taps)
@@ -218,7 +218,7 @@ def _round_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def _resample_swapped(
+def resample_swapped(
     data: np.ndarray, matrix: scipy.sparse.csr_array, dtype: np.dtype | None = None
 ) -> np.ndarray:
     """Resample axis 0 of ``data`` with ``matrix`` and return it with axes 0 and 1 swapped.
@@ -266,7 +266,7 @@ def resize(
     Raises ValueError for an unknown filter, a size below 1 x 1, an empty image or a shape that
     is not an image, and TypeError for an unsupported dtype.
     """
-    _check_filter(filter)
+    check_filter(filter)
     image = np.asarray(image)
     if not image.dtype.isnative:
         image = image.astype(image.dtype.newbyteorder("="))
@@ -295,8 +295,8 @@ def resize(
     wy = _weights(in_height, height, filter, precision, dy)
     wx = _weights(in_width, width, filter, precision, dx)
     # Vertical pass, then horizontal pass, as image-rs does; each pass also swaps the axes.
-    transposed = _resample_swapped(image, wy)
-    return _resample_swapped(transposed, wx, image.dtype)
+    transposed = resample_swapped(image, wy)
+    return resample_swapped(transposed, wx, image.dtype)
 
 
 def reduced_sample_offset(level: int) -> float:

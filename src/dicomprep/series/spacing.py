@@ -16,7 +16,7 @@ import numpy as np
 
 from dicomprep.core.errors import ErrorType
 from dicomprep.formats.decode import DicomError
-from dicomprep.pixels.resize import _KERNELS, _check_filter, _resample_swapped
+from dicomprep.pixels.resize import KERNELS, check_filter, resample_swapped
 
 if TYPE_CHECKING:  # imported where the first matrix is built
     import scipy.sparse
@@ -48,7 +48,7 @@ def _scale_weights(
     (the input samples ``offset`` pixels left of their centres, see ``resize``)."""
     import scipy.sparse
 
-    kernel, support = _KERNELS[filter]
+    kernel, support = KERNELS[filter]
     center = (np.arange(n_out, dtype=np.float64) + 0.5) * ratio + offset
     sratio = max(ratio, 1.0)
     if support == 0:  # nearest: the pixel under the centre
@@ -84,7 +84,7 @@ def resample_by_scale(
 
     Same dtype out (integers rounded and clipped); computed in double precision.
     ``offset`` as in :func:`dicomprep.pixels.resize.resize`."""
-    _check_filter(filter)
+    check_filter(filter)
     image = np.asarray(image)
     in_height, in_width = image.shape[:2]
     dx, dy = (float(v) for v in offset)
@@ -92,7 +92,7 @@ def resample_by_scale(
         return image.copy()
     wy = _scale_weights(in_height, height, 1.0 / scale_y, filter, dy)
     wx = _scale_weights(in_width, width, 1.0 / scale_x, filter, dx)
-    return _resample_swapped(_resample_swapped(image, wy), wx, image.dtype)
+    return resample_swapped(resample_swapped(image, wy), wx, image.dtype)
 
 
 def slice_count(first: float, last: float, spacing_z: float) -> int:
