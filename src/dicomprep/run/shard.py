@@ -62,6 +62,9 @@ class ShardEnvironmentError(RuntimeError):
 
 @dataclass
 class ShardSummary:
+    """What one shard run did: files converted now, reused (done before or known to
+    fail), not converted, and the outputs removed because their source is gone."""
+
     processed: int = 0
     reused: int = 0
     failed: int = 0
