@@ -30,6 +30,8 @@ from dicomprep.formats.geometry_tags import (
 from dicomprep.formats.tiff import read_info
 from dicomprep.options import Options
 from dicomprep.pipeline import process_file
+from dicomprep.run.guards import OWNER_MARKER
+from dicomprep.run.local import WORK_FOLDER
 from dicomprep.series.stacks import form_stacks, stack_facts
 from dicomprep.series.volume_file import process_stack
 
@@ -65,9 +67,15 @@ def setting(keyword: str, value):
 
 
 def outputs(root: Path) -> list[str]:
-    """Every file under ``root`` but the run's tables (TIFFs, volumes, temporaries)."""
-    tables = {"failures.csv", "series_report.csv", "slices.csv"}
-    return sorted(str(p) for p in root.rglob("*") if p.is_file() and p.name not in tables)
+    """Every file under ``root`` but the run's tables and state (its work folder and the
+    ownership marker): TIFFs, volumes, temporaries."""
+    tables = {"failures.csv", "series_report.csv", "slices.csv", "slices.parquet"}
+    state = {WORK_FOLDER, OWNER_MARKER}
+    return sorted(
+        str(p)
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in tables and not state & set(p.relative_to(root).parts)
+    )
 
 
 def run_cli(source: Path, out: Path, *args: str) -> tuple[int, pd.DataFrame, pd.DataFrame]:
