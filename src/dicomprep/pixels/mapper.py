@@ -9,6 +9,8 @@ table maps each pixel on its own, so the box can be found on the stored values
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from pydicom import Dataset
 
@@ -45,6 +47,32 @@ def color_to_output(rgb: np.ndarray, bits_stored: int) -> np.ndarray:
         top = float(rgb.max()) or 1.0
     scaled = np.clip(rgb.astype(np.float64) / top, 0.0, 1.0) * 65535.0
     return np.rint(scaled).astype(np.uint16)
+
+
+@lru_cache(maxsize=32)
+def _shared_table(stored: str, window: tuple, voi, out: str, invert: bool, value_range):
+    """:func:`gray_lut` of a frame without LUT sequences (rescale and window only), read-only:
+    the files of a run mostly share one, so it is built once, not once per file."""
+    slope, intercept, frame_window = window
+    frame = FrameIntensity(slope=slope, intercept=intercept, window=frame_window)
+    lut = gray_lut(np.dtype(stored), frame, voi, np.dtype(out), invert, value_range)
+    lut.flags.writeable = False
+    return lut
+
+
+#: Foreground intervals of the tables seen, by table identity (the table is kept with its
+#: interval, so that its identity stays its own).
+_INTERVALS: dict[tuple[int, str, bool], tuple[np.ndarray, tuple[int, int] | None]] = {}
+
+
+def table_interval(lut: np.ndarray, stored_dtype: np.dtype, crop_max: bool):
+    """:func:`foreground_interval` of ``lut``, computed once per table."""
+    key = (id(lut), np.dtype(stored_dtype).str, crop_max)
+    if key not in _INTERVALS:
+        if len(_INTERVALS) > 64:
+            _INTERVALS.clear()
+        _INTERVALS[key] = (lut, foreground_interval(lut, stored_dtype, crop_max))
+    return _INTERVALS[key][1]
 
 
 def foreground_interval(
@@ -143,6 +171,9 @@ class IntensityMapper:
 
     def _lut(self, frame: FrameIntensity, raw: np.ndarray, value_range) -> np.ndarray:
         invert, voi = self.info.inverted, self.options.voi
+        if frame.modality_lut is None and frame.voi_lut is None:  # shared between files
+            window = (frame.slope, frame.intercept, frame.window)
+            return _shared_table(raw.dtype.str, window, voi, self.dtype.str, invert, value_range)
         key = (frame.cache_key(), value_range, raw.dtype.str, self.dtype.str, invert, voi)
         lut = self._luts.get(key)
         if lut is None:
@@ -183,7 +214,4 @@ class IntensityMapper:
             return None
         frame = self.frame(index)
         lut = self._lut(frame, raw, self._value_range(frame, raw))
-        key = ("foreground", id(lut), crop_max)
-        if key not in self._luts:  # the table is kept with it: its id stays its own
-            self._luts[key] = (lut, foreground_interval(lut, raw.dtype, crop_max))
-        return self._luts[key][1]
+        return table_interval(lut, raw.dtype, crop_max)
