@@ -27,7 +27,7 @@ from dicomprep.options import Options
 from dicomprep.run.collect import Collected, collect_run
 from dicomprep.run.discover import save_catalog
 from dicomprep.run.guards import check_owner, claim_output, probe_writable
-from dicomprep.run.lock import lock_work_folder
+from dicomprep.run.lock import lock_work_folder, release_work_folder
 from dicomprep.run.plan import WorkPaths, non_dicom_paths, plan_shards, run_started_ns
 from dicomprep.run.shard import ShardEnvironmentError, run_shard
 from dicomprep.run.shard_list import read_shard_list
@@ -60,6 +60,20 @@ class LocalRun:
     @property
     def numbers(self) -> dict:
         return self.collected.numbers
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a local run walks the source, removes orphans and reports: the flags of
+    dicom-preprocess's run (keyword arguments of :func:`run_local`)."""
+
+    follow_symlinks: bool = False
+    follow_links_outside_source: bool = False
+    keep_orphans: bool = True
+    allow_removal: bool | int = False
+    manifest: bool = False
+    strict: bool = False
+    progress: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,8 +132,27 @@ def run_local(
     """
     output = Path(output)
     work = Path(work) if work is not None else default_work(output)
+    settings = RunSettings(
+        follow_symlinks,
+        follow_links_outside_source,
+        keep_orphans,
+        allow_removal,
+        manifest,
+        strict,
+        progress,
+    )
     probe_writable(output)  # first: the default work folder is inside it
     lock_work_folder(work)
+    try:
+        return _plan_and_run(source, output, options, work, workers, settings)
+    finally:
+        release_work_folder(work)
+
+
+def _plan_and_run(
+    source, output: Path, options: Options, work: Path, workers: int, run: RunSettings
+) -> LocalRun:
+    """:func:`run_local` once the work folder is locked."""
     check_owner(output, work)
     shards, catalog = plan_shards(
         source,
@@ -127,19 +160,20 @@ def run_local(
         "auto",
         series=options.series,
         local=True,
-        follow_symlinks=follow_symlinks,
-        follow_links_outside_source=follow_links_outside_source,
+        follow_symlinks=run.follow_symlinks,
+        follow_links_outside_source=run.follow_links_outside_source,
         processes=max(1, workers),
         output_root=output,
-        allow_removal=allow_removal,
-        keep_orphans=keep_orphans,
+        allow_removal=run.allow_removal,
+        keep_orphans=run.keep_orphans,
         volume_format=options.volume_format,
     )
-    if strict and non_dicom_paths(catalog):
+    if run.strict and non_dicom_paths(catalog):
         raise NotDicomRefused(non_dicom_paths(catalog))
     claim_output(output, work)
-    tables = TablePaths(output, work, manifest, options.series == "stack")
-    return convert_and_collect(shards, work, tables, options, workers, keep_orphans, progress)
+    tables = TablePaths(output, work, run.manifest, options.series == "stack")
+    keep = run.keep_orphans
+    return convert_and_collect(shards, work, tables, options, workers, keep, run.progress)
 
 
 def convert_catalog(
@@ -152,6 +186,14 @@ def convert_catalog(
     output = Path(output)
     work = default_work(output)
     lock_work_folder(work)
+    try:
+        return _convert_saved(catalog, output, options, work, workers)
+    finally:
+        release_work_folder(work)
+
+
+def _convert_saved(catalog, output: Path, options: Options, work: Path, workers: int):
+    """:func:`convert_catalog` once the work folder is locked."""
     save_catalog(catalog, WorkPaths(work).catalog)
     shards, _ = plan_shards(
         output,  # not walked: the saved catalog is the plan's

@@ -43,3 +43,12 @@ def lock_work_folder(work: str | os.PathLike) -> None:
     handle.write(f"{os.getpid()} on {os.uname().nodename}\n")
     handle.flush()
     _HELD_LOCKS[str(path)] = handle
+
+
+def release_work_folder(work: str | os.PathLike) -> None:
+    """Release this process's lock on ``work`` (nothing when it holds none), for a
+    process that runs in many work folders one after another (a local run, each of
+    dicom-validate's batches)."""
+    handle = _HELD_LOCKS.pop(str(Path(work) / ".dicomprep.lock"), None)
+    if handle is not None:
+        handle.close()  # closing the file releases the flock
