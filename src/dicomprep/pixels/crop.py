@@ -87,30 +87,28 @@ def interval_mask(raw: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return np.less_equal(shifted, unsigned.type(hi - lo))
 
 
-def interval_box(raw: np.ndarray, lo: int, hi: int, rows_per_block: int = 64) -> Box | None:
-    """:func:`mask_box` of :func:`interval_mask`, a block of rows at a time: no image-sized
-    temporary is made (the blocks stay in the CPU cache)."""
+def interval_box(raw: np.ndarray, lo: int, hi: int, rows_per_block: int = 128) -> Box | None:
+    """:func:`mask_box` of :func:`interval_mask`, a block of rows at a time, without the
+    mask: a row or column holds a value in ``lo..hi`` when its smallest ``raw - lo`` (wrapped
+    around) is at most ``hi - lo``.  No image-sized temporary is made."""
     if hi < lo:
         return None
     values, unsigned, offset = _shifted(raw, lo)
     width = unsigned.type(hi - lo)
     height = raw.shape[0]
-    rows = np.zeros(height, dtype=bool)
-    columns = np.zeros(raw.shape[1], dtype=bool)
+    row_least = np.empty(height, dtype=unsigned)
+    column_least = np.full(raw.shape[1], np.iinfo(unsigned).max, dtype=unsigned)
     shifted = np.empty((min(rows_per_block, height), raw.shape[1]), dtype=unsigned)
-    inside = np.empty(shifted.shape, dtype=bool)
     for start in range(0, height, rows_per_block):
         block = values[start : start + rows_per_block]
         n = block.shape[0]
         np.subtract(block, offset, out=shifted[:n])
-        np.less_equal(shifted[:n], width, out=inside[:n])
-        np.any(inside[:n], axis=1, out=rows[start : start + n])
-        columns |= np.any(inside[:n], axis=0)
-    found_columns, found_rows = np.flatnonzero(columns), np.flatnonzero(rows)
-    if found_columns.size == 0:
+        np.min(shifted[:n], axis=1, out=row_least[start : start + n])
+        np.minimum(column_least, np.min(shifted[:n], axis=0), out=column_least)
+    columns, rows = np.flatnonzero(column_least <= width), np.flatnonzero(row_least <= width)
+    if columns.size == 0:
         return None
-    x0, x1 = int(found_columns[0]), int(found_columns[-1]) + 1
-    return x0, int(found_rows[0]), x1, int(found_rows[-1]) + 1
+    return int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1
 
 
 def union_box(boxes: Iterable[Box | None]) -> Box | None:
