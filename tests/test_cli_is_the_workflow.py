@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from dicomprep_testdata import synthetic
 
-from dicomprep.run.local import WORK_FOLDER
+from dicomprep.options import Options
+from dicomprep.run.local import WORK_FOLDER, default_work, run_local
 from dicomprep.series.stacks import DUPLICATE_POSITION
 
 from .series_helpers import write_series
@@ -161,3 +162,30 @@ def test_another_work_folder_for_the_output_is_refused(tmp_path):
     proc = preprocess("--work", tmp_path / "other", source, out, check=2)
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"dicom-preprocess: output '{out}' belongs to the work folder")
+
+
+def test_a_live_run_on_the_work_folder_is_refused_and_an_ended_one_holds_no_lock(tmp_path):
+    source, out = tmp_path / "src", tmp_path / "out"
+    synthetic.write(synthetic.mammogram(rows=32, columns=24), source / "m.dcm")
+    run = run_local(source, out, Options(size=(16, 16)))  # in this process
+    assert run.numbers["converted_now"] == 1
+    holder = subprocess.Popen(  # another process can take the lock: this one let it go
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from dicomprep.run.lock import lock_work_folder; "
+            f"lock_work_folder({str(default_work(out))!r}); print('held', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        proc = preprocess(source, out, check=2)
+        [line] = proc.stderr.strip().splitlines()
+        assert line.startswith("dicom-preprocess: Directory cannot be locked: another dicomprep")
+        assert f"(process {holder.pid} on " in line and "--unlock" not in line
+    finally:
+        holder.kill()
+        holder.wait()
