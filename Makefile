@@ -39,8 +39,8 @@ test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -rs
 
 lint: install
-	$(BIN)/ruff check src tests workflow bench
-	$(BIN)/ruff format --check src tests workflow bench
+	$(BIN)/ruff check src tests workflow bench testdata examples
+	$(BIN)/ruff format --check src tests workflow bench testdata examples
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/lint-imports
 

@@ -284,7 +284,7 @@ is, 2 when an input does not exist or cannot be read. See docs/validate.md.
 def parser():
     """dicom-preprocess's parser without SOURCE and OUTPUT, with the inputs and the ways
     of reporting."""
-    from dicomprep.cli import preprocess_parser
+    from dicomprep.run.arguments import preprocess_parser
 
     p = preprocess_parser(
         paths=False,
@@ -315,7 +315,7 @@ def discovery_options(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the verdicts of the inputs; the exit status is the worst (see module doc)."""
-    from dicomprep.cli import options_from_args
+    from dicomprep.run.arguments import options_from_args
 
     args = parser().parse_args(argv)
     try:
