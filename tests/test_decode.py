@@ -151,7 +151,7 @@ def test_the_transfer_syntax_found_in_a_files_first_bytes_is_pydicoms():
                 meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
         except Exception:  # noqa: BLE001 - files pydicom cannot read are not the question
             continue
-        found = dicom_header._meta_transfer_syntax(head)
+        found = dicom_header.meta_transfer_syntax(head)
         if found is not None:
             settled += 1
             assert found == str(meta.get("TransferSyntaxUID", "")), path

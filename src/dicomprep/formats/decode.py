@@ -32,11 +32,11 @@ from dicomprep.formats.codestream_checks import bounded_decoding, decoder_panic,
 from dicomprep.formats.dicom_header import (  # noqa: F401 - importable from here
     DEFLATE_HEADER_LIMIT,
     META_PEEK_BYTES,
-    _is_deflated,
-    _meta_transfer_syntax,
-    _syntax_of,
+    is_deflated,
+    meta_transfer_syntax,
     read_deflated,
     read_header,
+    syntax_of,
 )
 from dicomprep.formats.image_info import (  # noqa: F401 - importable from here
     PIXEL_KEYWORDS,
@@ -98,10 +98,10 @@ def _decoded_frames(
     first error is reported.
     """
     read_as = read_as or {}
-    if _is_deflated(ds):
+    if is_deflated(ds):
         yield from _pydicom_frames(read_deflated(path)[0], indices, **read_as)
         return
-    syntax = {"transfer_syntax_uid": _syntax_of(ds)} if _assumed(ds) else {}
+    syntax = {"transfer_syntax_uid": syntax_of(ds)} if _assumed(ds) else {}
     info = info or image_info(ds)
     read_as = {**read_as, **bounded_decoding(info.transfer_syntax)}
     done = 0
@@ -137,7 +137,7 @@ def _read_whole(path, ds: Dataset) -> Dataset:
         whole = pydicom.dcmread(path, force=_assumed(ds))
     if _assumed(ds):
         whole.file_meta = FileMetaDataset()
-        whole.file_meta.TransferSyntaxUID = _syntax_of(ds)
+        whole.file_meta.TransferSyntaxUID = syntax_of(ds)
     return whole
 
 

@@ -91,7 +91,7 @@ def read_header(path: str | os.PathLike) -> tuple[Dataset, bool]:
     if has_pixels:
         ds.pixel_element_position = position  # where read_native_frames finds the pixels
         ds.pixel_keyword = _PIXEL_KEYWORD_OF_TAG[tag]  # Pixel Data, Float or Double Float
-        if not _syntax_of(ds):
+        if not syntax_of(ds):
             _assume_transfer_syntax(path, ds)
     return ds, has_pixels
 
@@ -121,13 +121,13 @@ def _meta_says_deflated(head: bytes, path: Path) -> bool:
     """Whether the file meta information of a Part 10 file names the deflated transfer
     syntax, from ``head`` (the file's first bytes) when they settle it, else from
     pydicom's reading of the meta information (:func:`_file_transfer_syntax`)."""
-    value = _meta_transfer_syntax(head)
+    value = meta_transfer_syntax(head)
     if value is None:
         return _file_transfer_syntax(path) == DeflatedExplicitVRLittleEndian
     return value == DeflatedExplicitVRLittleEndian
 
 
-def _meta_transfer_syntax(head: bytes) -> str | None:
+def meta_transfer_syntax(head: bytes) -> str | None:
     """The Transfer Syntax UID (0002,0010) of the explicit VR little-endian file meta
     elements that follow the preamble in ``head``; '' when the group ends without it;
     None when ``head`` does not settle it (cut short, implicit VR, undefined lengths)."""
@@ -165,7 +165,7 @@ def _file_transfer_syntax(path: Path) -> str:
             return ""
 
 
-def _syntax_of(ds: Dataset) -> str:
+def syntax_of(ds: Dataset) -> str:
     meta = getattr(ds, "file_meta", None)
     return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
 
@@ -218,7 +218,7 @@ _PIXEL_KEYWORD_OF_TAG = {
 }
 
 
-def _is_deflated(ds: Dataset) -> bool:
+def is_deflated(ds: Dataset) -> bool:
     meta = getattr(ds, "file_meta", None)
     return meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
 

@@ -365,7 +365,7 @@ def _tag_values(page, code: int, count: int, path) -> tuple:
     return value
 
 
-def _page_geometry(page, path) -> Geometry:
+def page_geometry(page, path) -> Geometry:
     crop_x, crop_y = _tag_values(page, TAG_DEFAULT_CROP_ORIGIN, 2, path)
     crop_width, crop_height = _tag_values(page, TAG_DEFAULT_CROP_SIZE, 2, path)
     left, top, right, bottom = _tag_values(page, TAG_ACTIVE_AREA, 4, path)
@@ -404,7 +404,7 @@ def read_info(path) -> TiffInfo:
             channels=int(page.samplesperpixel),
             num_frames=len(tif.pages),
             dtype=str(page.dtype),
-            geometry=_page_geometry(page, path).with_description(page.description),
+            geometry=page_geometry(page, path).with_description(page.description),
             resolution=_page_resolution(page),
             compression=_COMPRESSION_NAMES.get(code, tifffile.COMPRESSION(code).name.lower()),
         )
@@ -419,7 +419,7 @@ def read_geometry(path) -> Geometry:
     (spacing, orientation, origin, slice and page positions); they are returned too."""
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first
-        return _page_geometry(page, path).with_description(page.description)
+        return page_geometry(page, path).with_description(page.description)
 
 
 def read_frames(path) -> np.ndarray:

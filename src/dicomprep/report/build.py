@@ -88,13 +88,7 @@ def build_report(
         processes=processes,
         image_format=image_format,
     )
-    samples: dict[str, list[Sample]] = {}
-    for sample, reused in rendered:
-        samples.setdefault(sample.modality, []).append(sample)
-        if log is not None:
-            state = "; ".join(sample.errors) or "ok"
-            how = " (thumbnails reused)" if reused else ""
-            print(f"sample {sample.modality} {sample.sop_instance_uid}: {state}{how}", file=log)
+    samples = _samples_by_modality(rendered, log)
     _remove_stale(img_dir, [s for _, items in samples.items() for s in items])
 
     crop_rows = first_by_key(ordered, crop_fraction_files, ordered=True)
@@ -111,6 +105,19 @@ def build_report(
         "sample_errors": sum(len(s.errors) for v in samples.values() for s in v),
         "crop_fraction_files": charts["crop"].total if charts["crop"] else 0,
     }
+
+
+def _samples_by_modality(rendered, log=None) -> dict[str, list[Sample]]:
+    """The rendered samples ((sample, reused) pairs) grouped by modality, in order; one
+    log line each."""
+    samples: dict[str, list[Sample]] = {}
+    for sample, reused in rendered:
+        samples.setdefault(sample.modality, []).append(sample)
+        if log is not None:
+            state = "; ".join(sample.errors) or "ok"
+            how = " (thumbnails reused)" if reused else ""
+            print(f"sample {sample.modality} {sample.sop_instance_uid}: {state}{how}", file=log)
+    return samples
 
 
 def write_report(report_html: str | os.PathLike, *, log=None, **arguments) -> dict:

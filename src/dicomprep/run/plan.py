@@ -154,37 +154,19 @@ def plan_shards(
     lock_work_folder(work)
     paths = WorkPaths(Path(work))
     write_if_changed(paths.run_started, f"{time.time_ns()}\n")
-    previous = load_catalog(paths.catalog)
-    if rediscover or previous is None:
-        catalog = build_catalog(
-            source,
-            previous,
-            follow_symlinks=follow_symlinks,
-            follow_links_outside_source=follow_links_outside_source,
-            processes=processes,
-        )
-        require_files(source, int((catalog["status"] != MISSING).sum()))
-        if previous is None or not catalog.equals(previous):
-            save_catalog(catalog, paths.catalog)
-    else:
-        catalog = previous
+    catalog = updated_catalog(
+        source,
+        paths,
+        rediscover,
+        follow_symlinks=follow_symlinks,
+        follow_links_outside_source=follow_links_outside_source,
+        processes=processes,
+    )
     images = catalog[catalog["status"].isin([DICOM, DUPLICATE])]
     images = plan_stacks(images, paths, series)
     shards = shard_count(shards, len(images), local)
     rebucket_journals(paths, shards)
-    images = images.assign(bucket_key=bucket_keys(images))
-    keys = images["bucket_key"].tolist()
-    buckets = pd.Series([shard_of(k, shards) for k in keys], index=images.index)
-    index: dict[str, dict] = {}
-    texts: dict[str, str] = {}
-    for bucket, rows in images.groupby(buckets, sort=True):
-        name = shard_name(int(bucket), shards)
-        texts[name] = shard_list_text(rows.assign(cost=work_cost(rows)))
-        index[name] = {"files": len(rows), "image_mb": estimate_image_mb(rows)}
-    for name in journaled_shards(paths):
-        if name not in index:  # all its sources are gone: run once to remove their outputs
-            texts[name] = "\t".join(SHARD_COLUMNS) + "\n"
-            index[name] = {"files": 0, "image_mb": 0}
+    texts, index = shard_texts(images, shards, paths)
     changing = [name for name, text in texts.items() if _saved_text(paths.shard_list(name)) != text]
     guarded = changing if not keep_orphans else []  # only changed shards remove outputs
     guard_shard_removals(
@@ -207,6 +189,42 @@ def plan_shards(
             print(f"dicomprep: shard {shard} runs again: {reason}", file=sys.stderr)
             atomic_write_text(paths.shard_rerun(shard), f"{time.time_ns()} {reason}\n")
     return list(index), catalog
+
+
+def updated_catalog(source, paths: WorkPaths, rediscover: bool, **discovery) -> pd.DataFrame:
+    """The catalog of ``source``: walked again (headers of unchanged files reused from the
+    saved catalog, which is rewritten when it changed) unless ``rediscover`` is off and a
+    saved one exists.  A source that holds no file is a SourceError."""
+    previous = load_catalog(paths.catalog)
+    if not rediscover and previous is not None:
+        return previous
+    catalog = build_catalog(source, previous, **discovery)
+    require_files(source, int((catalog["status"] != MISSING).sum()))
+    if previous is None or not catalog.equals(previous):
+        save_catalog(catalog, paths.catalog)
+    return catalog
+
+
+def shard_texts(
+    images: pd.DataFrame, shards: int, paths: WorkPaths
+) -> tuple[dict[str, str], dict[str, dict]]:
+    """The shard lists' texts and the shard index (files, image_mb per shard) of
+    ``images`` bucketed into ``shards``; a shard that only the journals name (all its
+    sources gone) gets an empty list, so that it runs once to remove their outputs."""
+    images = images.assign(bucket_key=bucket_keys(images))
+    keys = images["bucket_key"].tolist()
+    buckets = pd.Series([shard_of(k, shards) for k in keys], index=images.index)
+    index: dict[str, dict] = {}
+    texts: dict[str, str] = {}
+    for bucket, rows in images.groupby(buckets, sort=True):
+        name = shard_name(int(bucket), shards)
+        texts[name] = shard_list_text(rows.assign(cost=work_cost(rows)))
+        index[name] = {"files": len(rows), "image_mb": estimate_image_mb(rows)}
+    for name in journaled_shards(paths):
+        if name not in index:
+            texts[name] = "\t".join(SHARD_COLUMNS) + "\n"
+            index[name] = {"files": 0, "image_mb": 0}
+    return texts, index
 
 
 def _saved_text(path: Path) -> str | None:

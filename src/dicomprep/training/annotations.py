@@ -212,28 +212,7 @@ def map_annotations(
             status[rows] = UNREADABLE
             continue
         rows = rows[status[rows] == OK]
-        region = kept_region(geometry, inverse)
-        to_other = geometry.box_to_source if inverse else geometry.box_to_output
-        to_other_points = geometry.to_source if inverse else geometry.to_output
-        cut = np.zeros(len(rows), bool)
-        lost = np.zeros(len(rows), bool)
-        box_rows = has_box[rows]
-        if box_rows.any():
-            selected = rows[box_rows]
-            source = boxes[selected]
-            box_cut, box_lost = box_flags(source, region)
-            cut[box_rows], lost[box_rows] = box_cut, box_lost
-            if clip:
-                source = clamp_boxes(source, region)
-            boxes[selected] = to_other(source)
-        point_rows = has_point[rows]
-        if point_rows.any():
-            selected = rows[point_rows]
-            point_out = point_flags(points[selected], region)
-            only_point = point_rows & ~box_rows
-            cut[only_point] = point_out[only_point[point_rows]]
-            lost[only_point] = point_out[only_point[point_rows]]
-            points[selected] = to_other_points(points[selected])
+        cut, lost = _map_rows(geometry, rows, boxes, points, has_box, has_point, inverse, clip)
         clipped[rows], outside[rows] = cut.tolist(), lost.tolist()
     if boxes is not None:
         mapped = has_box & (status == OK)
@@ -253,6 +232,36 @@ def map_annotations(
     out["clipped"] = pd.array(clipped, dtype="boolean")
     out["outside"] = pd.array(outside, dtype="boolean")
     return out
+
+
+def _map_rows(geometry, rows, boxes, points, has_box, has_point, inverse: bool, clip: bool):
+    """Map the boxes and points of ``rows`` (one image's, with its ``geometry``) in place
+    in ``boxes`` / ``points``; return (clipped, outside) per row: whether crop or padding
+    cut the annotation, and whether nothing of it is left (a point's flags count only
+    where the row has no box)."""
+    region = kept_region(geometry, inverse)
+    to_other = geometry.box_to_source if inverse else geometry.box_to_output
+    to_other_points = geometry.to_source if inverse else geometry.to_output
+    cut = np.zeros(len(rows), bool)
+    lost = np.zeros(len(rows), bool)
+    box_rows = has_box[rows]
+    if box_rows.any():
+        selected = rows[box_rows]
+        source = boxes[selected]
+        box_cut, box_lost = box_flags(source, region)
+        cut[box_rows], lost[box_rows] = box_cut, box_lost
+        if clip:
+            source = clamp_boxes(source, region)
+        boxes[selected] = to_other(source)
+    point_rows = has_point[rows]
+    if point_rows.any():
+        selected = rows[point_rows]
+        point_out = point_flags(points[selected], region)
+        only_point = point_rows & ~box_rows
+        cut[only_point] = point_out[only_point[point_rows]]
+        lost[only_point] = point_out[only_point[point_rows]]
+        points[selected] = to_other_points(points[selected])
+    return cut, lost
 
 
 def _merge(original: pd.Series, mapped: np.ndarray, where: np.ndarray) -> pd.Series:

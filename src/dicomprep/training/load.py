@@ -35,7 +35,7 @@ import tifffile
 
 from dicomprep.formats.geometry import Geometry
 from dicomprep.formats.outputs import is_nifti
-from dicomprep.formats.tiff import _page_geometry
+from dicomprep.formats.tiff import page_geometry
 
 __all__ = ["DTYPES", "convert", "load", "load_with_geometry"]
 
@@ -79,7 +79,7 @@ def load_with_geometry(path, dtype: str = "uint8", frames=None) -> tuple[np.ndar
         total = len(pages)
         indices = _page_indices(frames, total)
         first = pages[indices[0]] if indices else pages.first
-        geometry = _page_geometry(pages.first, path).with_description(pages.first.description)
+        geometry = page_geometry(pages.first, path).with_description(pages.first.description)
         height, width = int(first.imagelength), int(first.imagewidth)
         channels = int(first.samplesperpixel)
         stored = np.empty((len(indices), height, width, channels), dtype=first.dtype)
