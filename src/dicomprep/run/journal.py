@@ -16,12 +16,17 @@ import json
 import os
 from pathlib import Path
 
-from dicomprep.core.durable import atomic_write_text, iter_lines, open_for_append
+from dicomprep.core.durable import atomic_write_text, open_for_append
 from dicomprep.core.errors import ErrorType
 from dicomprep.core.records import OK, FileResult
 from dicomprep.formats.uids import is_valid_uid
 from dicomprep.options import LIMIT_ERRORS
 from dicomprep.pipeline import output_path_for
+from dicomprep.run.journal_records import (  # noqa: F401 - importable from here
+    outputs_named,
+    read_journal,
+    read_journal_counted,
+)
 from dicomprep.storage.urls import is_url, join_url, relative_to_root
 
 STORAGE_UNAVAILABLE = ErrorType.STORAGE_UNAVAILABLE  # an object unreachable after retries
@@ -34,28 +39,6 @@ def file_fingerprint(entry: dict, options_fingerprint: str) -> str:
     if entry.get("etag"):
         key += f"\0{entry['etag']}"
     return hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
-def read_journal(path: str | os.PathLike) -> dict[str, dict]:
-    """The last complete journal record of each source key.  Torn lines (a crash while
-    appending) and damaged bytes are skipped: what they recorded is converted again."""
-    return read_journal_counted(path)[0]
-
-
-def read_journal_counted(path: str | os.PathLike) -> tuple[dict[str, dict], int]:
-    """:func:`read_journal` and the number of lines read."""
-    records: dict[str, dict] = {}
-    lines = 0
-    try:
-        for lines, line in enumerate(iter_lines(path), start=1):  # noqa: B007
-            try:
-                record = json.loads(line)
-                records[record.get("key") or record["source"]] = record
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
-    except FileNotFoundError:
-        pass
-    return records, lines
 
 
 def journaled_output(output: str | None, output_root: str | os.PathLike) -> Path | str | None:
@@ -126,17 +109,6 @@ def intent_record(unit: dict, output_root, previous: dict | None) -> dict | None
         "output": relative,
         "previous": outputs_named(previous) if previous else [],
     }
-
-
-def outputs_named(record: dict) -> list[str]:
-    """The outputs (relative) a journal record says may exist: a finished file's, or both
-    outputs an intent names."""
-    if record.get("intent"):
-        previous = record.get("previous")
-        named = [record.get("output"), *(previous if isinstance(previous, list) else [])]
-        return [o for o in named if o and isinstance(o, str)]
-    output = record.get("output")
-    return [output] if output and record.get("status") == OK else []
 
 
 def journal_record(entry: dict, fingerprint: str, result: FileResult, output_root) -> dict:

@@ -19,11 +19,12 @@ nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from dicomprep.run.journal_records import outputs_named, read_journal
 
 WOULD_REMOVE = "would_remove.txt"
 REMOVED = "removed.txt"
@@ -40,33 +41,14 @@ class RemovalRefused(RuntimeError):
 def journal_outputs(journal: str | os.PathLike) -> dict[str, str]:
     """``{output (relative to the output root): source key}`` of every output the last
     record of each key in ``journal`` names: a finished file's output, or both outputs
-    an intent names (the rule of :func:`dicomprep.run.shard.outputs_named`).  Torn or
+    an intent names (:func:`~dicomprep.run.journal_records.outputs_named`).  Torn or
     damaged lines are skipped, as the shards skip them."""
-    last: dict[str, dict] = {}
-    try:
-        with open(journal, encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                try:
-                    record = json.loads(line)
-                    last[record.get("key") or record["source"]] = record
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    continue
-    except FileNotFoundError:
-        return {}
+    last = read_journal(journal)
     named: dict[str, str] = {}
     for key, record in last.items():
-        for output in _outputs_named(record):
+        for output in outputs_named(record):
             named.setdefault(output, str(record.get("source") or key))
     return named
-
-
-def _outputs_named(record: Mapping) -> list[str]:
-    if record.get("intent"):
-        previous = record.get("previous")
-        outputs = [record.get("output"), *(previous if isinstance(previous, list) else [])]
-        return [o for o in outputs if o and isinstance(o, str)]
-    output = record.get("output")
-    return [output] if output and isinstance(output, str) and record.get("status") == "ok" else []
 
 
 def planned_outputs(images, volume_format: str = "tiff") -> set[str]:
