@@ -158,6 +158,17 @@ def test_the_bound_is_the_floor_or_a_tenth_and_allow_removal_overrides_it():
     assert removal_limit(1000, 0) == 0
 
 
+def run_planned_shard(work, out, options, shard):
+    """The shard job of ``shard`` as the workflow runs it, on the work folder's plan."""
+    return run_shard(
+        work / "shards" / f"{shard}.tsv",
+        out,
+        options,
+        journal=work / "journal" / f"{shard}.jsonl",
+        results=work / "shards" / f"{shard}.results.jsonl",
+    )
+
+
 def test_shard_jobs_remove_nothing_while_the_plan_refuses(tmp_path):
     """A shard job started anyway (by hand, on a cluster) obeys the refused plan."""
     write_source(tmp_path / "src", 22)
@@ -165,13 +176,7 @@ def test_shard_jobs_remove_nothing_while_the_plan_refuses(tmp_path):
     [shard], _ = plan_shards(tmp_path / "src", work, 1, output_root=out)
 
     def run():
-        return run_shard(
-            work / "shards" / f"{shard}.tsv",
-            out,
-            options,
-            journal=work / "journal" / f"{shard}.jsonl",
-            results=work / "shards" / f"{shard}.results.jsonl",
-        )
+        return run_planned_shard(work, out, options, shard)
 
     assert run().processed == 22
     before = tiff_states(out)
@@ -190,13 +195,7 @@ def test_planning_counts_what_the_shards_then_remove(tmp_path):
     work, out, options = tmp_path / "work", tmp_path / "out", Options(size=(16, 16))
 
     def run(shard):
-        return run_shard(
-            work / "shards" / f"{shard}.tsv",
-            out,
-            options,
-            journal=work / "journal" / f"{shard}.jsonl",
-            results=work / "shards" / f"{shard}.results.jsonl",
-        )
+        return run_planned_shard(work, out, options, shard)
 
     [shard], _ = plan_shards(tmp_path / "src", work, 1, output_root=out)
     run(shard)

@@ -36,13 +36,18 @@ def test_the_tree_keeps_every_contract():
     assert "0 broken" in proc.stdout
 
 
-def test_an_upward_import_breaks_the_layers_naming_the_edge(tmp_path):
+def lint_imports_with(tmp_path, module: str, line: str) -> subprocess.CompletedProcess:
+    """lint-imports on a copy of the tree where ``line`` is appended to ``module`` (a
+    path under src/dicomprep)."""
     shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("*.egg-info"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    geometry = tmp_path / "src" / "dicomprep" / "formats" / "geometry.py"
-    geometry.write_text(geometry.read_text() + "\nfrom dicomprep.run import walk  # noqa\n")
+    path = tmp_path / "src" / "dicomprep" / module
+    path.write_text(path.read_text() + f"\n{line}  # noqa\n")
+    return lint_imports(tmp_path)
 
-    proc = lint_imports(tmp_path)
+
+def test_an_upward_import_breaks_the_layers_naming_the_edge(tmp_path):
+    proc = lint_imports_with(tmp_path, "formats/geometry.py", "from dicomprep.run import walk")
 
     assert proc.returncode != 0
     assert "dicomprep.formats is not allowed to import dicomprep.run" in proc.stdout
@@ -50,12 +55,7 @@ def test_an_upward_import_breaks_the_layers_naming_the_edge(tmp_path):
 
 
 def test_the_bottom_layer_importing_a_library_breaks_its_contract(tmp_path):
-    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("*.egg-info"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    records = tmp_path / "src" / "dicomprep" / "core" / "records.py"
-    records.write_text(records.read_text() + "\nimport pandas  # noqa\n")
-
-    proc = lint_imports(tmp_path)
+    proc = lint_imports_with(tmp_path, "core/records.py", "import pandas")
 
     assert proc.returncode != 0
     assert "dicomprep.core.records -> pandas" in proc.stdout
